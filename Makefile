@@ -1,0 +1,73 @@
+# Two commands for a workshop: `make lab` and `make test`. Everything else is a helper.
+#
+# The install picks the right PyTorch build before anything else can pull one in:
+#   - machine with an NVIDIA GPU (nvidia-smi works): the usual build from PyPI;
+#   - otherwise: a CPU build. If pip already sees a CPU wheel of $(TORCH_VERSION) (a local
+#     wheelhouse, as on the project's CI machines), that one; else PyTorch's CPU index.
+# A torch that is already installed in the venv is kept. Override with TORCH_SPEC/TORCH_INDEX.
+
+PYTHON        ?= python3
+VENV          ?= .venv
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
+NB_TIMEOUT    ?= 600
+LAB_PORT      ?= 8888
+LAB_ARGS      ?=
+
+PY  := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install lab test unit notebooks lint bench clean help
+
+help:
+	@echo "make lab    - install (if needed) and start JupyterLab on notebooks/"
+	@echo "make test   - install (if needed), unit tests, then every notebook under nbval (smoke)"
+	@echo "make bench  - run the CPU benchmarks and update docs/benchmarks.md"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(MAKE) --no-print-directory torch
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+.PHONY: torch
+torch:
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "torch: keeping $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "torch: NVIDIA GPU found, installing the usual (CUDA) build"; \
+	  $(PIP) install --quiet "torch>=2.4"; \
+	elif $(PIP) install --dry-run --no-deps --quiet --report - "torch==$(TORCH_VERSION)" 2>/dev/null \
+	     | grep -q '+cpu'; then \
+	  echo "torch: no GPU; a CPU wheel of $(TORCH_VERSION) is available locally, installing it"; \
+	  $(PIP) install --quiet "torch==$(TORCH_VERSION)"; \
+	else \
+	  echo "torch: no GPU; installing the CPU build from $(TORCH_INDEX)"; \
+	  $(PIP) install --quiet "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX) \
+	    --extra-index-url https://pypi.org/simple; \
+	fi
+
+lab: install
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(LAB_PORT) $(LAB_ARGS)
+
+test: install lint unit notebooks
+
+lint: install
+	$(VENV)/bin/ruff check nbhelpers tests bench
+
+unit: install
+	$(PY) -m pytest tests -q
+
+notebooks: install
+	NBHELPERS_PROFILE=smoke TQDM_DISABLE=1 $(PY) -m pytest -q -p tests.nbval_harness \
+	  --nbval-lax --nbval-current-env --nbval-cell-timeout=$(NB_TIMEOUT) \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+
+bench: install
+	$(PY) bench/notebooks.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,34 @@
+"""nbhelpers: the support package behind the diffusion-guidance notebook series.
+
+The notebooks import from here; nothing in here reads a notebook's globals.
+
+Notation (the same in code, docstrings and the notebooks' markdown)
+-------------------------------------------------------------------
+==============  ===========================================================================
+symbol          meaning
+==============  ===========================================================================
+``T``           number of training timesteps (1000 for Stable Diffusion)
+``t``           integer timestep, ``0 <= t < T``; index into every schedule tensor
+``beta``        ``beta[t]``, variance of the noise added at step t (Ho et al. 2020, eq. 2)
+``alpha``       ``1 - beta``
+``alpha_bar``   ``alpha_bar[t] = prod_{i<=t} alpha[i]``: the signal kept after step t
+``sigma``       ``sqrt(1 - alpha_bar[t])``: standard deviation of the noise in ``x_t``
+                (k-diffusion's sigma is ``sqrt((1 - alpha_bar) / alpha_bar)``; not used here)
+``snr``         ``alpha_bar / (1 - alpha_bar)``, signal-to-noise ratio (Kingma et al. 2021)
+``x0``          clean sample; ``x_t`` noisy sample at step t
+``eps``         the Gaussian noise in ``x_t = sqrt(alpha_bar) x0 + sigma eps``
+``eps_hat``     a model's prediction of ``eps``; ``x0_hat`` the matching estimate of ``x0``
+``v``           ``sqrt(alpha_bar) eps - sigma x0`` (Salimans and Ho 2022)
+``score``       ``grad_x log q_t(x)`` = ``-eps / sigma`` (Song et al. 2021)
+``s``           guidance scale, as diffusers' ``guidance_scale``: s = 0 unconditional,
+                s = 1 conditional, s > 1 extrapolates. Papers that write ``w``
+                (Ho and Salimans 2022) mean ``s = w + 1``.
+==============  ===========================================================================
+
+Modules, one idea each: :mod:`nbhelpers.diffusion` (schedules, forward process,
+conversions, DDPM/DDIM steps), :mod:`nbhelpers.profile` (smoke/cpu/gpu budgets),
+:mod:`nbhelpers.models` (where models live), :mod:`nbhelpers.mixtures` (2-D toy data),
+:mod:`nbhelpers.plotting`, :mod:`nbhelpers.widgets`, :mod:`nbhelpers.info`, :mod:`nbhelpers.cli`.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""Where models live: the embedded toy model and Stable Diffusion 1.x weights on this machine.
+
+Loading itself (``load_pipeline``) arrives with the embedded tiny model; this module already
+answers the two questions a workshop asks first: is the toy model here, and are SD 1.x weights?
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SD_ENV_VAR = "NBHELPERS_SD_MODEL"
+#: SD 1.x repositories looked for in the local Hugging Face cache, in this order.
+KNOWN_SD1_IDS: tuple[str, ...] = (
+    "CompVis/stable-diffusion-v1-4",
+    "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "runwayml/stable-diffusion-v1-5",
+)
+
+
+def toy_model_dir() -> Path:
+    """Folder of the embedded tiny Stable Diffusion (a diffusers pipeline folder)."""
+    return Path(__file__).resolve().parent / "data" / "toy-sd"
+
+
+def is_pipeline_folder(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a folder holding a diffusers ``model_index.json``."""
+    return (Path(path) / "model_index.json").is_file()
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The local cache folder of ``repo_id`` if its ``model_index.json`` is cached, else None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with diffusers
+        return None
+    hit = try_to_load_from_cache(repo_id, "model_index.json")
+    return Path(hit).parent if isinstance(hit, str) else None
+
+
+def find_sd_weights() -> Path | str | None:
+    """Locate SD 1.x weights without touching the network.
+
+    Looks at ``$NBHELPERS_SD_MODEL`` first (a local pipeline folder, or a hub id that is in the
+    local cache), then at the known SD 1.x ids in the Hugging Face cache.
+
+    Returns:
+        the local folder, or None when no weights are on this machine.
+    """
+    wanted = os.environ.get(SD_ENV_VAR, "").strip()
+    if wanted:
+        if is_pipeline_folder(wanted):
+            return Path(wanted).resolve()
+        return _cached_snapshot(wanted)
+    for repo_id in KNOWN_SD1_IDS:
+        hit = _cached_snapshot(repo_id)
+        if hit is not None:
+            return hit
+    return None

@@ -1,0 +1,105 @@
+"""Runtime profiles: the one place that decides how much work a notebook does.
+
+Three profiles, chosen by the environment variable ``NBHELPERS_PROFILE``:
+
+* ``smoke``: CI. The embedded toy model, tiny step counts; every cell still runs.
+* ``cpu``:   the toy model with full step counts; minutes on a laptop.
+* ``gpu``:   Stable Diffusion 1.x on CUDA.
+
+With the variable unset the default is ``gpu`` when CUDA and SD 1.x weights are both
+present on this machine, else ``cpu``. Notebooks read budgets (sample counts, step counts)
+and the model choice from :func:`get_profile`; nothing else differs between profiles.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Literal, get_args
+
+ProfileName = Literal["smoke", "cpu", "gpu"]
+PROFILE_NAMES: tuple[str, ...] = get_args(ProfileName)
+ENV_VAR = "NBHELPERS_PROFILE"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Budgets and model choice for one runtime profile.
+
+    Attributes:
+        name: ``"smoke"``, ``"cpu"`` or ``"gpu"``.
+        model: ``"toy"`` (the embedded tiny Stable Diffusion) or an SD 1.x hub id / folder.
+        device: torch device string the notebooks use (``"cpu"`` or ``"cuda"``).
+        dtype: torch dtype name for model weights (``"float32"``, ``"float16"``).
+        n_samples: Monte Carlo sample count for statistical checks and scatter plots.
+        sample_steps: denoising steps of a sampler run.
+        train_steps: optimisation steps of a training run in a notebook.
+        n_images: images generated for a measured figure.
+        reason: one line saying why this profile was picked.
+    """
+
+    name: ProfileName
+    model: str
+    device: str
+    dtype: str
+    n_samples: int
+    sample_steps: int
+    train_steps: int
+    n_images: int
+    reason: str = ""
+
+
+_BUDGETS: dict[str, Profile] = {
+    "smoke": Profile("smoke", model="toy", device="cpu", dtype="float32",
+                     n_samples=4_000, sample_steps=4, train_steps=20, n_images=8),
+    "cpu": Profile("cpu", model="toy", device="cpu", dtype="float32",
+                   n_samples=100_000, sample_steps=50, train_steps=2_000, n_images=64),
+    "gpu": Profile("gpu", model="CompVis/stable-diffusion-v1-4", device="cuda", dtype="float16",
+                   n_samples=200_000, sample_steps=50, train_steps=3_000, n_images=64),
+}
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the active :class:`Profile`.
+
+    Args:
+        name: force a profile; ``None`` reads ``NBHELPERS_PROFILE`` and falls back to the
+            automatic choice (``gpu`` with CUDA and local SD 1.x weights, else ``cpu``).
+
+    Raises:
+        ValueError: for an unknown name, or ``gpu`` on a machine without CUDA.
+    """
+    from nbhelpers.models import find_sd_weights
+
+    source = "argument"
+    if name is None:
+        name = os.environ.get(ENV_VAR, "").strip() or None
+        source = f"{ENV_VAR}={name}"
+    if name is None:
+        cuda = _cuda_available()
+        weights = find_sd_weights() if cuda else None
+        if cuda and weights is not None:
+            return replace(_BUDGETS["gpu"], model=str(weights),
+                           reason=f"automatic: CUDA and SD 1.x weights at {weights}")
+        why = "no CUDA device" if not cuda else "no SD 1.x weights found locally"
+        return replace(_BUDGETS["cpu"], reason=f"automatic: {why}, so the toy model on the CPU")
+    name = name.lower()
+    if name not in _BUDGETS:
+        raise ValueError(
+            f"unknown profile {name!r} (from {source}); choose one of {', '.join(PROFILE_NAMES)}, "
+            f"for example `export {ENV_VAR}=cpu`, or unset {ENV_VAR} for the automatic choice")
+    if name == "gpu":
+        if not _cuda_available():
+            raise ValueError(
+                f"profile 'gpu' (from {source}) needs CUDA, but torch.cuda.is_available() is False;"
+                f" use `{ENV_VAR}=cpu` here, or install a CUDA build of torch on a GPU machine")
+        weights = find_sd_weights()
+        model = str(weights) if weights is not None else _BUDGETS["gpu"].model
+        return replace(_BUDGETS["gpu"], model=model, reason=f"chosen by {source}")
+    return replace(_BUDGETS[name], reason=f"chosen by {source}")
