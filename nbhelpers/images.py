@@ -1,0 +1,73 @@
+"""Images as tensors and back: the one convention every notebook uses.
+
+Tensors hold images as ``(3, H, W)`` (or ``(B, 3, H, W)``) float values in ``[-1, 1]``, the
+range diffusion models are trained on; arrays for display are ``(H, W, 3)`` uint8.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+#: The example photograph: Grace Hopper, an official U.S. Navy photograph (public domain),
+#: shipped with matplotlib as sample data, so no download is needed.
+EXAMPLE_PHOTO = "grace_hopper.jpg"
+
+
+def example_photo(size: int = 128) -> Image.Image:
+    """The example photograph, centre-cropped to a square and resized to ``size`` pixels."""
+    from matplotlib import cbook
+
+    if size < 8:
+        raise ValueError(f"size must be at least 8 pixels, got {size}")
+    with Image.open(cbook.get_sample_data(EXAMPLE_PHOTO)) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        side = min(w, h)
+        box = ((w - side) // 2, 0, (w + side) // 2, side)  # keep the top: faces sit high
+        return im.crop(box).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL image to a ``(3, H, W)`` float32 tensor in ``[-1, 1]``."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """A ``(3, H, W)`` or ``(B, 3, H, W)`` tensor in ``[-1, 1]`` to ``(..., H, W, 3)`` uint8.
+
+    Values outside ``[-1, 1]`` (noisy images have them) are clipped for display.
+    """
+    if x.ndim not in (3, 4) or x.shape[-3] != 3:
+        raise ValueError(f"expected (3, H, W) or (B, 3, H, W) image tensor, got {tuple(x.shape)}")
+    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return arr.movedim(-3, -1).cpu().numpy()
+
+
+def png_bytes(image: np.ndarray | Image.Image) -> bytes:
+    """Encode an ``(H, W, 3)`` uint8 array or PIL image as PNG bytes."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3:
+            raise ValueError(f"expected an (H, W, 3) uint8 array, got {image.dtype} "
+                             f"{image.shape}; convert tensors with to_uint8 first")
+        image = Image.fromarray(image)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def hstack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Place ``(H, W, 3)`` uint8 images side by side with a white gap."""
+    h = max(im.shape[0] for im in images)
+    spacer = np.full((h, gap, 3), 255, dtype=np.uint8)
+    parts: list[np.ndarray] = []
+    for i, im in enumerate(images):
+        if i:
+            parts.append(spacer)
+        pad = np.full((h - im.shape[0], im.shape[1], 3), 255, dtype=np.uint8)
+        parts.append(np.concatenate([im, pad], axis=0))
+    return np.concatenate(parts, axis=1)

@@ -1,0 +1,76 @@
+"""What a workshop checks first: versions, device, profile, and where the models are.
+
+Used by ``nbhelpers info`` in a terminal and by notebook 00; both print the same report.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+
+#: Distributions whose versions the report lists, in this order.
+PACKAGES: tuple[str, ...] = (
+    "nbhelpers", "torch", "diffusers", "transformers", "accelerate", "safetensors",
+    "numpy", "matplotlib", "ipywidgets", "jupyterlab", "nbval",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed version of each package in :data:`PACKAGES` (``"not installed"`` if absent)."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def device_summary() -> str:
+    """The compute device in words: GPU names and memory, or the CPU thread count."""
+    import torch
+
+    if torch.cuda.is_available():
+        gpus = []
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            gpus.append(f"cuda:{i} {p.name} ({p.total_memory / 2**30:.0f} GiB)")
+        return ", ".join(gpus)
+    build = "CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
+    return f"cpu ({torch.get_num_threads()} threads; torch {build}, no CUDA device)"
+
+
+def collect_info() -> dict[str, object]:
+    """Everything the setup check reports, as a dict of plain values."""
+    from nbhelpers.models import SD_ENV_VAR, find_sd_weights, is_pipeline_folder, toy_model_dir
+    from nbhelpers.profile import get_profile
+
+    try:
+        prof = get_profile()
+        profile = f"{prof.name} ({prof.reason}); model: {prof.model}"
+    except ValueError as err:
+        profile = f"ERROR: {err}"
+    sd = find_sd_weights()
+    toy = toy_model_dir()
+    return {
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+        "versions": package_versions(),
+        "device": device_summary(),
+        "profile": profile,
+        "sd_weights": str(sd) if sd is not None else
+        f"not found locally (download SD 1.x once, or set {SD_ENV_VAR} to a local folder)",
+        "toy_model": f"{toy} ({'present' if is_pipeline_folder(toy) else 'not built yet'})",
+    }
+
+
+def format_info(info: dict[str, object] | None = None) -> str:
+    """The report as aligned text lines."""
+    info = collect_info() if info is None else info
+    rows = [("python", info["python"]), ("platform", info["platform"])]
+    rows += [(name, ver) for name, ver in info["versions"].items()]  # type: ignore[union-attr]
+    rows += [("device", info["device"]), ("profile", info["profile"]),
+             ("SD 1.x weights", info["sd_weights"]), ("toy model", info["toy_model"])]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
