@@ -34,7 +34,10 @@ def _cached_snapshot(repo_id: str) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub comes with diffusers
         return None
-    hit = try_to_load_from_cache(repo_id, "model_index.json")
+    try:
+        hit = try_to_load_from_cache(repo_id, "model_index.json")
+    except ValueError:  # not a valid hub id (HFValidationError is a ValueError)
+        return None
     return Path(hit).parent if isinstance(hit, str) else None
 
 
@@ -51,7 +54,8 @@ def find_sd_weights() -> Path | str | None:
     if wanted:
         if is_pipeline_folder(wanted):
             return Path(wanted).resolve()
-        return _cached_snapshot(wanted)
+        is_hub_id = wanted.count("/") == 1 and not wanted.startswith((".", "/", "~"))
+        return _cached_snapshot(wanted) if is_hub_id else None
     for repo_id in KNOWN_SD1_IDS:
         hit = _cached_snapshot(repo_id)
         if hit is not None:

@@ -1,0 +1,59 @@
+"""Wall time of every notebook, executed top to bottom, in the smoke and cpu profiles.
+
+    python bench/notebooks.py [--profiles smoke cpu] [NOTEBOOK ...]
+
+Runs each notebook in a fresh kernel (kernel start included) and writes the table to the
+section "Notebook wall times" of docs/benchmarks.md. Targets from the issues: every notebook in
+the smoke profile within the 10-minute `make test`; notebook 01 in the cpu profile under 2 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, markdown_table, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_notebook(path: Path, profile: str) -> float:
+    nb = nbformat.read(path, as_version=4)
+    os.environ["NBHELPERS_PROFILE"] = profile
+    os.environ["TQDM_DISABLE"] = "1"
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=1800, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--profiles", nargs="+", default=["smoke", "cpu"])
+    args = parser.parse_args()
+    paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    rows = []
+    for path in paths:
+        times = []
+        for profile in args.profiles:
+            seconds = run_notebook(path, profile)
+            print(f"{path.name:<40} {profile:<6} {seconds:7.1f} s", flush=True)
+            times.append(f"{seconds:.1f} s")
+        rows.append([path.name, *times])
+    table = markdown_table(["notebook", *args.profiles], rows)
+    print(table)
+    write_section("Notebook wall times",
+                  f"Machine: {machine()}.\n\nEach notebook executed top to bottom in a fresh "
+                  f"kernel (kernel start included), by `python bench/notebooks.py`.\n\n{table}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The functions behind the sliders, and the sliders driven from Python."""
+
+import numpy as np
+import pytest
+import torch
+
+from nbhelpers import diffusion as D
+from nbhelpers.images import example_photo, hstack, png_bytes, to_tensor, to_uint8
+from nbhelpers.widgets import (
+    ImageSlider,
+    forward_frame,
+    forward_slider,
+    setup_check_frame,
+    setup_check_slider,
+)
+
+
+def test_image_round_trip():
+    photo = example_photo(32)
+    assert photo.size == (32, 32)
+    x = to_tensor(photo)
+    assert x.shape == (3, 32, 32) and -1 <= x.min() and x.max() <= 1
+    assert np.array_equal(to_uint8(x), np.asarray(photo))
+    assert png_bytes(to_uint8(x))[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="uint8"):
+        png_bytes(np.zeros((4, 4, 3), dtype=np.float32))
+    assert hstack([np.zeros((4, 3, 3), np.uint8), np.zeros((2, 5, 3), np.uint8)]).shape == (
+        4, 12, 3)
+
+
+def test_setup_check_frame_moves_with_value():
+    left, right = setup_check_frame(0), setup_check_frame(100)
+    blue = np.array([31, 119, 180])
+    cols = lambda img: np.nonzero((img == blue).all(-1).any(0))[0]  # noqa: E731
+    assert cols(left).mean() < 40 and cols(right).mean() > 200
+    with pytest.raises(ValueError, match="150"):
+        setup_check_frame(150)
+
+
+def test_slider_rerenders_when_value_changes():
+    view = setup_check_slider()
+    before = view.image.value
+    view.slider.value = 80
+    assert view.image.value != before
+    assert "80" in view.caption_html.value
+    view.slider.value = 20
+    assert view.image.value == before
+
+
+def test_slider_shows_render_errors_in_the_page():
+    def render(v):
+        if v > 5:
+            raise RuntimeError("boom")
+        return np.zeros((4, 4, 3), np.uint8)
+
+    view = ImageSlider(render, description="x", min=0, max=10, value=1)
+    good = view.image.value
+    with pytest.raises(RuntimeError):
+        view.slider.value = 7
+    assert "boom" in view.caption_html.value and view.image.value == good
+    with pytest.raises(ValueError, match="outside"):
+        ImageSlider(render, description="x", min=0, max=10, value=11)
+
+
+def test_forward_frame_is_closed_form_noising():
+    photo = to_tensor(example_photo(16))
+    eps = torch.randn(photo.shape, generator=torch.Generator().manual_seed(0))
+    schedules = {n: D.alpha_bar_from_betas(D.make_betas(n)) for n in ("linear", "cosine")}
+    frame = forward_frame(photo, 300, schedules, eps)
+    assert frame.shape == (16, 16 * 2 + 4, 3)
+    expected = to_uint8(D.q_sample(photo, 300, schedules["cosine"], eps))
+    assert np.array_equal(frame[:, 20:], expected)
+    view = forward_slider(photo, schedules, eps, value=10)
+    first = view.image.value
+    view.slider.value = 900
+    assert view.image.value != first and "0.0" in view.caption_html.value
