@@ -71,3 +71,38 @@ def hstack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
         pad = np.full((h - im.shape[0], im.shape[1], 3), 255, dtype=np.uint8)
         parts.append(np.concatenate([im, pad], axis=0))
     return np.concatenate(parts, axis=1)
+
+
+def density_image(z: torch.Tensor | np.ndarray, cmap: str = "magma") -> np.ndarray:
+    """A density on a grid (``[i, j]`` at ``(xs[j], ys[i])``) as an ``(H, W, 3)`` uint8 image.
+
+    Scaled by its maximum and coloured with a matplotlib colour map; row 0 (the lowest y) is
+    put at the bottom, as in a plot.
+    """
+    from matplotlib import colormaps
+
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or not np.isfinite(z).all() or (z < 0).any():
+        raise ValueError(f"expected a finite, non-negative 2-D density grid, got shape {z.shape}")
+    rgb = colormaps[cmap](z / max(z.max(), 1e-300))[..., :3]
+    return (rgb[::-1] * 255).round().astype(np.uint8)
+
+
+def scatter_image(points: torch.Tensor | np.ndarray, colors: np.ndarray, lim: float = 3.5,
+                  size: int = 256) -> np.ndarray:
+    """Draw 2-D points as 2x2-pixel dots on a white ``size x size`` canvas, fast enough for a
+    slider (no matplotlib).
+
+    Args:
+        points: ``(N, 2)`` coordinates; the canvas shows ``[-lim, lim]^2``.
+        colors: ``(N, 3)`` uint8 colours, one per point.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    img = np.full((size, size, 3), 255, dtype=np.uint8)
+    ij = np.floor((pts + lim) / (2 * lim) * (size - 1)).astype(int)
+    keep = ((ij >= 0) & (ij < size - 1)).all(axis=1)
+    col, row = ij[keep, 0], size - 2 - ij[keep, 1]
+    for di in (0, 1):
+        for dj in (0, 1):
+            img[row + di, col + dj] = colors[keep]
+    return img

@@ -351,6 +351,23 @@ class GaussianMixture2D:
         logz = logz - torch.logsumexp(logz, dim=0) - math.log(area)
         return logz.exp().reshape(len(ys), len(xs))
 
+    def sample_tilted(self, n: int, y: int, s: float, generator: torch.Generator | None = None,
+                      lim: float = 4.0, grid_n: int = 400) -> Tensor:
+        """Samples of the tilted density ``p(x) p(y | x)^s`` itself (not of guided sampling).
+
+        Draws grid cells of :meth:`tilted_density_on_grid` in proportion to their mass, then a
+        uniform point inside the cell: exact up to the grid resolution ``2 lim / grid_n``.
+
+        Returns:
+            ``x``, shape ``(n, 2)``.
+        """
+        xs, ys, _ = grid(lim, grid_n, dtype=self.means.dtype)
+        z = self.tilted_density_on_grid(xs, ys, y, s).flatten()
+        cell = torch.multinomial(z / z.sum(), n, replacement=True, generator=generator)
+        h = float(xs[1] - xs[0])
+        jitter = (torch.rand((n, 2), generator=generator, dtype=xs.dtype) - 0.5) * h
+        return torch.stack([xs[cell % grid_n], ys[cell // grid_n]], dim=1) + jitter
+
     # ----------------------------------------------------------------------------------------
     # Sampling and the exact denoiser
     # ----------------------------------------------------------------------------------------

@@ -78,3 +78,81 @@ def schedule_curves(alpha_bars: Mapping[str, torch.Tensor]) -> Figure:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def density_panels(xs: torch.Tensor, ys: torch.Tensor, densities: Sequence[torch.Tensor],
+                   titles: Sequence[str], size: float = 2.8, cmap: str = "magma") -> Figure:
+    """Densities on a grid (``[i, j]`` at ``(xs[j], ys[i])``), one per panel, same axes."""
+    fig, axes = plt.subplots(1, len(densities), figsize=(size * len(densities), size + 0.3),
+                             squeeze=False)
+    extent = (float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1]))
+    for ax, z, title in zip(axes[0], densities, titles, strict=True):
+        ax.imshow(np.asarray(z), origin="lower", extent=extent, cmap=cmap)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def field_panels(xs: torch.Tensor, ys: torch.Tensor,
+                 panels: Sequence[tuple[torch.Tensor, torch.Tensor, str]], ncols: int,
+                 stride: int = 8, size: float = 3.0,
+                 row_labels: Sequence[str] | None = None) -> Figure:
+    """Vector fields over density backgrounds.
+
+    Args:
+        panels: ``(density (G, G), field (G, G, 2), title)`` per panel, row by row.
+        stride: draw one arrow every ``stride`` grid points.
+
+    Arrows show direction and relative length within a panel (each panel is scaled to its own
+    largest arrow, clipped at the 95th percentile so a few huge vectors don't hide the rest).
+    """
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    extent = (float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1]))
+    X, Y = np.meshgrid(np.asarray(xs)[::stride], np.asarray(ys)[::stride])
+    for ax, (z, field, title) in zip(axes.flat, panels, strict=False):
+        ax.imshow(np.asarray(z), origin="lower", extent=extent, cmap="Greys", alpha=0.6)
+        f = np.asarray(field)[::stride, ::stride]
+        norm = np.linalg.norm(f, axis=-1)
+        cap = np.percentile(norm, 95) + 1e-12
+        f = f * (np.minimum(norm, cap) / (norm + 1e-12))[..., None] / cap
+        ax.quiver(X, Y, f[..., 0], f[..., 1], color="tab:blue", angles="xy",
+                  scale_units="xy", scale=1 / (0.9 * (X[0, 1] - X[0, 0])), width=0.006)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if row_labels is not None:
+        for r, label in enumerate(row_labels):
+            axes[r, 0].set_ylabel(label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_curve(rows: Mapping[str, Sequence[tuple[float, float, float]]]) -> Figure:
+    """Fidelity against diversity as ``s`` grows, one line per method.
+
+    Args:
+        rows: method name to a list of ``(s, fidelity, diversity)``.
+    """
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, pts in rows.items():
+        s, fid, div = (np.array(v) for v in zip(*pts, strict=True))
+        ax1.plot(s, fid, marker="o", ms=3, label=name)
+        ax2.plot(div, fid, marker="o", ms=3, label=name)
+        for si, d, f in zip(s, div, fid, strict=True):
+            if si in (0, 1, 2, 4, 8):
+                ax2.annotate(f"s={si:g}", (d, f), fontsize=7, xytext=(3, -8),
+                             textcoords="offset points")
+    ax1.set(xlabel="guidance scale s", ylabel="fidelity", title="fidelity against s")
+    ax2.set(xlabel="diversity (within-mode spread)", ylabel="fidelity",
+            title="the trade-off: each point is one s")
+    ax2.invert_xaxis()
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

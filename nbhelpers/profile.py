@@ -35,6 +35,8 @@ class Profile:
         sample_steps: denoising steps of a sampler run.
         train_steps: optimisation steps of a training run in a notebook.
         n_images: images generated for a measured figure.
+        train_steps_2d: optimisation steps for each small 2-D network (notebook 03).
+        sample_steps_2d: sampler steps on the 2-D world (notebook 03).
         reason: one line saying why this profile was picked.
     """
 
@@ -46,16 +48,21 @@ class Profile:
     sample_steps: int
     train_steps: int
     n_images: int
+    train_steps_2d: int
+    sample_steps_2d: int
     reason: str = ""
 
 
 _BUDGETS: dict[str, Profile] = {
     "smoke": Profile("smoke", model="toy", device="cpu", dtype="float32",
-                     n_samples=4_000, sample_steps=4, train_steps=20, n_images=8),
+                     n_samples=4_000, sample_steps=4, train_steps=20, n_images=8,
+                     train_steps_2d=1_500, sample_steps_2d=50),
     "cpu": Profile("cpu", model="toy", device="cpu", dtype="float32",
-                   n_samples=100_000, sample_steps=50, train_steps=2_000, n_images=64),
+                   n_samples=100_000, sample_steps=50, train_steps=2_000, n_images=64,
+                   train_steps_2d=5_000, sample_steps_2d=100),
     "gpu": Profile("gpu", model="CompVis/stable-diffusion-v1-4", device="cuda", dtype="float16",
-                   n_samples=200_000, sample_steps=50, train_steps=3_000, n_images=64),
+                   n_samples=200_000, sample_steps=50, train_steps=3_000, n_images=64,
+                   train_steps_2d=5_000, sample_steps_2d=100),
 }
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from nbhelpers.diffusion import q_sample
-from nbhelpers.images import hstack, png_bytes, to_uint8
+from nbhelpers.images import density_image, hstack, png_bytes, scatter_image, to_uint8
+from nbhelpers.mixtures import GaussianMixture2D, grid
 
 Render = Callable[[float], np.ndarray]
 
@@ -109,3 +110,47 @@ def forward_slider(x0: torch.Tensor, alpha_bars: Mapping[str, torch.Tensor],
 
     return ImageSlider(lambda t: forward_frame(x0, int(t), alpha_bars, eps), description="t",
                        min=0, max=T - 1, value=value, caption=caption)
+
+
+def tilted_density_frame(world: GaussianMixture2D, y: int, s: float, lim: float = 3.0,
+                         n: int = 160) -> np.ndarray:
+    """The tilted density ``p(x) p(y | x)^s`` as an image (brighter is more probable)."""
+    xs, ys, _ = grid(lim, n)
+    return density_image(world.tilted_density_on_grid(xs, ys, y, s))
+
+
+def tilted_density_slider(world: GaussianMixture2D, y: int, value: float = 1.0,
+                          s_max: float = 10.0) -> ImageSlider:
+    """Slider for ``s``: redraws ``p(x) p(y | x)^s`` (s = 0: p(x); s = 1: p(x | y))."""
+    def caption(s: float) -> str:
+        kind = {0.0: "p(x), unconditional", 1.0: "p(x | y), conditional"}.get(
+            round(s, 6), "sharper than p(x | y)" if s > 1 else "between p(x) and p(x | y)")
+        return f"s = {s:.2f}: {kind}"
+
+    return ImageSlider(lambda s: tilted_density_frame(world, y, s), description="s", min=0.0,
+                       max=s_max, step=0.05, value=value, caption=caption)
+
+
+def class_colors(world: GaussianMixture2D, x: torch.Tensor) -> np.ndarray:
+    """``(N, 3)`` uint8 colours from blue (class 0) to red (class 1) by the exact posterior."""
+    from matplotlib import colormaps
+
+    p1 = world.class_posterior(x.to(world.means.dtype))[:, 1].numpy()
+    return (colormaps["coolwarm"](p1)[:, :3] * 255).round().astype(np.uint8)
+
+
+def samples_frame(world: GaussianMixture2D, x: torch.Tensor, lim: float = 3.5) -> np.ndarray:
+    """2-D samples as an image, each dot coloured by its exact class posterior."""
+    return scatter_image(x, class_colors(world, x), lim=lim)
+
+
+def guided_sampling_slider(sample: Callable[[float], torch.Tensor], world: GaussianMixture2D,
+                           value: float = 1.0, s_max: float = 8.0,
+                           caption: Callable[[float], str] | None = None) -> ImageSlider:
+    """Slider for ``s`` that resamples: ``sample(s) -> (N, 2)`` runs on every move.
+
+    ``sample`` should start from fixed noise (a fixed seed) so that only ``s`` changes.
+    """
+    return ImageSlider(lambda s: samples_frame(world, sample(s)), description="s", min=0.0,
+                       max=s_max, step=0.1, value=value, continuous_update=False,
+                       caption=caption)

@@ -290,3 +290,19 @@ def test_bad_inputs_raise_value_errors_that_name_the_value():
     with pytest.raises(ValueError, match="evenly spaced"):
         WORLD.tilted_density_on_grid(torch.tensor([0.0, 1.0, 3.0]), torch.linspace(0, 1, 3),
                                      0, 1.0)
+
+
+def test_sample_tilted_matches_the_tilted_density_moments():
+    w = M.default_world()
+    xs, ys, XY = M.grid(4.0, 400)
+    for s in (1.0, 3.0):
+        z = w.tilted_density_on_grid(xs, ys, 1, s).flatten()
+        z = z / z.sum()
+        exact_mean = (z[:, None] * XY).sum(0)
+        x = w.sample_tilted(20_000, 1, s, generator=torch.Generator().manual_seed(0))
+        se = x.std(0) / 20_000 ** 0.5
+        assert ((x.mean(0) - exact_mean).abs() < 5 * se).all()
+    # at s = 1 the tilted density is p(x | y): compare with exact class samples
+    x = w.sample_tilted(20_000, 0, 1.0, generator=torch.Generator().manual_seed(1))
+    ref, _, _ = w.sample(20_000, generator=torch.Generator().manual_seed(2), y=0)
+    assert (x.mean(0) - ref.mean(0)).abs().max() < 0.05
