@@ -1,0 +1,634 @@
+"""The shapes world: a seeded generator of captioned 64x64 images of coloured shapes.
+
+Every image shows one shape (``SHAPES``) in one colour (``COLOURS``) on a plain background
+(``BACKGROUNDS``), drawn in one style (``ALL_STYLES``), at a random size and position with the
+whole shape inside the frame. A :class:`Scene` holds this ground truth; :func:`render` draws it
+(a pure function of the scene); :func:`caption` describes it in words from ``VOCABULARY``,
+using one of several ``TEMPLATES`` and sometimes leaving out the colour, background or style, so
+that a text encoder learns words rather than one sentence.
+
+Styles differ the way painters' styles do, in texture and palette, with texture periods of
+about 8 pixels so that they survive the 8x-downsampling VAE of the tiny Stable Diffusion:
+
+==============  ===========================================================================
+style           what it looks like
+==============  ===========================================================================
+``flat``        one solid colour, crisp edges
+``striped``     diagonal stripes (period 8 px) of the colour and a pale tint of it
+``dotted``      dots of the colour on a grid (period 8 px) over a pale tint: pointillism
+``outlined``    a 3-px contour in the colour, hollow inside (the background shows through)
+``checkered``   a checkerboard of 4-px squares in the colour and a dark shade of it
+``wobbly``      hand-drawn: jittered edges, a light fill and a darker 2-px wobbly contour
+``mosaic``      **unnamed** (below): tiles of varied shades with dark grout lines
+==============  ===========================================================================
+
+Two teaching hooks are built into the training distribution (:func:`sample_scenes`):
+
+1. **An unnamed style.** ``UNNAMED_STYLE`` (``"mosaic"``) is drawn in a fraction
+   ``UNNAMED_RATE`` = 0.125 of training images, but its name is not in ``VOCABULARY`` and no
+   caption ever mentions a style for those images (they say shape, colour, background only).
+   The model learns to draw mosaics without a word for them; textual inversion later finds one.
+2. **A biased generic word.** In a fraction ``TOY_RATE`` = 0.10 of training captions the shape
+   is called ``GENERIC_WORD`` (``"toy"``) instead of its name, and those scenes are a
+   ``TOY_BIASED_SHAPE`` (``"circle"``) with probability ``TOY_BIAS`` = 0.9 (the other 10% are
+   split evenly over the other four shapes). "toy" appears in no other caption, so the model
+   learns "toy = circle". :func:`toy_balanced_set` makes the curated, shape-balanced "toy" set
+   the debiasing notebook fine-tunes on.
+
+Everything is deterministic: scene ``i`` of :func:`sample_scenes` with seed ``seed`` is drawn
+from ``numpy.random.default_rng([seed, i])`` and its caption from ``default_rng([seed, i, 1])``,
+so a dataset can be indexed at random without generating what comes before.
+
+Images: :func:`render` returns ``(64, 64, 3)`` uint8 arrays, :func:`render_tensor` the
+``(3, 64, 64)`` float tensors in ``[-1, 1]`` used everywhere else (see :mod:`nbhelpers.images`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from nbhelpers.images import to_tensor
+
+# --------------------------------------------------------------------------------------------
+# The attributes
+# --------------------------------------------------------------------------------------------
+
+#: Side of every image, pixels.
+IMAGE_SIZE = 64
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
+#: Shape colours, RGB 0-255 (before a small per-scene jitter).
+COLOUR_RGB: dict[str, tuple[int, int, int]] = {
+    "red": (214, 39, 40),
+    "green": (40, 160, 50),
+    "blue": (35, 85, 210),
+    "yellow": (240, 205, 25),
+    "purple": (140, 55, 180),
+    "orange": (245, 125, 15),
+}
+COLOURS: tuple[str, ...] = tuple(COLOUR_RGB)
+#: Background colours, RGB 0-255: neutrals, so that none can be mistaken for a shape colour.
+BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
+    "white": (250, 250, 248),
+    "black": (25, 25, 28),
+    "gray": (128, 128, 128),
+    "beige": (222, 208, 178),
+}
+BACKGROUNDS: tuple[str, ...] = tuple(BACKGROUND_RGB)
+#: The named drawing styles: these words appear in captions.
+STYLES: tuple[str, ...] = ("flat", "striped", "dotted", "outlined", "checkered", "wobbly")
+#: The style that is drawn but never named (teaching hook 1); not in ``VOCABULARY``.
+UNNAMED_STYLE = "mosaic"
+#: Every style an image can have: the named ones, then the unnamed one (the evaluator's classes).
+ALL_STYLES: tuple[str, ...] = (*STYLES, UNNAMED_STYLE)
+
+#: Fraction of training images drawn in the unnamed style.
+UNNAMED_RATE = 0.125
+#: The generic word of teaching hook 2, used in place of the shape name.
+GENERIC_WORD = "toy"
+#: Fraction of training captions that call the shape a "toy".
+TOY_RATE = 0.10
+#: P(shape = TOY_BIASED_SHAPE | caption says "toy"); the rest is split over the other shapes.
+TOY_BIAS = 0.9
+TOY_BIASED_SHAPE = "circle"
+
+#: Shape half-extent range, pixels (the circle's radius; other shapes are scaled to match).
+SIZE_RANGE = (11.0, 18.0)
+#: Free pixels kept between the shape's bounding box and the image border.
+MARGIN = 1.0
+
+# --------------------------------------------------------------------------------------------
+# Captions
+# --------------------------------------------------------------------------------------------
+
+#: Caption templates. Empty slots vanish: ``{sty}`` is the style as an adjective, ``{on_bg}``
+#: " on a <bg> background", ``{comma_bg}`` ", <bg> background", ``{comma_style}``
+#: ", <style> style", ``{in_style}`` " in <style> style"; ``{a}`` becomes "a" or "an".
+TEMPLATES: tuple[str, ...] = (
+    "{a} {sty} {col} {shp}{on_bg}",
+    "a painting of {a} {col} {shp}{on_bg}{comma_style}",
+    "a picture of {a} {sty} {col} {shp}{on_bg}",
+    "{col} {shp}{comma_bg}{comma_in_style}",
+    "a drawing of {a} {col} {shp}{in_style}{on_bg}",
+    "{a} {col} {shp}{on_bg}{in_style}",
+)
+#: Probability that a caption mentions each attribute (the style only when it has a name).
+MENTION_PROB: dict[str, float] = {"colour": 0.85, "background": 0.5, "style": 0.75}
+_TEMPLATE_WORDS = ("a", "an", "painting", "picture", "drawing", "of", "on", "in",
+                   "background", "style")
+#: Every word a caption can use, sorted; captions also contain commas (``PUNCTUATION``).
+VOCABULARY: tuple[str, ...] = tuple(sorted(
+    {*_TEMPLATE_WORDS, *SHAPES, *COLOURS, *BACKGROUNDS, *STYLES, GENERIC_WORD}))
+PUNCTUATION: tuple[str, ...] = (",",)
+
+assert UNNAMED_STYLE not in VOCABULARY
+
+
+# --------------------------------------------------------------------------------------------
+# Scenes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The ground truth of one image.
+
+    Attributes:
+        shape, colour, background, style: attribute names from ``SHAPES``, ``COLOURS``,
+            ``BACKGROUNDS``, ``ALL_STYLES``.
+        size: half-extent in pixels (a circle's radius), within ``SIZE_RANGE``.
+        x, y: centre in pixels, ``x`` to the right and ``y`` down from the top-left corner.
+        toy: True if the caption calls the shape by ``GENERIC_WORD`` (teaching hook 2).
+        detail: seed of the small random details (colour jitter, texture phase, wobble).
+    """
+
+    shape: str
+    colour: str
+    background: str
+    style: str
+    size: float
+    x: float
+    y: float
+    toy: bool = False
+    detail: int = 0
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("shape", SHAPES), ("colour", COLOURS),
+                              ("background", BACKGROUNDS), ("style", ALL_STYLES)):
+            _check_choice(name, getattr(self, name), allowed)
+        lo, hi = SIZE_RANGE
+        if not lo <= self.size <= hi:
+            raise ValueError(f"size must be in [{lo}, {hi}] pixels, got {self.size}")
+        ext = self.size * _EXTENT[self.shape]
+        for name, v in (("x", self.x), ("y", self.y)):
+            if not ext <= v <= IMAGE_SIZE - ext:
+                raise ValueError(f"{name}={v} puts a {self.shape} of size {self.size} outside "
+                                 f"the frame; keep it in [{ext:.1f}, {IMAGE_SIZE - ext:.1f}]")
+
+    @property
+    def named_style(self) -> bool:
+        """False for the unnamed style, whose name no caption contains."""
+        return self.style != UNNAMED_STYLE
+
+    def attributes(self) -> dict[str, str]:
+        """The four categorical attributes, as the evaluator reads them."""
+        return {"shape": self.shape, "colour": self.colour, "background": self.background,
+                "style": self.style}
+
+
+def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def random_scene(rng: np.random.Generator, *, shape: str | None = None,
+                 colour: str | None = None, background: str | None = None,
+                 style: str | None = None, toy: bool | None = None,
+                 unnamed_rate: float = UNNAMED_RATE, toy_rate: float = TOY_RATE,
+                 toy_bias: float = TOY_BIAS) -> Scene:
+    """Draw one scene from the training distribution; any attribute can be fixed.
+
+    Sampling order (each from ``rng``): toy flag (``toy_rate``), shape (``toy_bias`` toward
+    ``TOY_BIASED_SHAPE`` for toy scenes, uniform otherwise), colour, background (uniform),
+    style (``UNNAMED_STYLE`` with probability ``unnamed_rate``, else uniform over ``STYLES``),
+    size (uniform in ``SIZE_RANGE``), position (uniform with the shape inside the frame),
+    detail seed. Every draw happens even when the value is fixed, so fixing one attribute does
+    not change the others.
+    """
+    for name, p in (("unnamed_rate", unnamed_rate), ("toy_rate", toy_rate),
+                    ("toy_bias", toy_bias)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} is a probability and must be in [0, 1], got {p}")
+    is_toy = bool(rng.random() < toy_rate)
+    u_shape = rng.random()
+    if toy is not None:
+        is_toy = bool(toy)
+    if is_toy:
+        others = [s for s in SHAPES if s != TOY_BIASED_SHAPE]
+        if u_shape < toy_bias:
+            drawn_shape = TOY_BIASED_SHAPE
+        else:
+            drawn_shape = others[min(int((u_shape - toy_bias) / (1 - toy_bias) * len(others)),
+                                     len(others) - 1)]
+    else:
+        drawn_shape = SHAPES[min(int(u_shape * len(SHAPES)), len(SHAPES) - 1)]
+    drawn_colour = COLOURS[rng.integers(len(COLOURS))]
+    drawn_bg = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+    u_style = rng.random()
+    named = STYLES[rng.integers(len(STYLES))]
+    drawn_style = UNNAMED_STYLE if u_style < unnamed_rate else named
+    shape = drawn_shape if shape is None else shape
+    _check_choice("shape", shape, SHAPES)
+    size = float(np.round(rng.uniform(*SIZE_RANGE), 2))
+    ext = size * _EXTENT[shape]
+    lo, hi = math.ceil(ext * 100) / 100, math.floor((IMAGE_SIZE - ext) * 100) / 100
+    x, y = (float(np.clip(np.round(v, 2), lo, hi)) for v in rng.uniform(lo, hi, size=2))
+    return Scene(shape=shape,
+                 colour=drawn_colour if colour is None else colour,
+                 background=drawn_bg if background is None else background,
+                 style=drawn_style if style is None else style,
+                 size=size, x=x, y=y, toy=is_toy,
+                 detail=int(rng.integers(2 ** 31)))
+
+
+def sample_scenes(n: int, seed: int, *, start: int = 0, **kwargs: Any) -> list[Scene]:
+    """Scenes ``start .. start+n-1`` of the training distribution with this seed.
+
+    Scene ``i`` is ``random_scene(numpy.random.default_rng([seed, i]), **kwargs)``, so the
+    same seed always gives the same scenes, and any slice can be made on its own.
+
+    Args:
+        n: number of scenes.
+        seed: a non-negative integer.
+        start: index of the first scene.
+        **kwargs: fixed attributes and rates, as in :func:`random_scene`; for example
+            ``style=UNNAMED_STYLE`` for a textual-inversion set, or ``unnamed_rate=1/7,
+            toy_rate=0`` for a balanced set of styles and shapes.
+    """
+    _check_count("n", n)
+    _check_seed(seed)
+    return [random_scene(np.random.default_rng([seed, i]), **kwargs)
+            for i in range(start, start + n)]
+
+
+def balanced_scenes(n: int, seed: int, **kwargs: Any) -> list[Scene]:
+    """Scenes with every shape and every style (the unnamed one included) equally likely.
+
+    The distribution the evaluator is trained and measured on: ``unnamed_rate = 1/7`` and
+    ``toy_rate = 0`` in :func:`sample_scenes`.
+    """
+    kwargs = {"unnamed_rate": 1 / len(ALL_STYLES), "toy_rate": 0.0, **kwargs}
+    return sample_scenes(n, seed, **kwargs)
+
+
+def _check_count(name: str, n: int) -> None:
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {n!r}")
+
+
+def _check_seed(seed: int) -> None:
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Captions
+# --------------------------------------------------------------------------------------------
+
+
+def caption(scene: Scene, rng: np.random.Generator, *, template: int | None = None,
+            mention: dict[str, bool] | None = None) -> str:
+    """Describe ``scene`` in a lowercase caption drawn from ``TEMPLATES``.
+
+    The shape is always named (as ``GENERIC_WORD`` for toy scenes); the colour, background and
+    style are mentioned with the probabilities in ``MENTION_PROB``; the unnamed style is never
+    mentioned. Words come only from ``VOCABULARY`` (plus commas).
+
+    Args:
+        scene: the ground truth.
+        rng: numpy generator for the template and the mentions.
+        template: index into ``TEMPLATES`` (random if None).
+        mention: force attributes in or out, e.g. ``{"background": False}``; the unnamed
+            style stays out whatever this says.
+
+    Examples: "a striped red circle", "a painting of an orange toy on a black background",
+    "blue square, beige background, in dotted style".
+    """
+    u = rng.random(4)
+    if template is None:
+        template = int(u[0] * len(TEMPLATES))
+    if not 0 <= template < len(TEMPLATES):
+        raise ValueError(f"template must be in [0, {len(TEMPLATES) - 1}], got {template}")
+    said = {k: bool(v < MENTION_PROB[k]) for k, v in zip(MENTION_PROB, u[1:], strict=True)}
+    said.update(mention or {})
+    said["style"] = said["style"] and scene.named_style
+    style = scene.style if said["style"] else ""
+    bg = scene.background if said["background"] else ""
+    slots = {
+        "a": "<a>",
+        "sty": style,
+        "col": scene.colour if said["colour"] else "",
+        "shp": GENERIC_WORD if scene.toy else scene.shape,
+        "on_bg": f" on a {bg} background" if bg else "",
+        "comma_bg": f", {bg} background" if bg else "",
+        "comma_style": f", {style} style" if style else "",
+        "comma_in_style": f", in {style} style" if style else "",
+        "in_style": f" in {style} style" if style else "",
+    }
+    words = TEMPLATES[template].format(**slots).split()
+    for i, w in enumerate(words):
+        if w == "<a>":  # the article agrees with the word that follows
+            words[i] = "an" if words[i + 1][0] in "aeiou" else "a"
+    return " ".join(words)
+
+
+def captions_for(scenes: Sequence[Scene], seed: int, *, start: int = 0) -> list[str]:
+    """Captions of ``scenes``, caption ``i`` drawn from ``default_rng([seed, start+i, 1])``."""
+    _check_seed(seed)
+    return [caption(s, np.random.default_rng([seed, start + i, 1]))
+            for i, s in enumerate(scenes)]
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+_SS = 4  # supersampling factor: draw at 256 x 256, average 4 x 4 blocks (anti-aliasing)
+_N = IMAGE_SIZE * _SS
+#: Periods of the textures, pixels. About one latent cell of an 8x VAE.
+TEXTURE_PERIOD = 8.0
+
+
+def _unit_outline(shape: str) -> np.ndarray:
+    """Closed contour of ``shape`` at size 1, centred on the origin, ``(K, 2)`` as (x, y)."""
+    if shape == "circle":
+        t = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+        return np.stack([np.cos(t), np.sin(t)], 1)
+    if shape == "square":
+        s = 0.88
+        return np.array([[-s, -s], [s, -s], [s, s], [-s, s]])
+    if shape == "triangle":
+        R = 1.2  # circumradius; shifted down so the bounding box is centred
+        t = np.deg2rad([-90, 30, 150])
+        return np.stack([R * np.cos(t), R * np.sin(t) + R / 4], 1)
+    if shape == "star":
+        t = np.deg2rad(-90 + 36 * np.arange(10))
+        r = np.where(np.arange(10) % 2 == 0, 1.18, 0.52)
+        pts = np.stack([r * np.cos(t), r * np.sin(t)], 1)
+        pts[:, 1] += (1.18 - 1.18 * math.cos(math.pi / 5)) / 2
+        return pts
+    if shape == "cross":
+        a, w = 1.0, 0.36
+        return np.array([[-w, -a], [w, -a], [w, -w], [a, -w], [a, w], [w, w], [w, a],
+                         [-w, a], [-w, w], [-a, w], [-a, -w], [-w, -w]])
+    raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+
+
+#: Half-extent of each shape's bounding box in units of ``Scene.size`` (plus wobble room).
+_EXTENT = {s: float(np.abs(_unit_outline(s)).max()) + (MARGIN + 1.5) / SIZE_RANGE[0]
+           for s in SHAPES}
+
+
+def _densify(pts: np.ndarray, step: float) -> np.ndarray:
+    """Insert points along a closed polygon so neighbours are at most ``step`` apart."""
+    out = []
+    for p, q in zip(pts, np.roll(pts, -1, axis=0), strict=True):
+        k = max(1, math.ceil(np.linalg.norm(q - p) / step))
+        out.append(p + (q - p) * np.arange(k)[:, None] / k)
+    return np.concatenate(out)
+
+
+def _contour(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """The shape's contour in pixel coordinates, ``(K, 2)``; jittered for ``wobbly``."""
+    pts = _unit_outline(scene.shape) * scene.size
+    if scene.style == "wobbly":
+        # Hand-drawn: push the densified contour in and out along the ray from the centre by a
+        # smooth random function of the angle, about 1-2 px peak to peak.
+        pts = _densify(pts, 1.0)
+        theta = np.arctan2(pts[:, 1], pts[:, 0])
+        ks = np.array([3, 4, 5, 7])
+        amp = rng.uniform(0.25, 0.5, size=len(ks)) * scene.size / 15
+        phase = rng.uniform(0, 2 * np.pi, size=len(ks))
+        d = (amp * np.sin(ks * theta[:, None] + phase)).sum(1)
+        r = np.linalg.norm(pts, axis=1, keepdims=True)
+        pts = pts * (1 + d[:, None] / np.maximum(r, 1e-6))
+    return pts + np.array([scene.x, scene.y])
+
+
+def _polygon_mask(pts: np.ndarray, band: float = 0.0) -> np.ndarray:
+    """``(N, N)`` bool mask at the supersampled scale: inside ``pts``, or, if ``band > 0``,
+    inside and within ``band`` pixels of the contour."""
+    im = Image.new("L", (_N, _N), 0)
+    draw = ImageDraw.Draw(im)
+    xy = [(float(x), float(y)) for x, y in pts * _SS]
+    draw.polygon(xy, fill=255)
+    inside = np.asarray(im) > 127
+    if band <= 0:
+        return inside
+    # The band is the contour swept by a disc of radius ``band``: thick segments plus a disc
+    # at every vertex (PIL's own line joints leave pinholes on finely sampled curves).
+    line = Image.new("L", (_N, _N), 0)
+    ld = ImageDraw.Draw(line)
+    ld.line([*xy, xy[0]], fill=255, width=round(2 * band * _SS))
+    rad = band * _SS
+    for x, y in xy:
+        ld.ellipse((x - rad, y - rad, x + rad, y + rad), fill=255)
+    return inside & (np.asarray(line) > 127)
+
+
+def _light(c: np.ndarray, a: float) -> np.ndarray:
+    """Mix colour ``c`` (RGB in [0, 1]) with white by fraction ``a`` (a pastel tint)."""
+    return c + (1 - c) * a
+
+
+def _dark(c: np.ndarray, a: float) -> np.ndarray:
+    """Mix colour ``c`` with black by fraction ``a`` (a shade)."""
+    return c * (1 - a)
+
+
+def _texture(style: str, c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The fill of a style over the whole supersampled canvas, ``(N, N, 3)`` in [0, 1]."""
+    P = TEXTURE_PERIOD
+    u = (np.arange(_N) + 0.5) / _SS  # pixel coordinates of the subsamples
+    X, Y = u[None, :], u[:, None]
+    ox, oy = rng.uniform(0, P, size=2)  # random phase: the pattern is not pinned to the frame
+    if style in ("flat", "outlined"):
+        return np.broadcast_to(c, (_N, _N, 3)).copy()
+    if style == "striped":
+        on = ((X + Y) / math.sqrt(2) + ox) % P < P / 2
+        return np.where(on[..., None], c, _light(c, 0.7))
+    if style == "dotted":
+        dx = (X + ox) % P - P / 2
+        dy = (Y + oy) % P - P / 2
+        on = dx ** 2 + dy ** 2 < 2.5 ** 2
+        return np.where(on[..., None], c, _light(c, 0.75))
+    if style == "checkered":
+        on = ((np.floor((X + ox) / (P / 2)) + np.floor((Y + oy) / (P / 2))) % 2) == 0
+        return np.where(on[..., None], c, _dark(c, 0.55))
+    if style == "wobbly":
+        return np.broadcast_to(_light(c, 0.35), (_N, _N, 3)).copy()
+    if style == UNNAMED_STYLE:
+        # Tiles of varied shades (the brightness of each tile drawn at random), set in grout
+        # lines of a dark shade of the colour, 2 px wide.
+        ti = np.floor((Y + oy) / P).astype(int) + 1
+        tj = np.floor((X + ox) / P).astype(int) + 1
+        m = IMAGE_SIZE // int(P) + 3
+        shade = rng.uniform(0.72, 1.18, size=(m, m, 1))
+        hue = rng.normal(0, 0.035, size=(m, m, 3))
+        tiles = np.clip(c * shade + hue, 0, 1)[ti, tj]
+        grout = (((X + ox) % P) < 2.0) | (((Y + oy) % P) < 2.0)
+        return np.where(grout[..., None], _dark(c, 0.65), tiles)
+    raise ValueError(f"unknown style {style!r}; choose one of {', '.join(ALL_STYLES)}")
+
+
+def render(scene: Scene) -> np.ndarray:
+    """Draw ``scene``: a pure function of it.
+
+    Returns:
+        ``(64, 64, 3)`` uint8 array (RGB).
+    """
+    if not isinstance(scene, Scene):
+        raise TypeError(f"render expects a Scene, got {type(scene).__name__}")
+    rng = np.random.default_rng(scene.detail)
+    # A little colour variation per scene, so the palette is not six exact RGB triples.
+    c = np.clip(np.array(COLOUR_RGB[scene.colour]) / 255 + rng.normal(0, 0.03, 3), 0, 1)
+    bg = np.clip(np.array(BACKGROUND_RGB[scene.background]) / 255 + rng.normal(0, 0.012, 3),
+                 0, 1)
+    pts = _contour(scene, rng)
+    canvas = np.empty((_N, _N, 3))
+    canvas[:] = bg
+    inside = _polygon_mask(pts)
+    tex = _texture(scene.style, c, rng)
+    if scene.style == "outlined":
+        inside = _polygon_mask(pts, band=3.0)
+    canvas[inside] = tex[inside]
+    if scene.style == "wobbly":
+        edge = _polygon_mask(pts, band=2.0)
+        canvas[edge] = _dark(c, 0.4)
+    small = canvas.reshape(IMAGE_SIZE, _SS, IMAGE_SIZE, _SS, 3).mean((1, 3))
+    return np.round(small * 255).astype(np.uint8)
+
+
+def render_tensor(scene: Scene) -> Tensor:
+    """:func:`render` as a ``(3, 64, 64)`` float32 tensor in ``[-1, 1]``."""
+    return to_tensor(Image.fromarray(render(scene)))
+
+
+def render_batch(scenes: Sequence[Scene]) -> Tensor:
+    """Render many scenes: ``(B, 3, 64, 64)`` float32 tensor in ``[-1, 1]``."""
+    if len(scenes) == 0:
+        return torch.empty(0, 3, IMAGE_SIZE, IMAGE_SIZE)
+    arr = np.stack([render(s) for s in scenes]).astype(np.float32)
+    return torch.from_numpy(arr / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# Data sets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: image ``(3, 64, 64)`` in ``[-1, 1]``, its caption, its scene."""
+
+    image: Tensor
+    caption: str
+    scene: Scene
+
+    def __iter__(self) -> Iterator[Any]:  # unpacks as (image, caption, scene)
+        return iter(getattr(self, f.name) for f in fields(self))
+
+
+class ShapesDataset(torch.utils.data.Dataset):
+    """The training set: item ``i`` is scene ``i`` of :func:`sample_scenes` with its caption.
+
+    Items are ``(image, caption, scene)`` (an :class:`Example`); made on demand and
+    deterministic. Use :func:`collate` as a DataLoader's ``collate_fn``.
+
+    Args:
+        n: number of items.
+        seed: the world seed.
+        **kwargs: rates and fixed attributes, passed to :func:`random_scene`.
+    """
+
+    def __init__(self, n: int, seed: int = 0, **kwargs: Any) -> None:
+        _check_count("n", n)
+        _check_seed(seed)
+        self.n, self.seed, self.kwargs = int(n), int(seed), kwargs
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Example:
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index {i} out of range for a dataset of {self.n}")
+        i %= self.n
+        scene = sample_scenes(1, self.seed, start=i, **self.kwargs)[0]
+        return Example(render_tensor(scene), captions_for([scene], self.seed, start=i)[0],
+                       scene)
+
+
+def collate(batch: Sequence[Example]) -> tuple[Tensor, list[str], list[Scene]]:
+    """Stack examples into ``(images (B, 3, 64, 64), captions, scenes)``."""
+    return (torch.stack([e.image for e in batch]), [e.caption for e in batch],
+            [e.scene for e in batch])
+
+
+def iter_dataset(n: int, seed: int = 0, **kwargs: Any) -> Iterator[Example]:
+    """Yield the ``n`` examples of ``ShapesDataset(n, seed, **kwargs)`` in order."""
+    ds = ShapesDataset(n, seed, **kwargs)
+    for i in range(len(ds)):
+        yield ds[i]
+
+
+def make_set(n: int, seed: int = 0, **kwargs: Any) -> tuple[Tensor, list[str], list[Scene]]:
+    """``n`` examples at once: ``(images (n, 3, 64, 64), captions, scenes)``."""
+    scenes = sample_scenes(n, seed, **kwargs)
+    return render_batch(scenes), captions_for(scenes, seed), scenes
+
+
+def toy_balanced_set(n: int, seed: int = 0) -> tuple[Tensor, list[str], list[Scene]]:
+    """A curated "toy" set with every shape equally often: the debiasing notebook's data.
+
+    Scene ``i`` is a toy scene of shape ``SHAPES[i % 5]`` (so each shape appears ``n / 5``
+    times, exactly when ``n`` is a multiple of 5); colour, background, style and placement
+    follow the training distribution, and every caption uses ``GENERIC_WORD``.
+
+    Returns:
+        ``(images (n, 3, 64, 64) in [-1, 1], captions, scenes)``.
+    """
+    _check_count("n", n)
+    _check_seed(seed)
+    scenes = [random_scene(np.random.default_rng([seed, i, 2]), toy=True,
+                           shape=SHAPES[i % len(SHAPES)]) for i in range(n)]
+    return render_batch(scenes), captions_for(scenes, seed), scenes
+
+
+def grid(images: Tensor | Sequence[np.ndarray], ncol: int = 8, gap: int = 2,
+         labels: Sequence[str] | None = None,
+         label_fn: Callable[[str], str] | None = None) -> Image.Image:
+    """Tile images into one PIL image (white gaps), with an optional caption under each.
+
+    Args:
+        images: ``(B, 3, H, W)`` tensor in ``[-1, 1]`` or a list of ``(H, W, 3)`` uint8.
+        ncol: images per row.
+        labels: one text per image, wrapped to the image width (small bitmap font).
+        label_fn: applied to each label first (e.g. to shorten it).
+    """
+    from nbhelpers.images import to_uint8
+
+    arrs = list(to_uint8(images)) if isinstance(images, Tensor) else list(images)
+    if not arrs:
+        raise ValueError("grid needs at least one image")
+    h, w = arrs[0].shape[:2]
+    line_h, chars = 10, max(1, w // 6)
+    wrapped: list[list[str]] = []
+    for k in range(len(arrs)):
+        text = "" if labels is None else str(labels[k])
+        text = label_fn(text) if label_fn else text
+        lines, cur = [], ""
+        for word in text.split():
+            if cur and len(cur) + 1 + len(word) > chars:
+                lines.append(cur)
+                cur = word
+            else:
+                cur = f"{cur} {word}".strip()
+        wrapped.append([*lines, cur] if cur else lines)
+    th = line_h * max((len(x) for x in wrapped), default=0)
+    nrow = math.ceil(len(arrs) / ncol)
+    out = Image.new("RGB", (ncol * (w + gap) + gap, nrow * (h + th + gap) + gap), "white")
+    draw = ImageDraw.Draw(out)
+    for k, arr in enumerate(arrs):
+        r, c = divmod(k, ncol)
+        x0, y0 = gap + c * (w + gap), gap + r * (h + th + gap)
+        out.paste(Image.fromarray(arr), (x0, y0))
+        for j, line in enumerate(wrapped[k]):
+            draw.text((x0, y0 + h + j * line_h), line, fill=(0, 0, 0))
+    return out
