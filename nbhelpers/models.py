@@ -1,13 +1,18 @@
-"""Where models live: the embedded toy model and Stable Diffusion 1.x weights on this machine.
+"""Where models live, and the one loader for all of them.
 
-Loading itself (``load_pipeline``) arrives with the embedded tiny model; this module already
-answers the two questions a workshop asks first: is the toy model here, and are SD 1.x weights?
+* :func:`load_pipeline` loads ``"toy"`` (the embedded tiny Stable Diffusion), an SD 1.x hub id
+  that is in the local cache, or a local pipeline folder, as a diffusers
+  ``StableDiffusionPipeline``. It never downloads: weights are fetched once, before a lesson.
+* :func:`sd14_configs` / :func:`random_sd14_components`: a model with Stable Diffusion 1.4's
+  shapes and random weights, built without any download, for benchmarks whose cost must match
+  SD 1.4 (random weights cost exactly what trained ones do).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Literal
 
 SD_ENV_VAR = "NBHELPERS_SD_MODEL"
 #: SD 1.x repositories looked for in the local Hugging Face cache, in this order.
@@ -61,3 +66,126 @@ def find_sd_weights() -> Path | str | None:
         if hit is not None:
             return hit
     return None
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(model: str = "auto", device: str = "auto",
+                  dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"):
+    """Load a Stable Diffusion 1.x pipeline (diffusers ``StableDiffusionPipeline``).
+
+    Args:
+        model: ``"toy"`` (embedded), ``"auto"`` (the active profile's model), a local pipeline
+            folder, or a hub id such as ``"CompVis/stable-diffusion-v1-4"`` that is already in
+            the local Hugging Face cache.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+        dtype: weights' dtype; ``"auto"`` is float16 on CUDA and float32 on the CPU.
+
+    Raises:
+        FileNotFoundError: the model is not on this machine; the message says how to get it.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    if model == "auto":
+        from nbhelpers.profile import get_profile
+
+        model = get_profile().model
+    device = _resolve_device(device)
+    if dtype == "auto":
+        dtype = "float16" if device.startswith("cuda") else "float32"
+    torch_dtype = getattr(torch, dtype)
+    # dtype is applied after loading: the keyword for it changed name across diffusers versions
+    kwargs: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
+
+    if model == "toy":
+        folder = toy_model_dir()
+        if not is_pipeline_folder(folder):
+            raise FileNotFoundError(
+                f"the embedded toy model is missing from {folder}; reinstall the package, or "
+                "rebuild it with `nbhelpers toy train`")
+        source: str | Path = folder
+    elif Path(model).expanduser().is_dir():
+        source = Path(model).expanduser()
+        if not is_pipeline_folder(source):
+            raise FileNotFoundError(
+                f"{source} is a folder but not a diffusers pipeline (no model_index.json); "
+                "point at the folder that `save_pretrained` wrote, or use model='toy'")
+    else:
+        source = model
+        kwargs["local_files_only"] = True
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # hide "no safety checker" notices
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        if isinstance(source, Path):
+            raise
+        raise FileNotFoundError(
+            f"{model!r} is neither 'toy', a local pipeline folder, nor an SD 1.x model in the "
+            f"local Hugging Face cache ({err.__class__.__name__}). The notebooks never download "
+            f"during a lesson: fetch it once beforehand with `hf download {model}`, set "
+            f"{SD_ENV_VAR} to a local folder, or use model='toy' (runs anywhere)") from err
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device, dtype=torch_dtype)
+
+
+def sd14_configs() -> dict[str, dict[str, Any]]:
+    """Configs with Stable Diffusion 1.4's shapes (UNet about 860 M parameters).
+
+    Returns:
+        ``{"unet": ..., "vae": ..., "text_encoder": ...}`` keyword dicts for
+        ``UNet2DConditionModel``, ``AutoencoderKL`` and ``CLIPTextConfig``.
+    """
+    unet = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
+                attention_head_dim=8,
+                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    vae = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+               block_out_channels=(128, 256, 512, 512), sample_size=512,
+               scaling_factor=0.18215,
+               down_block_types=("DownEncoderBlock2D",) * 4,
+               up_block_types=("UpDecoderBlock2D",) * 4)
+    text = dict(vocab_size=49408, hidden_size=768, num_hidden_layers=12,
+                num_attention_heads=12, intermediate_size=3072, max_position_embeddings=77,
+                hidden_act="quick_gelu", projection_dim=768)
+    return {"unet": unet, "vae": vae, "text_encoder": text}
+
+
+def random_sd14_components(seed: int = 0, device: str = "cpu", dtype: str = "float32",
+                           parts: tuple[str, ...] = ("unet", "vae", "text_encoder")
+                           ) -> dict[str, Any]:
+    """Build SD 1.4-shaped models with random weights (no download), seeded.
+
+    Args:
+        parts: which of ``"unet"``, ``"vae"``, ``"text_encoder"`` to build.
+        device, dtype: where the weights live; ``device="meta"`` builds shapes only.
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unknown = set(parts) - {"unet", "vae", "text_encoder"}
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}; choose from unet, vae, text_encoder")
+    cfg = sd14_configs()
+    torch.manual_seed(seed)
+    makers = {"unet": lambda: UNet2DConditionModel(**cfg["unet"]),
+              "vae": lambda: AutoencoderKL(**cfg["vae"]),
+              "text_encoder": lambda: CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))}
+    out = {}
+    with torch.device(device):
+        for name in parts:
+            model = makers[name]()
+            out[name] = (model if dtype == "float32" else model.to(getattr(torch, dtype))).eval()
+    return out

@@ -74,3 +74,63 @@ def test_forward_frame_is_closed_form_noising():
     first = view.image.value
     view.slider.value = 900
     assert view.image.value != first and "0.0" in view.caption_html.value
+
+
+def test_progress_bar_follows_callbacks():
+    from nbhelpers.progress import ProgressBar
+    from nbhelpers.toy2d import TrainState
+
+    with ProgressBar(total=10, desc="t") as bar:
+        for i in range(10):
+            bar(TrainState(i, 1.0 / (i + 1)))
+    assert bar.bar.n == 10
+
+
+def test_density_and_scatter_images():
+    from nbhelpers.images import density_image, scatter_image
+
+    z = torch.zeros(10, 20, dtype=torch.float64)
+    z[0, 0] = 1.0  # lowest y, lowest x: must land bottom-left
+    img = density_image(z)
+    assert img.shape == (10, 20, 3) and img[-1, 0].sum() > img[0, 0].sum()
+    with pytest.raises(ValueError, match="non-negative"):
+        density_image(-z)
+    pts = torch.tensor([[-3.0, -3.0], [3.0, 3.0]])
+    img = scatter_image(pts, np.array([[255, 0, 0], [0, 0, 255]], np.uint8), lim=3.5, size=64)
+    red = np.argwhere((img == [255, 0, 0]).all(-1))
+    blue = np.argwhere((img == [0, 0, 255]).all(-1))
+    assert red[:, 0].mean() > blue[:, 0].mean() and red[:, 1].mean() < blue[:, 1].mean()
+
+
+def test_tilted_density_slider_frames_follow_s():
+    from nbhelpers.mixtures import default_world
+    from nbhelpers.widgets import tilted_density_frame, tilted_density_slider
+
+    world = default_world()
+    view = tilted_density_slider(world, y=1, value=1.0)
+    at_one = view.image.value
+    assert "conditional" in view.caption_html.value
+    view.slider.value = 0.0
+    assert view.image.value != at_one and "unconditional" in view.caption_html.value
+    assert not np.array_equal(tilted_density_frame(world, 1, 0.0),
+                              tilted_density_frame(world, 1, 5.0))
+
+
+def test_guided_sampling_slider_resamples_with_s():
+    from nbhelpers.mixtures import default_world
+    from nbhelpers.widgets import guided_sampling_slider, samples_frame
+
+    world = default_world()
+    calls = []
+
+    def sample(s):
+        calls.append(s)
+        g = torch.Generator().manual_seed(0)
+        return world.sample(200, generator=g, y=1 if s >= 1 else None)[0]
+
+    view = guided_sampling_slider(sample, world, value=0.0)
+    first = view.image.value
+    view.slider.value = 2.0
+    assert calls == [0.0, 2.0] and view.image.value != first
+    frame = samples_frame(world, sample(1.0))
+    assert frame.shape == (256, 256, 3) and (frame != 255).any()
