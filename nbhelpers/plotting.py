@@ -133,20 +133,21 @@ def field_panels(xs: torch.Tensor, ys: torch.Tensor,
 
 
 def tradeoff_curve(rows: Mapping[str, Sequence[tuple[float, float, float]]]) -> Figure:
-    """Fidelity against diversity as ``s`` grows, one line per method.
+    """Fidelity against diversity as ``s`` grows, one line per method (the last one labelled).
 
     Args:
         rows: method name to a list of ``(s, fidelity, diversity)``.
     """
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, pts in rows.items():
+    for i, (name, pts) in enumerate(rows.items()):
         s, fid, div = (np.array(v) for v in zip(*pts, strict=True))
         ax1.plot(s, fid, marker="o", ms=3, label=name)
         ax2.plot(div, fid, marker="o", ms=3, label=name)
-        for si, d, f in zip(s, div, fid, strict=True):
-            if si in (0, 1, 2, 4, 8):
-                ax2.annotate(f"s={si:g}", (d, f), fontsize=7, xytext=(3, -8),
-                             textcoords="offset points")
+        if i == len(rows) - 1:  # label the scales on one line only, to keep it readable
+            for si, d, f in zip(s, div, fid, strict=True):
+                if si in (0, 1, 2, 4, 8):
+                    ax2.annotate(f"s={si:g}", (d, f), fontsize=7, xytext=(3, -9),
+                                 textcoords="offset points")
     ax1.set(xlabel="guidance scale s", ylabel="fidelity", title="fidelity against s")
     ax2.set(xlabel="diversity (within-mode spread)", ylabel="fidelity",
             title="the trade-off: each point is one s")
