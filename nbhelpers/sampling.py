@@ -1,0 +1,165 @@
+"""The Stable Diffusion sampling loop with classifier-free guidance, written out.
+
+:func:`sample_cfg` is diffusers' ``StableDiffusionPipeline.__call__`` reduced to its steps, with
+three differences that matter for teaching:
+
+* it renders **many guidance scales at once** from the same starting noise, packing the
+  unconditional and conditional branches of all of them into UNet batches of a chosen size;
+* it honours the scale convention everywhere: ``s = 0`` is the unconditional model and
+  ``s = 1`` the conditional one. (diffusers' pipeline skips guidance altogether when
+  ``guidance_scale <= 1`` and then runs the *conditional* model, so its ``s = 0`` is not the
+  unconditional model.)
+* a per-step ``callback`` sees the unconditional, conditional and guided noise predictions and
+  the matching ``x0`` estimates, for plots and widgets.
+
+It works with the DDPM-family schedulers of SD 1.x (DDIM, PNDM, DDPM, ...), whose latents are
+``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nbhelpers.diffusion import eps_to_x0
+from nbhelpers.guidance import cfg_combine, interval_scale, rescale_guidance
+
+
+@dataclass
+class GuidedStep:
+    """What :func:`sample_cfg` hands its callback after each denoising step.
+
+    All tensors have one row per guidance scale, shape ``(K, 4, h, w)`` (latent space).
+    """
+
+    i: int                #: step index, 0 .. num_steps - 1
+    t: int                #: the scheduler's timestep
+    scales: Tensor        #: the effective scale of each row at this step, shape ``(K,)``
+    latents: Tensor       #: x_t before the step
+    eps_uncond: Tensor    #: noise prediction for the negative (or empty) prompt
+    eps_cond: Tensor      #: noise prediction for the prompt
+    eps_guided: Tensor    #: the combination that the scheduler steps with
+    x0_uncond: Tensor
+    x0_cond: Tensor
+    x0_guided: Tensor
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: Sequence[str]) -> Tensor:
+    """Text-encoder hidden states ``(B, 77, width)`` for prompts, as SD 1.x conditions on them.
+
+    Prompts are padded to the tokenizer's ``model_max_length`` (77) and cut there.
+    """
+    tok = pipe.tokenizer
+    ids = tok(list(prompts), padding="max_length", max_length=tok.model_max_length,
+              truncation=True, return_tensors="pt").input_ids
+    return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
+
+
+def _check_pipeline(pipe) -> None:
+    sched = pipe.scheduler
+    if not hasattr(sched, "alphas_cumprod") or float(sched.init_noise_sigma) != 1.0:
+        raise ValueError(
+            f"{type(sched).__name__} is not a DDPM-family scheduler (x_t = sqrt(alpha_bar) x0 "
+            "+ sqrt(1 - alpha_bar) eps); use DDIMScheduler.from_config(pipe.scheduler.config)")
+
+
+@torch.no_grad()
+def sample_cfg(pipe, prompt: str, scales: float | Sequence[float], *, negative_prompt: str = "",
+               num_steps: int = 20, seed: int = 0, height: int | None = None,
+               width: int | None = None, unet_batch: int = 16, rescale_phi: float = 0.0,
+               interval: tuple[int, int] | None = None,
+               callback: Callable[[GuidedStep], None] | None = None,
+               output: str = "np") -> np.ndarray | Tensor:
+    """Render ``prompt`` at each guidance scale, all from the same initial noise.
+
+    Steps (the loop a notebook shows, numbered as in the pipeline):
+        1. Encode the prompt and the negative prompt (the empty prompt by default).
+        2. Draw one initial latent from ``seed`` (as diffusers does) and copy it K times.
+        3. For each timestep: run the UNet on the unconditional and conditional branches of all
+           K rows, ``unet_batch`` rows per call; combine with ``s`` per row
+           (:func:`~nbhelpers.guidance.cfg_combine`); optionally rescale (``rescale_phi``) and
+           limit guidance to a timestep ``interval``; step the scheduler; report to ``callback``.
+        4. Decode the latents with the VAE.
+
+    Args:
+        pipe: a ``StableDiffusionPipeline`` (see :func:`nbhelpers.models.load_pipeline`).
+        scales: one scale, or K scales rendered together.
+        unet_batch: rows per UNet call (both branches count); bigger is faster until memory
+            runs out.
+        output: ``"np"`` for ``(K, H, W, 3)`` floats in [0, 1], ``"latents"`` for the final
+            latents ``(K, 4, h, w)``.
+
+    Returns:
+        the K images (or latents), in the order of ``scales``.
+    """
+    _check_pipeline(pipe)
+    if output not in ("np", "latents"):
+        raise ValueError(f"output must be 'np' or 'latents', got {output!r}")
+    if unet_batch < 1:
+        raise ValueError(f"unet_batch must be at least 1, got {unet_batch}")
+    s_list = [float(scales)] if np.isscalar(scales) else [float(s) for s in scales]
+    if not s_list:
+        raise ValueError("scales is empty; give at least one guidance scale")
+    K = len(s_list)
+    unet, sched = pipe.unet, pipe.scheduler
+    device, dtype = unet.device, unet.dtype
+    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    height = height or unet.config.sample_size * vae_factor
+    width = width or unet.config.sample_size * vae_factor
+    if height % vae_factor or width % vae_factor:
+        raise ValueError(f"height and width must be multiples of {vae_factor}, got "
+                         f"{height}x{width}")
+
+    # 1. the two prompts, each repeated for the K rows
+    emb = encode_prompts(pipe, [negative_prompt, prompt]).to(dtype)
+    emb_uncond, emb_cond = emb[:1].expand(K, -1, -1), emb[1:].expand(K, -1, -1)
+
+    # 2. one initial latent from the seed, shared by every scale
+    shape = (1, unet.config.in_channels, height // vae_factor, width // vae_factor)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    latents = torch.randn(shape, generator=generator, dtype=dtype).to(device)  # as diffusers
+    latents = (latents * sched.init_noise_sigma).repeat(K, 1, 1, 1)
+    sched.set_timesteps(num_steps, device=device)
+    alpha_bar = sched.alphas_cumprod.to(device)
+
+    # 3. the denoising loop
+    base = torch.tensor(s_list, device=device)
+    for i, t in enumerate(sched.timesteps):
+        t_int = int(t)
+        s_now = base if interval is None else torch.tensor(
+            [interval_scale(s, t_int, interval) for s in s_list], device=device)
+        model_in = sched.scale_model_input(torch.cat([latents, latents]), t)
+        cond_in = torch.cat([emb_uncond, emb_cond])
+        eps = torch.cat([unet(model_in[j:j + unet_batch], t,
+                              encoder_hidden_states=cond_in[j:j + unet_batch]).sample
+                         for j in range(0, 2 * K, unet_batch)])
+        eps_uncond, eps_cond = eps.chunk(2)
+        eps_guided = cfg_combine(eps_uncond, eps_cond, s_now.to(eps.dtype))
+        if rescale_phi > 0:
+            eps_guided = rescale_guidance(eps_guided, eps_cond, rescale_phi)
+        if callback is not None:
+            ab = alpha_bar[t_int].to(eps.dtype)
+            x0 = [eps_to_x0(latents, e, ab) for e in (eps_uncond, eps_cond, eps_guided)]
+            callback(GuidedStep(i, t_int, s_now, latents, eps_uncond, eps_cond, eps_guided, *x0))
+        latents = sched.step(eps_guided, t, latents).prev_sample
+
+    if output == "latents":
+        return latents
+    # 4. decode
+    return decode_latents(pipe, latents)
+
+
+@torch.no_grad()
+def decode_latents(pipe, latents: Tensor, batch: int = 16) -> np.ndarray:
+    """VAE-decode latents ``(K, 4, h, w)`` to images ``(K, H, W, 3)`` in [0, 1]."""
+    vae = pipe.vae
+    scale = vae.config.scaling_factor
+    parts = [vae.decode(latents[j:j + batch].to(vae.dtype) / scale).sample
+             for j in range(0, len(latents), batch)]
+    images = (torch.cat(parts).float() / 2 + 0.5).clamp(0, 1)
+    return images.permute(0, 2, 3, 1).cpu().numpy()
