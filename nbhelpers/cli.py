@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from nbhelpers import __version__
 
@@ -16,6 +19,51 @@ def _cmd_info(args: argparse.Namespace) -> int:
     info = collect_info()
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 1 if str(info["profile"]).startswith("ERROR") else 0
+
+
+def _write_png_atomically(image, out: Path) -> None:
+    """Save a PIL image as ``out`` via a temporary file in the same folder, then rename."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".png.tmp", delete=False) as f:
+        tmp = Path(f.name)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import numpy as np
+    from diffusers import DDIMScheduler
+    from PIL import Image
+
+    from nbhelpers.images import hstack
+    from nbhelpers.models import load_pipeline
+    from nbhelpers.sampling import sample_cfg
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        print(f"error: --out must end in .png, got {args.out!r}", file=sys.stderr)
+        return 2
+    if args.n < 1 or args.steps < 1:
+        print(f"error: --n and --steps must be at least 1, got {args.n} and {args.steps}",
+              file=sys.stderr)
+        return 2
+    try:
+        pipe = load_pipeline(args.model, device=args.device)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    images = [sample_cfg(pipe, args.prompt, args.scale, negative_prompt=args.negative_prompt,
+                         num_steps=args.steps, seed=args.seed + k)[0] for k in range(args.n)]
+    arrays = [(im * 255).round().astype(np.uint8) for im in images]
+    _write_png_atomically(Image.fromarray(hstack(arrays) if len(arrays) > 1 else arrays[0]), out)
+    print(f"wrote {out} ({args.n} image{'s' if args.n > 1 else ''}, seed {args.seed}"
+          f"{f'..{args.seed + args.n - 1}' if args.n > 1 else ''}, s = {args.scale}, "
+          f"{args.steps} DDIM steps, model {args.model})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,10 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
                                    " toy model lives.")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("generate", help="generate images from a prompt",
+                       description="Generate images with the toy model or SD 1.x (classifier-"
+                                   "free guidance, DDIM sampler). Never downloads weights.",
+                       epilog='Example: nbhelpers generate --model toy --prompt "a red circle '
+                              'on a white background" --seed 3 --out x.png')
+    p.add_argument("--model", default="toy",
+                   help="'toy' (default), 'auto', a local pipeline folder or a cached hub id")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative-prompt", default="", help="guide away from this (default: '')")
+    p.add_argument("--scale", type=float, default=7.5,
+                   help="guidance scale s: 0 unconditional, 1 conditional (default 7.5)")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=1,
+                   help="number of images (seeds seed..seed+n-1), saved side by side")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--out", required=True, help="output PNG file")
+    p.set_defaults(func=_cmd_generate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # transformers warns at import about optional image backends the CLI never uses
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

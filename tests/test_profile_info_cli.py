@@ -85,3 +85,22 @@ def test_console_script_is_installed():
                          text=True, check=True, env={"NBHELPERS_PROFILE": "smoke",
                                                      "PATH": "/usr/bin:/bin"})
     assert "profile" in out.stdout and "smoke" in out.stdout
+
+
+def test_cli_generate_writes_png_atomically(tiny_pipeline_dir, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "sub" / "x.png"
+    rc = main(["generate", "--model", str(tiny_pipeline_dir), "--prompt", "a red circle",
+               "--steps", "2", "--n", "2", "--seed", "3", "--out", str(out)])
+    assert rc == 0 and "wrote" in capsys.readouterr().out
+    assert Image.open(out).size == (64 * 2 + 4, 64)
+    assert [p.name for p in out.parent.iterdir()] == ["x.png"]  # no temporary left behind
+
+
+def test_cli_generate_bad_input(tmp_path, capsys):
+    assert main(["generate", "--prompt", "x", "--out", str(tmp_path / "x.jpg")]) == 2
+    assert ".png" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tmp_path), "--prompt", "x",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    assert "model_index.json" in capsys.readouterr().err
