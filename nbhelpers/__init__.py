@@ -25,10 +25,18 @@ symbol          meaning
                 (Ho and Salimans 2022) mean ``s = w + 1``.
 ==============  ===========================================================================
 
-Modules, one idea each: :mod:`nbhelpers.diffusion` (schedules, forward process,
-conversions, DDPM/DDIM steps), :mod:`nbhelpers.profile` (smoke/cpu/gpu budgets),
-:mod:`nbhelpers.models` (where models live), :mod:`nbhelpers.mixtures` (2-D toy data),
-:mod:`nbhelpers.plotting`, :mod:`nbhelpers.widgets`, :mod:`nbhelpers.info`, :mod:`nbhelpers.cli`.
+Modules, one idea each:
+
+* math: :mod:`~nbhelpers.diffusion` (schedules, forward process, conversions, DDPM and DDIM
+  steps), :mod:`~nbhelpers.guidance` (CFG combine, classifier guidance, rescale, interval),
+  :mod:`~nbhelpers.mixtures` (the exact 2-D world);
+* models and loops: :mod:`~nbhelpers.toy2d` (small 2-D denoisers and a noisy classifier),
+  :mod:`~nbhelpers.sampling` (the SD loop with CFG), :mod:`~nbhelpers.models` (one loader;
+  SD 1.4-shaped random models), :mod:`nbhelpers.toy` (the shapes world, its evaluator and the
+  tiny Stable Diffusion);
+* around them: :mod:`~nbhelpers.profile` (smoke/cpu/gpu budgets), :mod:`~nbhelpers.images`,
+  :mod:`~nbhelpers.plotting`, :mod:`~nbhelpers.widgets`, :mod:`~nbhelpers.progress`,
+  :mod:`~nbhelpers.info`, :mod:`~nbhelpers.cli`.
 """
 
 __version__ = "0.1.0"
