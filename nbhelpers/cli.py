@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,23 +20,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 1 if str(info["profile"]).startswith("ERROR") else 0
 
 
-def _write_png_atomically(image, out: Path) -> None:
-    """Save a PIL image as ``out`` via a temporary file in the same folder, then rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".png.tmp", delete=False) as f:
-        tmp = Path(f.name)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
     import numpy as np
     from diffusers import DDIMScheduler
-    from PIL import Image
 
+    from nbhelpers.files import save_png
     from nbhelpers.images import hstack
     from nbhelpers.models import load_pipeline
     from nbhelpers.sampling import sample_cfg
@@ -59,10 +46,39 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     images = [sample_cfg(pipe, args.prompt, args.scale, negative_prompt=args.negative_prompt,
                          num_steps=args.steps, seed=args.seed + k)[0] for k in range(args.n)]
     arrays = [(im * 255).round().astype(np.uint8) for im in images]
-    _write_png_atomically(Image.fromarray(hstack(arrays) if len(arrays) > 1 else arrays[0]), out)
+    save_png(hstack(arrays) if len(arrays) > 1 else arrays[0], out)
     print(f"wrote {out} ({args.n} image{'s' if args.n > 1 else ''}, seed {args.seed}"
           f"{f'..{args.seed + args.n - 1}' if args.n > 1 else ''}, s = {args.scale}, "
           f"{args.steps} DDIM steps, model {args.model})")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from diffusers import DDIMScheduler
+
+    from nbhelpers.models import load_pipeline
+    from nbhelpers.progress import ProgressBar
+    from nbhelpers.sweep import parse_scales, sweep_to_files
+
+    out = Path(args.out)
+    try:
+        scales = parse_scales(args.scales)
+        if out.suffix.lower() not in (".mp4", ".gif"):
+            raise ValueError(f"--out must end in .mp4 or .gif, got {args.out!r}")
+        pipe = load_pipeline(args.model, device=args.device)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    sheet = Path(args.sheet) if args.sheet else out.with_suffix(".png")
+    with ProgressBar(len(scales), f"sweep {len(scales)} scales", every=1) as bar:
+        count = sweep_to_files(pipe, args.prompt, scales, out, sheet=sheet, seed=args.seed,
+                               num_steps=args.steps, fps=args.fps, per_call=args.per_call,
+                               unet_batch=args.unet_batch,
+                               negative_prompt=args.negative_prompt,
+                               progress=bar.bar.update)
+    print(f"wrote {out} ({count} frames, s from {scales[0]:g} to {scales[-1]:g}, "
+          f"{args.fps:g} fps) and the contact sheet {sheet}")
     return 0
 
 
@@ -98,6 +114,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--out", required=True, help="output PNG file")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("sweep", help="render a guidance-scale sweep as an MP4 or GIF",
+                       description="Render one prompt and seed at many guidance scales (all "
+                                   "from the same starting noise, batched), print s on each "
+                                   "frame, and write an animation plus a contact sheet.",
+                       epilog='Example: nbhelpers sweep --model toy --prompt "a red circle" '
+                              '--scales 0:20:0.2 --seed 3 --fps 14 --out sweep.mp4')
+    p.add_argument("--model", default="toy",
+                   help="'toy' (default), 'auto', a local pipeline folder or a cached hub id")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--scales", default="0:20:0.2",
+                   help="start:stop:step (stop included) or a list 0,1,2,7.5 (default 0:20:0.2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps per frame (default 20)")
+    p.add_argument("--fps", type=float, default=14)
+    p.add_argument("--per-call", type=int, default=16,
+                   help="scales rendered together in one sampling loop (default 16)")
+    p.add_argument("--unet-batch", type=int, default=32,
+                   help="rows per UNet call, both guidance branches counted (default 32)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="output .mp4 or .gif")
+    p.add_argument("--sheet", help="contact sheet PNG (default: --out with .png)")
+    p.set_defaults(func=_cmd_sweep)
     return parser
 
 
