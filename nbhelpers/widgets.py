@@ -7,7 +7,9 @@ only a real browser proves the picture moves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as widgets
 import numpy as np
@@ -154,3 +156,141 @@ def guided_sampling_slider(sample: Callable[[float], torch.Tensor], world: Gauss
     return ImageSlider(lambda s: samples_frame(world, sample(s)), description="s", min=0.0,
                        max=s_max, step=0.1, value=value, continuous_update=False,
                        caption=caption)
+
+
+# --------------------------------------------------------------------------------------------
+# Stable Diffusion (or the toy model): a cached slider and a live one
+# --------------------------------------------------------------------------------------------
+
+
+def render_guided(pipe, prompt: str, s: float, seed: int = 0, steps: int = 20) -> np.ndarray:
+    """One image for ``prompt`` at guidance scale ``s``, as ``(H, W, 3)`` uint8 (the function
+    behind the live slider)."""
+    from nbhelpers.sampling import sample_cfg
+
+    image = sample_cfg(pipe, prompt, float(s), seed=int(seed), num_steps=int(steps))[0]
+    return (image * 255).round().astype(np.uint8)
+
+
+def upscale(image: np.ndarray, min_size: int = 256) -> np.ndarray:
+    """Nearest-neighbour upscale of a small image so a 64-px toy image is visible."""
+    factor = max(1, -(-min_size // image.shape[1]))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
+
+
+def cached_scale_slider(pipe, prompt: str, scales: Sequence[float], *, seed: int = 0,
+                        steps: int = 20, per_call: int = 16) -> ImageSlider:
+    """Render every scale once (batched, same starting noise), then scrub instantly.
+
+    The slider moves over the indices of ``scales``; the caption shows the scale.
+    """
+    from nbhelpers.sweep import render_frames
+
+    scales = list(scales)
+    frames = [upscale(im) for _, im in render_frames(pipe, prompt, scales, seed=seed,
+                                                     num_steps=steps, per_call=per_call)]
+    view = ImageSlider(lambda k: frames[int(k)], description="s (cached)", min=0,
+                       max=len(scales) - 1, value=0,
+                       caption=lambda k: f"s = <b>{scales[int(k)]:g}</b> &mdash; {prompt!r}")
+    view.slider.readout = False
+    view.frames, view.scales = frames, scales
+    return view
+
+
+class Debouncer:
+    """Run ``fn`` on a worker thread for the latest request only, ``delay`` seconds after the
+    requests stop coming.
+
+    A slider sends a burst of values while it is dragged; rendering each would queue up work
+    that is stale before it starts. :meth:`submit` only records the newest request; the worker
+    waits until no new request has arrived for ``delay`` seconds, then runs that one. Requests
+    that were superseded are dropped, never run.
+    """
+
+    def __init__(self, fn: Callable[..., None], delay: float = 0.15) -> None:
+        self.fn, self.delay = fn, delay
+        self._cond = threading.Condition()
+        self._pending: tuple | None = None
+        self._stamp = 0.0
+        self.ran: list[tuple] = []          #: requests actually run, for inspection
+        self._worker = threading.Thread(target=self._loop, daemon=True)
+        self._worker.start()
+
+    def submit(self, *args) -> None:
+        with self._cond:
+            self._pending, self._stamp = args, time.monotonic()
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None:
+                    self._cond.wait()
+                wait = self._stamp + self.delay - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(timeout=wait)
+                    continue  # re-check: a newer request may have arrived
+                args, self._pending = self._pending, None
+            self.ran.append(args)
+            try:
+                self.fn(*args)
+            except Exception:  # the view shows errors; the worker must survive them
+                pass
+
+    def idle(self, timeout: float = 10.0) -> bool:
+        """Wait until nothing is pending (for tests); True if it got there in time."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._cond:
+                if self._pending is None:
+                    return True
+            time.sleep(0.01)
+        return False
+
+
+class LiveGuidanceSlider(widgets.VBox):
+    """Re-render on every change of ``s``, seed, steps or prompt: debounced, stale requests
+    dropped, the render itself is :func:`render_guided`.
+
+    Args:
+        pipe: a loaded pipeline (the toy model renders in a fraction of a second on a CPU).
+        delay: seconds of quiet before rendering (the debounce).
+    """
+
+    def __init__(self, pipe, prompt: str, *, s: float = 7.5, seed: int = 0, steps: int = 20,
+                 s_max: float = 20.0, delay: float = 0.15) -> None:
+        self.pipe = pipe
+        self.s = widgets.FloatSlider(value=s, min=0.0, max=s_max, step=0.1, description="s",
+                                     layout=widgets.Layout(width="480px"))
+        self.seed = widgets.IntText(value=seed, description="seed",
+                                    layout=widgets.Layout(width="180px"))
+        self.steps = widgets.IntSlider(value=steps, min=2, max=50, description="steps")
+        self.prompt = widgets.Text(value=prompt, description="prompt",
+                                   layout=widgets.Layout(width="480px"), continuous_update=False)
+        self.image = widgets.Image(format="png")
+        self.status = widgets.HTML()
+        self._debouncer = Debouncer(self._render, delay)
+        super().__init__([self.prompt, self.s, widgets.HBox([self.seed, self.steps]),
+                          self.image, self.status])
+        for w in (self.s, self.seed, self.steps, self.prompt):
+            w.observe(lambda _: self.request(), names="value")
+        self._render(*self._values())  # first picture synchronously
+
+    def _values(self) -> tuple:
+        return (self.prompt.value, self.s.value, self.seed.value, self.steps.value)
+
+    def request(self) -> None:
+        """Ask for a render of the current control values (debounced)."""
+        self.status.value = "<i>rendering...</i>"
+        self._debouncer.submit(*self._values())
+
+    def _render(self, prompt: str, s: float, seed: int, steps: int) -> None:
+        start = time.perf_counter()
+        try:
+            self.image.value = png_bytes(upscale(render_guided(self.pipe, prompt, s, seed,
+                                                               steps)))
+        except Exception as err:
+            self.status.value = f"<b style='color:#b00'>render failed: {err}</b>"
+            raise
+        self.status.value = (f"s = {s:.1f}, seed {seed}, {steps} steps: "
+                             f"{time.perf_counter() - start:.2f} s")

@@ -134,3 +134,45 @@ def test_guided_sampling_slider_resamples_with_s():
     assert calls == [0.0, 2.0] and view.image.value != first
     frame = samples_frame(world, sample(1.0))
     assert frame.shape == (256, 256, 3) and (frame != 255).any()
+
+
+def test_debouncer_runs_only_the_latest_request():
+    import time
+
+    from nbhelpers.widgets import Debouncer
+
+    done = []
+    deb = Debouncer(lambda v: done.append(v), delay=0.05)
+    for v in range(20):
+        deb.submit(v)
+    assert deb.idle()
+    time.sleep(0.2)
+    assert done == [19] and deb.ran == [(19,)]
+    deb.submit(100)
+    time.sleep(0.3)
+    assert done == [19, 100]
+
+
+def test_live_and_cached_sliders_on_a_tiny_model(tiny_pipeline_dir):
+    import time
+
+    from nbhelpers.models import load_pipeline
+    from nbhelpers.widgets import LiveGuidanceSlider, cached_scale_slider, render_guided
+
+    pipe = load_pipeline(str(tiny_pipeline_dir), device="cpu")
+    image = render_guided(pipe, "a red circle", 3.0, seed=1, steps=3)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    live = LiveGuidanceSlider(pipe, "a red circle", s=1.0, steps=3, delay=0.02)
+    first = live.image.value
+    live.s.value = 9.0
+    assert live._debouncer.idle()
+    for _ in range(200):
+        if live.image.value != first and "s = 9.0" in live.status.value:
+            break
+        time.sleep(0.05)
+    assert live.image.value != first and "s = 9.0" in live.status.value
+    cached = cached_scale_slider(pipe, "a red circle", [0.0, 1.0, 7.5], steps=3)
+    assert len(cached.frames) == 3
+    before = cached.image.value
+    cached.slider.value = 2
+    assert cached.image.value != before and "7.5" in cached.caption_html.value
