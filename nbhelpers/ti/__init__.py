@@ -1,0 +1,14 @@
+"""Textual inversion: learn a new word's embedding from a handful of images.
+
+Modules, one idea each:
+
+* :mod:`~nbhelpers.ti.data`: the data side. Loading a folder of images (any format and mode,
+  bad files skipped and listed), captions from ``.txt`` files or file names, prompt templates
+  with ``[name]`` and ``[filewords]``, framing to the training size (centre, focal, tiles,
+  aspect-ratio buckets, flips) and the training examples a trainer draws from.
+* :mod:`~nbhelpers.ti.latents`: VAE latents encoded once per framed image, cached on disk.
+* :mod:`~nbhelpers.ti.train`: the training loop (only the token's rows train; checkpoints,
+  resume, Ctrl-C, non-finite losses; Accelerate for several processes).
+* :mod:`~nbhelpers.ti.embeddings`: embedding files in diffusers', AUTOMATIC1111's and kohya's
+  formats; adding an embedding to a pipeline; inspecting one.
+"""

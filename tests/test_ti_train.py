@@ -1,0 +1,180 @@
+"""The textual-inversion loop on a tiny random SD-shaped pipeline."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from nbhelpers.models import load_pipeline
+from nbhelpers.ti.latents import encode_images
+from nbhelpers.ti.train import (
+    NonFiniteLossError,
+    TIConfig,
+    TrainableRows,
+    lr_at,
+    parse_lr_schedule,
+    train_textual_inversion,
+)
+
+TEMPLATES = ["a painting of [filewords] in the style of [name]", "[name] style"]
+
+
+def test_lr_schedule_in_a1111_syntax():
+    sched = parse_lr_schedule("0.005:100, 1e-3:1000, 1e-5")
+    assert [lr_at(sched, s) for s in (0, 99, 100, 999, 1000, 10**6)] == [
+        0.005, 0.005, 1e-3, 1e-3, 1e-5, 1e-5]
+    assert lr_at(parse_lr_schedule("2e-3"), 5000) == 2e-3
+    assert lr_at(parse_lr_schedule("0.01:10"), 50) == 0.01
+    for bad in ("", "fast", "0.01:100, 0.001:50", "-1", "0.01, 0.001:10", "0.01:0"):
+        with pytest.raises(ValueError, match="learning-rate schedule"):
+            parse_lr_schedule(bad)
+
+
+def test_trainable_rows_touch_only_their_rows():
+    base = torch.nn.Embedding(10, 4)
+    before = base.weight.detach().clone()
+    rows = TrainableRows(base, [7, 9], torch.zeros(2, 4))
+    out = rows(torch.tensor([[1, 7, 9, 7]]))
+    assert torch.equal(out[0, 0], before[1]) and torch.equal(out[0, 1], torch.zeros(4))
+    out.sum().backward()
+    assert base.weight.grad is None and rows.vectors.grad is not None
+    assert torch.equal(rows.vectors.grad[0], torch.full((4,), 2.0))  # id 7 appears twice
+
+
+@pytest.fixture()
+def data(tiny_pipeline_dir, tmp_path):
+    pipe = load_pipeline(str(tiny_pipeline_dir), device="cpu")
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 64, 64, generator=g) * 2 - 1 for _ in range(4)]
+    cache = encode_images(pipe.vae, images, cache_dir=tmp_path / "cache")
+    return pipe, images, cache, ["a red circle", "a blue square", "a star", "a cross"]
+
+
+def _fresh(tiny_pipeline_dir):
+    return load_pipeline(str(tiny_pipeline_dir), device="cpu")
+
+
+def test_latents_are_cached_on_disk(data, tmp_path):
+    pipe, images, cache, _ = data
+    assert cache.encoded == 4 and cache.hits == 0 and cache.mean.shape == (4, 4, 8, 8)
+    again = encode_images(pipe.vae, images, cache_dir=tmp_path / "cache")
+    assert again.hits == 4 and again.encoded == 0 and torch.equal(again.mean, cache.mean)
+    flipped = encode_images(pipe.vae, [images[0].flip(-1)], cache_dir=tmp_path / "cache")
+    assert flipped.encoded == 1
+
+
+def test_training_changes_only_the_new_rows(data, tmp_path):
+    pipe, _, cache, captions = data
+    table_before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    unet_before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    seen = []
+    cfg = TIConfig(token="<shape-style>", init_word="style", n_vectors=2, steps=5,
+                   batch_size=2, lr="0.05", out_dir=str(tmp_path / "run"))
+    result = train_textual_inversion(pipe, cache, captions, TEMPLATES, cfg,
+                                     callback=seen.append)
+    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+    n_old = table_before.shape[0]
+    assert torch.equal(table[:n_old], table_before), "old rows must not drift"
+    assert table.shape[0] == n_old + 2
+    assert torch.equal(table[n_old:], result.vectors)
+    init = table_before[pipe.tokenizer.convert_tokens_to_ids("style</w>")]
+    assert not torch.allclose(result.vectors[0], init), "the vectors trained"
+    assert all(torch.equal(v, pipe.unet.state_dict()[k]) for k, v in unet_before.items())
+    assert all(p.grad is None for p in pipe.unet.parameters())
+    assert [s.step for s in seen] == [1, 2, 3, 4, 5] and len(result.losses) == 5
+    assert result.token_strings == ["<shape-style>", "<shape-style>_1"]
+    assert (tmp_path / "run" / "checkpoint" / "state.pt").exists()
+
+
+def test_resume_gives_the_same_embedding(tiny_pipeline_dir, data, tmp_path):
+    _, _, cache, captions = data
+    kw = dict(token="<s>", init_word="style", steps=6, batch_size=2, lr="0.05:3, 0.02")
+    straight = train_textual_inversion(_fresh(tiny_pipeline_dir), cache, captions, TEMPLATES,
+                                       TIConfig(**kw, out_dir=str(tmp_path / "a")))
+
+    def stop_at_3(state):
+        if state.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_textual_inversion(_fresh(tiny_pipeline_dir), cache, captions, TEMPLATES,
+                                TIConfig(**kw, out_dir=str(tmp_path / "b"), checkpoint_every=2),
+                                callback=stop_at_3)
+    state = torch.load(tmp_path / "b" / "checkpoint" / "state.pt", weights_only=True)
+    assert state["step"] == 3
+    resumed = train_textual_inversion(_fresh(tiny_pipeline_dir), cache, captions, TEMPLATES,
+                                      TIConfig(**kw, out_dir=str(tmp_path / "b"), resume=True))
+    torch.testing.assert_close(resumed.vectors, straight.vectors, rtol=0, atol=1e-6)
+    assert len(resumed.losses) == 6
+
+
+def test_non_finite_loss_keeps_the_last_good_vectors(data, tmp_path):
+    pipe, _, cache, captions = data
+    cfg = TIConfig(token="<s>", init_word="style", steps=20, batch_size=2, lr="1e30",
+                   out_dir=str(tmp_path / "nan"))
+    with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
+        train_textual_inversion(pipe, cache, captions, TEMPLATES, cfg)
+    state = torch.load(tmp_path / "nan" / "checkpoint" / "state.pt", weights_only=True)
+    assert torch.isfinite(state["vectors"]).all()
+    assert torch.isfinite(pipe.text_encoder.get_input_embeddings().weight).all()
+
+
+def test_bad_tokens(data):
+    pipe, _, cache, captions = data
+    with pytest.raises(ValueError, match="already in the tokenizer's vocabulary"):
+        train_textual_inversion(pipe, cache, captions, TEMPLATES,
+                                TIConfig(token="red", steps=1))
+    with pytest.raises(ValueError, match="init word 'zebraxq' is"):
+        train_textual_inversion(pipe, cache, captions, TEMPLATES,
+                                TIConfig(token="<z>", init_word="zebraxq", steps=1))
+    with pytest.raises(ValueError, match="one word"):
+        TIConfig(token="my style").validate()
+
+
+def test_overwrite_mode_retrains_an_existing_word(data):
+    pipe, _, cache, captions = data
+    table_before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    red = pipe.tokenizer.convert_tokens_to_ids("red</w>")
+    train_textual_inversion(pipe, cache, captions, ["a [name] thing, [filewords]"],
+                            TIConfig(token="red", overwrite=True, steps=3, batch_size=2,
+                                     lr="0.05"))
+    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+    assert table.shape == table_before.shape
+    changed = (table != table_before).any(1).nonzero().flatten().tolist()
+    assert changed == [red]
+
+
+def test_two_processes_under_accelerate_end_with_the_same_embedding(tiny_pipeline_dir,
+                                                                    tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import torch
+        from accelerate import Accelerator
+        from nbhelpers.models import load_pipeline
+        from nbhelpers.ti.latents import encode_images
+        from nbhelpers.ti.train import TIConfig, train_textual_inversion
+
+        acc = Accelerator(cpu=True)
+        pipe = load_pipeline({str(tiny_pipeline_dir)!r}, device="cpu")
+        g = torch.Generator().manual_seed(0)
+        images = [torch.rand(3, 64, 64, generator=g) * 2 - 1 for _ in range(4)]
+        cache = encode_images(pipe.vae, images, cache_dir={str(tmp_path / "cache")!r})
+        cfg = TIConfig(token="<s>", init_word="style", steps=4, batch_size=2, lr="0.05")
+        res = train_textual_inversion(pipe, cache, ["a", "b", "c", "d"],
+                                      ["[name] style of [filewords]"], cfg, accelerator=acc)
+        torch.save(res.vectors, {str(tmp_path)!r} + f"/vec-{{acc.process_index}}.pt")
+        print("world", acc.num_processes)
+    """))
+    # --multi_gpu selects the multi-process launcher (torchrun); on a machine without GPUs
+    # Accelerator(cpu=True) then runs the processes on the CPU with the gloo backend
+    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                          "--num_processes", "2", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("world 2") == 2
+    v0 = torch.load(tmp_path / "vec-0.pt", weights_only=True)
+    v1 = torch.load(tmp_path / "vec-1.pt", weights_only=True)
+    assert torch.equal(v0, v1)
