@@ -20,6 +20,89 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 1 if str(info["profile"]).startswith("ERROR") else 0
 
 
+def _add_embeddings(pipe, paths: Sequence[str]) -> None:
+    from nbhelpers.ti.embeddings import add_embedding_to_pipeline, load_embedding
+
+    for path in paths or ():
+        token = None
+        if ":" in path and not Path(path).exists():
+            path, token = path.rsplit(":", 1)  # FILE:TOKEN, for kohya files
+        emb = load_embedding(path, token=token)
+        add_embedding_to_pipeline(pipe, emb)
+        print(f"loaded {emb.token} ({emb.n_vectors} vector(s), {emb.width} wide) from {path}")
+
+
+def _cmd_ti_train(args: argparse.Namespace) -> int:
+    from nbhelpers.models import load_pipeline
+    from nbhelpers.ti.engine import train_from_folder, work_dir_for
+    from nbhelpers.ti.train import NonFiniteLossError, TIConfig
+
+    out = Path(args.out) if args.out else Path(f"{args.token.strip('<>') or 'embedding'}"
+                                                ".safetensors")
+    cfg = TIConfig(token=args.token, init_word=args.init_word, n_vectors=args.vectors,
+                   overwrite=args.overwrite, steps=args.steps, batch_size=args.batch_size,
+                   grad_accum=args.grad_accum, lr=args.lr, mixed_precision=args.mixed_precision,
+                   gradient_checkpointing=args.gradient_checkpointing, seed=args.seed,
+                   checkpoint_every=args.checkpoint_every, preview_every=args.preview_every,
+                   preview_prompts=tuple(args.preview_prompt or ()), resume=args.resume)
+    try:
+        cfg.validate()
+        pipe = load_pipeline(args.model, device=args.device)
+        run = train_from_folder(args.data_dir, pipe, cfg, out, template=args.template,
+                                framing=args.framing, flip=args.flip, size=args.size,
+                                format=args.format, refuse_small=args.refuse_small,
+                                cache_dir=args.cache_dir)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: checkpoint and embedding saved ({out}); continue with the same "
+              "command plus --resume", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if run.report is not None:
+        print(run.report.summary())
+    losses = run.result.losses if run.result else []
+    tail = sum(losses[-20:]) / max(1, len(losses[-20:]))
+    print(f"wrote {run.path} ({args.format}; token {cfg.token}, {run.embedding.n_vectors} "
+          f"vector(s), {run.embedding.width} wide) after {cfg.steps} steps on "
+          f"{run.n_examples} framed images in {run.seconds:.0f} s; mean loss of the last steps "
+          f"{tail:.4f}; checkpoints and previews in {work_dir_for(out)}")
+    return 0
+
+
+def _cmd_ti_convert(args: argparse.Namespace) -> int:
+    from nbhelpers.ti.embeddings import convert_embedding
+
+    try:
+        emb = convert_embedding(args.src, args.dst, format=args.format, token=args.token)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dst} ({args.format or 'format from extension'}; token {emb.token}, "
+          f"{emb.n_vectors} vector(s))")
+    return 0
+
+
+def _cmd_ti_inspect(args: argparse.Namespace) -> int:
+    from nbhelpers.ti.embeddings import format_inspection, inspect_embedding, load_embedding
+
+    try:
+        emb = load_embedding(args.file, token=args.token)
+        pipe = None
+        if args.model:
+            from nbhelpers.models import load_pipeline
+
+            pipe = load_pipeline(args.model, device="cpu")
+        print(format_inspection(inspect_embedding(emb, pipe, k=args.k)))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     import numpy as np
     from diffusers import DDIMScheduler
@@ -43,6 +126,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    try:
+        _add_embeddings(pipe, args.embedding)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     images = [sample_cfg(pipe, args.prompt, args.scale, negative_prompt=args.negative_prompt,
                          num_steps=args.steps, seed=args.seed + k)[0] for k in range(args.n)]
     arrays = [(im * 255).round().astype(np.uint8) for im in images]
@@ -112,8 +200,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1,
                    help="number of images (seeds seed..seed+n-1), saved side by side")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--embedding", action="append", metavar="FILE[:TOKEN]",
+                   help="a textual-inversion embedding (diffusers, A1111 or kohya; kohya files "
+                        "need :TOKEN); repeatable")
     p.add_argument("--out", required=True, help="output PNG file")
     p.set_defaults(func=_cmd_generate)
+
+    ti = sub.add_parser("ti", help="textual inversion: train, convert, inspect embeddings",
+                        description="Textual inversion: learn a new word from images.")
+    ti_sub = ti.add_subparsers(dest="ti_command", metavar="TI_COMMAND", required=True)
+    p = ti_sub.add_parser("train", help="learn a token from a folder of images",
+                          description="Learn a pseudo-word from a folder of images. Captions "
+                                      "come from a .txt beside each image or from its file "
+                                      "name; unreadable files are skipped and listed.",
+                          epilog='Example: nbhelpers ti train my_paintings/ --model toy '
+                                 '--token "<my-style>" --init-word style --steps 300 '
+                                 '--out my-style.safetensors')
+    p.add_argument("data_dir")
+    p.add_argument("--model", default="toy",
+                   help="'toy' (default), 'auto', a local pipeline folder or a cached hub id")
+    p.add_argument("--token", required=True, help='the new pseudo-word, e.g. "<my-style>"')
+    p.add_argument("--init-word", default="style",
+                   help="one-token word that starts the vectors (default 'style')")
+    p.add_argument("--vectors", type=int, default=1, help="vectors per token (default 1)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain an existing word's embedding instead of adding a token")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
+    p.add_argument("--lr", default="5e-3",
+                   help="learning rate or A1111 schedule, e.g. '0.005:100, 1e-3:1000, 1e-5'")
+    p.add_argument("--template", default="style",
+                   help="'style', 'object' or a template file with [name] and [filewords]")
+    p.add_argument("--framing", default="center", choices=["center", "focal", "tiles",
+                                                          "buckets"])
+    p.add_argument("--flip", action="store_true", help="add mirrored copies")
+    p.add_argument("--size", type=int, help="training size (default: the model's)")
+    p.add_argument("--refuse-small", action="store_true",
+                   help="refuse images smaller than the training size instead of upscaling")
+    p.add_argument("--out", help="embedding file (default TOKEN.safetensors)")
+    p.add_argument("--format", default="diffusers", choices=["diffusers", "a1111", "kohya"])
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--preview-every", type=int, default=0)
+    p.add_argument("--preview-prompt", action="append",
+                   help="prompt with [name] for previews; repeatable")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", help="latent cache (default ~/.cache/nbhelpers/latents)")
+    p.set_defaults(func=_cmd_ti_train)
+
+    p = ti_sub.add_parser("convert", help="convert an embedding between formats",
+                          epilog="Example: nbhelpers ti convert my-style.safetensors "
+                                 "my-style.pt --format a1111")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--format", choices=["diffusers", "a1111", "kohya"])
+    p.add_argument("--token", help="token name (needed to read kohya files)")
+    p.set_defaults(func=_cmd_ti_convert)
+
+    p = ti_sub.add_parser("inspect", help="token, vectors, width, norms, nearest words",
+                          epilog="Example: nbhelpers ti inspect my-style.safetensors "
+                                 "--model toy")
+    p.add_argument("file")
+    p.add_argument("--model", help="a model whose vocabulary gives the nearest words")
+    p.add_argument("--token", help="token name (needed to read kohya files)")
+    p.add_argument("--k", type=int, default=5, help="nearest words per vector (default 5)")
+    p.set_defaults(func=_cmd_ti_inspect)
 
     p = sub.add_parser("sweep", help="render a guidance-scale sweep as an MP4 or GIF",
                        description="Render one prompt and seed at many guidance scales (all "

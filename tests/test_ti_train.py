@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nbhelpers.models import load_pipeline
-from nbhelpers.ti.latents import encode_images
+from nbhelpers.ti.latents import LatentSet, encode_images
 from nbhelpers.ti.train import (
     NonFiniteLossError,
     TIConfig,
@@ -49,7 +49,8 @@ def data(tiny_pipeline_dir, tmp_path):
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 64, 64, generator=g) * 2 - 1 for _ in range(4)]
     cache = encode_images(pipe.vae, images, cache_dir=tmp_path / "cache")
-    return pipe, images, cache, ["a red circle", "a blue square", "a star", "a cross"]
+    captions = ["a red circle", "a blue square", "a star", "a cross"]
+    return pipe, images, cache, LatentSet([cache], [captions])
 
 
 def _fresh(tiny_pipeline_dir):
@@ -58,6 +59,11 @@ def _fresh(tiny_pipeline_dir):
 
 def test_latents_are_cached_on_disk(data, tmp_path):
     pipe, images, cache, _ = data
+    mixed = LatentSet.encode(pipe.vae, [images[0], torch.zeros(3, 64, 48)], ["a", "b"],
+                             cache_dir=tmp_path / "cache")
+    assert [len(c) for c in mixed.captions] == [1, 1] and mixed.hits == 1
+    x0, caps = mixed.draw(3, torch.Generator().manual_seed(0))
+    assert x0.shape[0] == 3 and len(set(caps)) == 1  # one shape per batch
     assert cache.encoded == 4 and cache.hits == 0 and cache.mean.shape == (4, 4, 8, 8)
     again = encode_images(pipe.vae, images, cache_dir=tmp_path / "cache")
     assert again.hits == 4 and again.encoded == 0 and torch.equal(again.mean, cache.mean)
@@ -66,13 +72,13 @@ def test_latents_are_cached_on_disk(data, tmp_path):
 
 
 def test_training_changes_only_the_new_rows(data, tmp_path):
-    pipe, _, cache, captions = data
+    pipe, _, _, latent_set = data
     table_before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
     unet_before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     seen = []
     cfg = TIConfig(token="<shape-style>", init_word="style", n_vectors=2, steps=5,
                    batch_size=2, lr="0.05", out_dir=str(tmp_path / "run"))
-    result = train_textual_inversion(pipe, cache, captions, TEMPLATES, cfg,
+    result = train_textual_inversion(pipe, latent_set, TEMPLATES, cfg,
                                      callback=seen.append)
     table = pipe.text_encoder.get_input_embeddings().weight.detach()
     n_old = table_before.shape[0]
@@ -89,9 +95,9 @@ def test_training_changes_only_the_new_rows(data, tmp_path):
 
 
 def test_resume_gives_the_same_embedding(tiny_pipeline_dir, data, tmp_path):
-    _, _, cache, captions = data
+    _, _, _, latent_set = data
     kw = dict(token="<s>", init_word="style", steps=6, batch_size=2, lr="0.05:3, 0.02")
-    straight = train_textual_inversion(_fresh(tiny_pipeline_dir), cache, captions, TEMPLATES,
+    straight = train_textual_inversion(_fresh(tiny_pipeline_dir), latent_set, TEMPLATES,
                                        TIConfig(**kw, out_dir=str(tmp_path / "a")))
 
     def stop_at_3(state):
@@ -99,45 +105,45 @@ def test_resume_gives_the_same_embedding(tiny_pipeline_dir, data, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_textual_inversion(_fresh(tiny_pipeline_dir), cache, captions, TEMPLATES,
+        train_textual_inversion(_fresh(tiny_pipeline_dir), latent_set, TEMPLATES,
                                 TIConfig(**kw, out_dir=str(tmp_path / "b"), checkpoint_every=2),
                                 callback=stop_at_3)
     state = torch.load(tmp_path / "b" / "checkpoint" / "state.pt", weights_only=True)
     assert state["step"] == 3
-    resumed = train_textual_inversion(_fresh(tiny_pipeline_dir), cache, captions, TEMPLATES,
+    resumed = train_textual_inversion(_fresh(tiny_pipeline_dir), latent_set, TEMPLATES,
                                       TIConfig(**kw, out_dir=str(tmp_path / "b"), resume=True))
     torch.testing.assert_close(resumed.vectors, straight.vectors, rtol=0, atol=1e-6)
     assert len(resumed.losses) == 6
 
 
 def test_non_finite_loss_keeps_the_last_good_vectors(data, tmp_path):
-    pipe, _, cache, captions = data
+    pipe, _, _, latent_set = data
     cfg = TIConfig(token="<s>", init_word="style", steps=20, batch_size=2, lr="1e30",
                    out_dir=str(tmp_path / "nan"))
     with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
-        train_textual_inversion(pipe, cache, captions, TEMPLATES, cfg)
+        train_textual_inversion(pipe, latent_set, TEMPLATES, cfg)
     state = torch.load(tmp_path / "nan" / "checkpoint" / "state.pt", weights_only=True)
     assert torch.isfinite(state["vectors"]).all()
     assert torch.isfinite(pipe.text_encoder.get_input_embeddings().weight).all()
 
 
 def test_bad_tokens(data):
-    pipe, _, cache, captions = data
+    pipe, _, _, latent_set = data
     with pytest.raises(ValueError, match="already in the tokenizer's vocabulary"):
-        train_textual_inversion(pipe, cache, captions, TEMPLATES,
+        train_textual_inversion(pipe, latent_set, TEMPLATES,
                                 TIConfig(token="red", steps=1))
     with pytest.raises(ValueError, match="init word 'zebraxq' is"):
-        train_textual_inversion(pipe, cache, captions, TEMPLATES,
+        train_textual_inversion(pipe, latent_set, TEMPLATES,
                                 TIConfig(token="<z>", init_word="zebraxq", steps=1))
     with pytest.raises(ValueError, match="one word"):
         TIConfig(token="my style").validate()
 
 
 def test_overwrite_mode_retrains_an_existing_word(data):
-    pipe, _, cache, captions = data
+    pipe, _, _, latent_set = data
     table_before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
     red = pipe.tokenizer.convert_tokens_to_ids("red</w>")
-    train_textual_inversion(pipe, cache, captions, ["a [name] thing, [filewords]"],
+    train_textual_inversion(pipe, latent_set, ["a [name] thing, [filewords]"],
                             TIConfig(token="red", overwrite=True, steps=3, batch_size=2,
                                      lr="0.05"))
     table = pipe.text_encoder.get_input_embeddings().weight.detach()
@@ -153,17 +159,18 @@ def test_two_processes_under_accelerate_end_with_the_same_embedding(tiny_pipelin
         import torch
         from accelerate import Accelerator
         from nbhelpers.models import load_pipeline
-        from nbhelpers.ti.latents import encode_images
+        from nbhelpers.ti.latents import LatentSet, encode_images
         from nbhelpers.ti.train import TIConfig, train_textual_inversion
 
         acc = Accelerator(cpu=True)
         pipe = load_pipeline({str(tiny_pipeline_dir)!r}, device="cpu")
         g = torch.Generator().manual_seed(0)
         images = [torch.rand(3, 64, 64, generator=g) * 2 - 1 for _ in range(4)]
-        cache = encode_images(pipe.vae, images, cache_dir={str(tmp_path / "cache")!r})
+        data = LatentSet.encode(pipe.vae, images, ["a", "b", "c", "d"],
+                                cache_dir={str(tmp_path / "cache")!r})
         cfg = TIConfig(token="<s>", init_word="style", steps=4, batch_size=2, lr="0.05")
-        res = train_textual_inversion(pipe, cache, ["a", "b", "c", "d"],
-                                      ["[name] style of [filewords]"], cfg, accelerator=acc)
+        res = train_textual_inversion(pipe, data, ["[name] style of [filewords]"], cfg,
+                                      accelerator=acc)
         torch.save(res.vectors, {str(tmp_path)!r} + f"/vec-{{acc.process_index}}.pt")
         print("world", acc.num_processes)
     """))

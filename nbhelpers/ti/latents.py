@@ -106,3 +106,55 @@ def encode_images(vae, images: Sequence[Tensor], cache_dir: str | Path | None = 
                 torch.save({"mean": m.clone(), "std": s.clone()}, tmp)
     return LatentCache(torch.stack(means), torch.stack(stds),
                        float(vae.config.scaling_factor), hits=hits, encoded=len(todo))
+
+
+@dataclass
+class LatentSet:
+    """Cached latents grouped by shape (aspect-ratio buckets give several), with captions.
+
+    A batch never mixes shapes: :meth:`draw` picks a group with probability proportional to
+    its size, then images within it.
+    """
+
+    groups: list[LatentCache]
+    captions: list[list[str]]
+
+    def __post_init__(self) -> None:
+        if not self.groups or len(self.groups) != len(self.captions):
+            raise ValueError("a LatentSet needs one caption list per latent group")
+        for cache, caps in zip(self.groups, self.captions, strict=True):
+            if len(cache.mean) != len(caps):
+                raise ValueError(f"{len(caps)} captions for {len(cache.mean)} cached images")
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.captions)
+
+    @property
+    def hits(self) -> int:
+        return sum(g.hits for g in self.groups)
+
+    @property
+    def encoded(self) -> int:
+        return sum(g.encoded for g in self.groups)
+
+    def draw(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, list[str]]:
+        """Scaled latents ``(B, 4, h, w)`` (one posterior draw each) and their captions."""
+        sizes = torch.tensor([len(c) for c in self.captions], dtype=torch.float64)
+        g = int(torch.multinomial(sizes, 1, generator=generator))
+        idx = torch.randint(0, len(self.captions[g]), (batch_size,), generator=generator)
+        return self.groups[g].sample(idx, generator), [self.captions[g][int(i)] for i in idx]
+
+    @classmethod
+    def encode(cls, vae, images: Sequence[Tensor], captions: Sequence[str],
+               cache_dir: str | Path | None = None) -> LatentSet:
+        """Encode ``(3, h, w)`` images (any mix of shapes) through the cache, grouped by shape."""
+        if len(images) != len(captions):
+            raise ValueError(f"{len(captions)} captions for {len(images)} images")
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for k, img in enumerate(images):
+            by_shape.setdefault(tuple(img.shape), []).append(k)
+        groups, caps = [], []
+        for _, idx in sorted(by_shape.items()):
+            groups.append(encode_images(vae, [images[k] for k in idx], cache_dir=cache_dir))
+            caps.append([captions[k] for k in idx])
+        return cls(groups, caps)

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from nbhelpers.files import atomic_path
 from nbhelpers.ti.embeddings import Embedding, add_embedding_to_pipeline
-from nbhelpers.ti.latents import LatentCache
+from nbhelpers.ti.latents import LatentSet
 
 Precision = Literal["no", "bf16", "fp16"]
 
@@ -300,8 +300,7 @@ def _load_checkpoint(folder: Path, rows: TrainableRows, opt, gen: torch.Generato
     return int(state["step"]), state["losses"].tolist()
 
 
-def train_textual_inversion(pipe, latents: LatentCache, captions: Sequence[str],
-                            templates: Sequence[str], cfg: TIConfig, *,
+def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg: TIConfig, *,
                             callback: Callable[[TIState], None] | None = None,
                             accelerator=None) -> TIResult:
     """Learn the embedding of ``cfg.token`` from cached latents and their captions.
@@ -309,8 +308,8 @@ def train_textual_inversion(pipe, latents: LatentCache, captions: Sequence[str],
     Args:
         pipe: a ``StableDiffusionPipeline`` (tokenizer, text_encoder, unet, scheduler); it is
             changed in place: the token is added and, at the end, its trained rows written in.
-        latents: cached posteriors of the framed images (:func:`.latents.encode_images`).
-        captions: one caption per cached image (``[filewords]``), same order.
+        data: cached posteriors of the framed images and their captions (``[filewords]``),
+            from :meth:`.latents.LatentSet.encode`.
         templates: prompt templates with ``[name]`` and optional ``[filewords]``.
         accelerator: an ``accelerate.Accelerator``; one is made from ``cfg`` when None.
 
@@ -326,8 +325,6 @@ def train_textual_inversion(pipe, latents: LatentCache, captions: Sequence[str],
     from nbhelpers.ti.data import fill_template
 
     cfg.validate()
-    if len(captions) != len(latents.mean):
-        raise ValueError(f"{len(captions)} captions for {len(latents.mean)} cached images")
     if not templates or not all("[name]" in t for t in templates):
         raise ValueError("every template needs a [name] slot")
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=pipe.device.type
@@ -387,11 +384,10 @@ def train_textual_inversion(pipe, latents: LatentCache, captions: Sequence[str],
             step_loss = 0.0
             for _ in range(cfg.grad_accum):
                 # 1. a batch: cached latents (one posterior draw), templates and captions
-                idx = torch.randint(0, len(captions), (cfg.batch_size,), generator=gen)
+                x0, caps = data.draw(cfg.batch_size, gen)
                 pick = torch.randint(0, len(templates), (cfg.batch_size,), generator=gen)
-                prompts = [fill_template(templates[int(p)], names, captions[int(i)])
-                           for i, p in zip(idx, pick, strict=True)]
-                x0 = latents.sample(idx, gen)
+                prompts = [fill_template(templates[int(p)], names, c)
+                           for c, p in zip(caps, pick, strict=True)]
                 # 2. tokens -> text encoder with the placeholder rows spliced in
                 input_ids = tok(prompts, padding="max_length", max_length=tok.model_max_length,
                                 truncation=True, return_tensors="pt").input_ids

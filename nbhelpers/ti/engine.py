@@ -1,0 +1,120 @@
+"""From a folder of images (or images in memory) to an embedding file, in one call.
+
+:func:`train_from_folder` is what ``nbhelpers ti train`` runs: load and report the images,
+frame them, encode their latents once (cached), train, and save the embedding in the chosen
+format. The working folder beside the output holds checkpoints and previews, so an interrupted
+run resumes with ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from nbhelpers.ti.data import LoadedImage, LoadReport, frame, load_folder, load_templates
+from nbhelpers.ti.embeddings import Embedding, save_embedding
+from nbhelpers.ti.latents import LatentSet
+from nbhelpers.ti.train import (
+    NonFiniteLossError,
+    TIConfig,
+    TIResult,
+    TIState,
+    train_textual_inversion,
+)
+
+
+@dataclass
+class TIRun:
+    """What a finished (or stopped) run produced."""
+
+    result: TIResult | None
+    embedding: Embedding
+    path: Path
+    n_examples: int
+    seconds: float
+    report: LoadReport | None = None
+
+
+def work_dir_for(out: str | Path) -> Path:
+    """The folder for checkpoints and previews of the run that writes ``out``."""
+    out = Path(out)
+    return out.parent / f"{out.stem}-run"
+
+
+def image_size(pipe) -> int:
+    """The pipeline's native image side: UNet sample size times the VAE's downsampling."""
+    return int(pipe.unet.config.sample_size) * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+
+
+def _current_embedding(pipe, cfg: TIConfig, step: int, meta: dict) -> Embedding:
+    """The token's rows as they are in the pipeline now (after training or a stop)."""
+    tok = pipe.tokenizer
+    names = [cfg.token] if cfg.overwrite else [cfg.token] + [
+        f"{cfg.token}_{k}" for k in range(1, cfg.n_vectors)]
+    if cfg.overwrite:
+        ids = tok(cfg.token, add_special_tokens=False).input_ids
+    else:
+        ids = tok.convert_tokens_to_ids(names)
+    vectors = pipe.text_encoder.get_input_embeddings().weight[ids].detach().float().cpu()
+    return Embedding(cfg.token, vectors.clone(), step=step, meta=meta)
+
+
+def train_from_items(pipe, items: Sequence[LoadedImage], cfg: TIConfig, out: str | Path, *,
+                     template: str | Sequence[str] = "style", framing: str = "center",
+                     flip: bool = False, size: int | None = None, format: str = "diffusers",
+                     cache_dir: str | Path | None = None,
+                     callback: Callable[[TIState], None] | None = None,
+                     accelerator=None) -> TIRun:
+    """Frame, encode (cached), train and save; see :func:`train_from_folder`."""
+    start = time.perf_counter()
+    size = size or image_size(pipe)
+    templates = load_templates(template)
+    pixels, captions = [], []
+    for item in items:
+        for framed in frame(item.image, size, framing, flip=flip, source=str(item.path)):
+            pixels.append(framed.tensor())
+            captions.append(item.caption)
+    if not pixels:
+        raise ValueError("no training images after framing")
+    data = LatentSet.encode(pipe.vae, pixels, captions, cache_dir=cache_dir)
+    out = Path(out)
+    cfg = replace(cfg, out_dir=str(work_dir_for(out)))
+    meta = {"init_word": cfg.init_word, "framing": framing, "size": size,
+            "model": str(getattr(pipe, "name_or_path", "") or ""), "trainer": "nbhelpers"}
+    result = None
+    try:
+        result = train_textual_inversion(pipe, data, templates, cfg, callback=callback,
+                                         accelerator=accelerator)
+        step = result.steps
+    except (KeyboardInterrupt, NonFiniteLossError):
+        # the trainer saved its checkpoint; keep the embedding as it stands, then re-raise
+        state = Path(cfg.out_dir) / "checkpoint" / "state.pt"
+        import torch
+
+        step = int(torch.load(state, weights_only=True)["step"]) if state.exists() else 0
+        save_embedding(_current_embedding(pipe, cfg, step, meta), out, format=format)
+        raise
+    emb = _current_embedding(pipe, cfg, step, meta)
+    path = save_embedding(emb, out, format=format)
+    return TIRun(result, emb, Path(path), len(pixels), time.perf_counter() - start)
+
+
+def train_from_folder(data_dir: str | Path, pipe, cfg: TIConfig, out: str | Path, *,
+                      refuse_small: bool = False, recursive: bool = False,
+                      **kwargs) -> TIRun:
+    """Learn ``cfg.token`` from the images in ``data_dir`` and save it to ``out``.
+
+    Args:
+        data_dir: a folder of images; captions from ``.txt`` files beside them or from their
+            names. Unreadable files are skipped and listed in the returned report.
+        pipe: the model (:func:`nbhelpers.models.load_pipeline`).
+        kwargs: ``template``, ``framing``, ``flip``, ``size``, ``format``, ``cache_dir``,
+            ``callback``, ``accelerator`` (see :func:`train_from_items`).
+    """
+    size = kwargs.get("size") or image_size(pipe)
+    report = load_folder(data_dir, size=size, refuse_small=refuse_small, recursive=recursive)
+    run = train_from_items(pipe, report.loaded, cfg, out, **kwargs)
+    run.report = report
+    return run

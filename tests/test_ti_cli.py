@@ -1,0 +1,74 @@
+"""`nbhelpers ti ...` and `generate --embedding` end to end on a tiny random model."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nbhelpers.cli import main
+from nbhelpers.ti.embeddings import load_embedding
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    d = tmp_path / "paintings"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("fox in the snow.png", "Füchse im Wald.jpg", "a boat (2).png"):
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(d / name)
+    (d / "notes.md").write_text("not an image")
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return d
+
+
+def test_ti_train_convert_inspect_generate(tiny_pipeline_dir, folder, tmp_path, capsys):
+    out = tmp_path / "emb" / "style.safetensors"
+    rc = main(["ti", "train", str(folder), "--model", str(tiny_pipeline_dir), "--token",
+               "<fox-style>", "--vectors", "2", "--steps", "3", "--batch-size", "2",
+               "--framing", "focal", "--flip", "--out", str(out), "--cache-dir",
+               str(tmp_path / "cache"), "--checkpoint-every", "2"])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    assert "broken.png" in text.out and "notes.md" in text.out  # skipped files are listed
+    assert "6 framed images" in text.out  # 3 images, flipped
+    emb = load_embedding(out)
+    assert emb.token == "<fox-style>" and emb.vectors.shape == (2, 32) and emb.step == 3
+    assert (tmp_path / "emb" / "style-run" / "checkpoint" / "state.pt").exists()
+
+    pt = tmp_path / "emb" / "style.pt"
+    assert main(["ti", "convert", str(out), str(pt), "--format", "a1111"]) == 0
+    assert torch.equal(load_embedding(pt).vectors, emb.vectors)
+    assert main(["ti", "inspect", str(pt), "--model", str(tiny_pipeline_dir)]) == 0
+    report = capsys.readouterr().out
+    assert "<fox-style>" in report and "nearest" in report.lower()
+
+    png = tmp_path / "x.png"
+    assert main(["generate", "--model", str(tiny_pipeline_dir), "--prompt",
+                 "a boat, <fox-style>", "--steps", "2", "--embedding", str(pt),
+                 "--out", str(png)]) == 0
+    assert "loaded <fox-style> (2 vector(s)" in capsys.readouterr().out and png.exists()
+
+
+def test_ti_train_bad_inputs(tiny_pipeline_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["ti", "train", str(empty), "--model", str(tiny_pipeline_dir), "--token",
+                 "<x>", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert main(["ti", "train", str(tmp_path / "missing"), "--model", str(tiny_pipeline_dir),
+                 "--token", "<x>"]) == 2
+    capsys.readouterr()
+    d = tmp_path / "ok"
+    d.mkdir()
+    Image.new("RGB", (64, 64), "red").save(d / "red.png")
+    assert main(["ti", "train", str(d), "--model", str(tiny_pipeline_dir), "--token", "red",
+                 "--steps", "1", "--out", str(tmp_path / "r.safetensors")]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["ti", "train", str(d), "--model", str(tiny_pipeline_dir), "--token", "<r>",
+                 "--init-word", "zebraxq", "--steps", "1",
+                 "--out", str(tmp_path / "r.safetensors")]) == 2
+    assert "init word" in capsys.readouterr().err
+    assert main(["ti", "train", str(d), "--model", str(tiny_pipeline_dir), "--token", "<r>",
+                 "--lr", "fast", "--out", str(tmp_path / "r.safetensors")]) == 2
+    assert "learning-rate schedule" in capsys.readouterr().err
+    assert not (tmp_path / "r.safetensors").exists()
