@@ -21,12 +21,14 @@ PY  := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install lab test unit notebooks lint bench clean help
+.PHONY: install lab test unit notebooks lint bench clean help test-browser
 
 help:
 	@echo "make lab    - install (if needed) and start JupyterLab on notebooks/"
 	@echo "make test   - install (if needed), unit tests, then every notebook under nbval (smoke)"
 	@echo "make bench  - run the CPU benchmarks and update docs/benchmarks.md"
+	@echo "make test-browser - the sliders in JupyterLab under headless Chromium (needs chromium,"
+	@echo "                    chromium-driver: .ci/run installs them); screenshots: artifacts/browser/"
 
 install: $(STAMP)
 
@@ -62,7 +64,11 @@ lint: install
 	$(VENV)/bin/ruff check nbhelpers tests bench
 
 unit: install
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --ignore=tests/browser
+
+# Debian's chromium + chromium-driver must be there (.ci/run installs them); never skipped.
+test-browser: install
+	$(PY) -m pytest tests/browser -q
 
 notebooks: install
 	NBHELPERS_PROFILE=smoke TQDM_DISABLE=1 $(PY) -m pytest -q -p tests.nbval_harness \
