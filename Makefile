@@ -76,6 +76,8 @@ notebooks: install
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 
 bench: install
+	$(PY) bench/ti_throughput.py --model toy
+	$(PY) bench/sweep_speed.py --model toy
 	$(PY) bench/notebooks.py
 
 clean:
