@@ -23,8 +23,18 @@ KNOWN_SD1_IDS: tuple[str, ...] = (
 )
 
 
+TOY_ENV_VAR = "NBHELPERS_TOY_MODEL"
+
+
 def toy_model_dir() -> Path:
-    """Folder of the embedded tiny Stable Diffusion (a diffusers pipeline folder)."""
+    """Folder of the tiny Stable Diffusion used as ``"toy"`` (a diffusers pipeline folder).
+
+    The one shipped in the package, unless ``$NBHELPERS_TOY_MODEL`` points at another (for
+    example one rebuilt with ``nbhelpers toy train --out FOLDER``).
+    """
+    override = os.environ.get(TOY_ENV_VAR, "").strip()
+    if override:
+        return Path(override).expanduser().resolve()
     return Path(__file__).resolve().parent / "data" / "toy-sd"
 
 

@@ -45,3 +45,10 @@ def test_sd14_shapes_without_memory():
     assert parts["vae"].config.scaling_factor == pytest.approx(0.18215)
     with pytest.raises(ValueError, match="clip"):
         models.random_sd14_components(parts=("clip",), device="meta")
+
+
+def test_toy_model_location_can_be_overridden(monkeypatch, tiny_pipeline_dir):
+    monkeypatch.setenv("NBHELPERS_TOY_MODEL", str(tiny_pipeline_dir))
+    assert models.toy_model_dir() == tiny_pipeline_dir.resolve()
+    pipe = models.load_pipeline("toy", device="cpu")
+    assert pipe.unet.config.sample_size == 8
