@@ -22,7 +22,10 @@ def build_tiny_pipeline_folder(folder):
     tok = make_tokenizer()
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32,
                                         num_hidden_layers=1, num_attention_heads=2,
-                                        intermediate_size=64, max_position_embeddings=77))
+                                        intermediate_size=64, max_position_embeddings=77,
+                                        bos_token_id=tok.bos_token_id,
+                                        eos_token_id=tok.eos_token_id,
+                                        pad_token_id=tok.pad_token_id))
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4,
                                 layers_per_block=1, block_out_channels=(32, 64),
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
