@@ -59,3 +59,13 @@ def write_section(title: str, body: str, doc: Path = DOC) -> None:
     with tempfile.NamedTemporaryFile("w", dir=doc.parent, delete=False, suffix=".tmp") as f:
         f.write(text.rstrip("\n") + "\n")
     os.replace(f.name, doc)
+
+
+def emit(text: str, title: str, out: str | None = None, doc: bool = True) -> None:
+    """Print a benchmark's text, optionally save it to ``out``, and write its doc section."""
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+    if doc:
+        write_section(title, f"Machine: {machine()}.\n\n{text}")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import make_pipeline  # noqa: E402
-from report import machine, markdown_table, write_section  # noqa: E402
+from report import emit, markdown_table  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -94,14 +94,8 @@ def main() -> None:
         lines.append(f"Live slider render (`render_guided`, {args.steps} steps): median "
                      f"**{1000 * sorted(renders)[len(renders) // 2]:.0f} ms** over "
                      f"{len(renders)} renders.")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    if not args.no_doc:
-        write_section(f"Guidance sweep and slider: {args.model}, {args.device}",
-                      f"Machine: {machine()}.\n\n{text}")
+    emit("\n".join(lines), f"Guidance sweep and slider: {args.model}, {args.device}",
+         args.out, doc=not args.no_doc)
 
 
 if __name__ == "__main__":

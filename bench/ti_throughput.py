@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import make_pipeline  # noqa: E402
-from report import machine, markdown_table, write_section  # noqa: E402
+from report import emit, markdown_table  # noqa: E402
 
 #: bf16 dense peak by device name (datasheet, TFLOP/s): the denominator of the utilisation.
 PEAKS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40": 181.0, "A10": 125.0,
@@ -218,14 +218,8 @@ def main() -> None:
     if args.model == "sd14":
         lines.append("The SD 1.4-shaped model has random weights: they cost exactly what trained "
                      "ones do.")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    if not args.no_doc:
-        write_section(f"Textual-inversion throughput: {args.model}, {args.device}",
-                      f"Machine: {machine()}.\n\n{text}")
+    emit("\n".join(lines), f"Textual-inversion throughput: {args.model}, {args.device}",
+         args.out, doc=not args.no_doc)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,30 @@ def _training_batch(world: GaussianMixture2D, alpha_bar: Tensor, batch_size: int
     return q_sample(x0, t, alpha_bar, eps), t, eps, y
 
 
+def _optimise(model: nn.Module, loss_of_batch: Callable[[torch.Generator], Tensor], *,
+              steps: int, lr: float, seed: int,
+              callback: Callable[[TrainState], None] | None) -> list[float]:
+    """Adam with a cosine decay to ``lr / 20``; ``loss_of_batch(g)`` draws a batch and scores it."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 20)
+    losses = []
+    model.train()
+    for step in range(steps):
+        loss = loss_of_batch(g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if callback is not None:
+            callback(TrainState(step, losses[-1]))
+    model.eval()
+    return losses
+
+
 def train_denoiser(model: Denoiser2D, world: GaussianMixture2D, alpha_bar: Tensor, *,
                    steps: int, batch_size: int = 512, lr: float = 2e-3, p_uncond: float = 0.15,
                    seed: int = 0,
@@ -131,57 +155,28 @@ def train_denoiser(model: Denoiser2D, world: GaussianMixture2D, alpha_bar: Tenso
     """
     if not 0.0 <= p_uncond < 1.0:
         raise ValueError(f"p_uncond (label dropout) must lie in [0, 1), got {p_uncond}")
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 20)
-    conditional = model.n_classes > 0
-    losses = []
-    model.train()
-    for step in range(steps):
+
+    def loss_of_batch(g: torch.Generator) -> Tensor:
         x_t, t, eps, y = _training_batch(world, alpha_bar, batch_size, g)
-        if conditional:
+        if model.n_classes > 0:
             drop = torch.rand(batch_size, generator=g) < p_uncond
-            y = torch.where(drop, torch.full_like(y, model.n_classes), y)
-            pred = model(x_t, t, y)
+            pred = model(x_t, t, torch.where(drop, torch.full_like(y, model.n_classes), y))
         else:
             pred = model(x_t, t)
-        loss = ((pred - eps) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if callback is not None:
-            callback(TrainState(step, losses[-1]))
-    model.eval()
-    return losses
+        return ((pred - eps) ** 2).mean()
+
+    return _optimise(model, loss_of_batch, steps=steps, lr=lr, seed=seed, callback=callback)
 
 
 def train_classifier(model: NoisyClassifier2D, world: GaussianMixture2D, alpha_bar: Tensor, *,
                      steps: int, batch_size: int = 512, lr: float = 2e-3, seed: int = 0,
                      callback: Callable[[TrainState], None] | None = None) -> list[float]:
     """Train a noisy classifier with cross-entropy on ``(x_t, t) -> y`` ([CG] section 4.1)."""
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 20)
-    losses = []
-    model.train()
-    for step in range(steps):
+    def loss_of_batch(g: torch.Generator) -> Tensor:
         x_t, t, _, y = _training_batch(world, alpha_bar, batch_size, g)
-        loss = nn.functional.cross_entropy(model(x_t, t), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if callback is not None:
-            callback(TrainState(step, losses[-1]))
-    model.eval()
-    return losses
+        return nn.functional.cross_entropy(model(x_t, t), y)
+
+    return _optimise(model, loss_of_batch, steps=steps, lr=lr, seed=seed, callback=callback)
 
 
 # --------------------------------------------------------------------------------------------
