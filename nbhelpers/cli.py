@@ -59,9 +59,6 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     if run.report is not None:
         print(run.report.summary())
     losses = run.result.losses if run.result else []
@@ -76,11 +73,7 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
 def _cmd_ti_convert(args: argparse.Namespace) -> int:
     from nbhelpers.ti.embeddings import convert_embedding
 
-    try:
-        emb = convert_embedding(args.src, args.dst, format=args.format, token=args.token)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    emb = convert_embedding(args.src, args.dst, format=args.format, token=args.token)
     print(f"wrote {args.dst} ({args.format or 'format from extension'}; token {emb.token}, "
           f"{emb.n_vectors} vector(s))")
     return 0
@@ -89,28 +82,20 @@ def _cmd_ti_convert(args: argparse.Namespace) -> int:
 def _cmd_ti_inspect(args: argparse.Namespace) -> int:
     from nbhelpers.ti.embeddings import format_inspection, inspect_embedding, load_embedding
 
-    try:
-        emb = load_embedding(args.file, token=args.token)
-        pipe = None
-        if args.model:
-            from nbhelpers.models import load_pipeline
+    emb = load_embedding(args.file, token=args.token)
+    pipe = None
+    if args.model:
+        from nbhelpers.models import load_pipeline
 
-            pipe = load_pipeline(args.model, device="cpu")
-        print(format_inspection(inspect_embedding(emb, pipe, k=args.k)))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        pipe = load_pipeline(args.model, device="cpu")
+    print(format_inspection(inspect_embedding(emb, pipe, k=args.k)))
     return 0
 
 
 def _cmd_toy_train(args: argparse.Namespace) -> int:
     from nbhelpers.toy.train import run
 
-    try:
-        run(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run(args)
     return 0
 
 
@@ -125,23 +110,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
-        print(f"error: --out must end in .png, got {args.out!r}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--out must end in .png, got {args.out!r}")
     if args.n < 1 or args.steps < 1:
-        print(f"error: --n and --steps must be at least 1, got {args.n} and {args.steps}",
-              file=sys.stderr)
-        return 2
-    try:
-        pipe = load_pipeline(args.model, device=args.device)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--n and --steps must be at least 1, got {args.n} and {args.steps}")
+    pipe = load_pipeline(args.model, device=args.device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    try:
-        _add_embeddings(pipe, args.embedding)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    _add_embeddings(pipe, args.embedding)
     images = [sample_cfg(pipe, args.prompt, args.scale, negative_prompt=args.negative_prompt,
                          num_steps=args.steps, seed=args.seed + k)[0] for k in range(args.n)]
     arrays = [(im * 255).round().astype(np.uint8) for im in images]
@@ -160,14 +134,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from nbhelpers.sweep import parse_scales, sweep_to_files
 
     out = Path(args.out)
-    try:
-        scales = parse_scales(args.scales)
-        if out.suffix.lower() not in (".mp4", ".gif"):
-            raise ValueError(f"--out must end in .mp4 or .gif, got {args.out!r}")
-        pipe = load_pipeline(args.model, device=args.device)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    scales = parse_scales(args.scales)
+    if out.suffix.lower() not in (".mp4", ".gif"):
+        raise ValueError(f"--out must end in .mp4 or .gif, got {args.out!r}")
+    pipe = load_pipeline(args.model, device=args.device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     sheet = Path(args.sheet) if args.sheet else out.with_suffix(".png")
     with ProgressBar(len(scales), f"sweep {len(scales)} scales", every=1) as bar:
@@ -328,7 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+        # bad input: the messages name the value and the fix; no traceback for people
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
