@@ -53,8 +53,11 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
                                 format=args.format, refuse_small=args.refuse_small,
                                 cache_dir=args.cache_dir)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: checkpoint and embedding saved ({out}); continue with the same "
-              "command plus --resume", file=sys.stderr)
+        if out.exists() and (work_dir_for(out) / "checkpoint" / "state.pt").exists():
+            print(f"\ninterrupted: checkpoint and embedding saved ({out}); continue with the "
+                  "same command plus --resume", file=sys.stderr)
+        else:
+            print("\ninterrupted before training began; nothing was saved", file=sys.stderr)
         return 130
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
