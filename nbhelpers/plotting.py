@@ -15,6 +15,15 @@ from matplotlib.figure import Figure
 from nbhelpers.diffusion import snr
 
 
+def _finish_grid(fig: Figure, axes: np.ndarray, row_labels: Sequence[str] | None) -> Figure:
+    """Label the rows of a panel grid (on the first column) and tighten the layout."""
+    if row_labels is not None:
+        for r, label in enumerate(row_labels):
+            axes[r, 0].set_ylabel(label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
                ncols: int | None = None, size: float = 1.8,
                row_labels: Sequence[str] | None = None) -> Figure:
@@ -35,11 +44,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
                 ax.set_title(titles[i], fontsize=9)
         else:
             ax.axis("off")
-    if row_labels is not None:
-        for r, label in enumerate(row_labels):
-            axes[r, 0].set_ylabel(label, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish_grid(fig, axes, row_labels)
 
 
 def scatter_panels(points: Sequence[torch.Tensor | np.ndarray], titles: Sequence[str],
@@ -125,11 +130,7 @@ def field_panels(xs: torch.Tensor, ys: torch.Tensor,
         ax.set_yticks([])
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    if row_labels is not None:
-        for r, label in enumerate(row_labels):
-            axes[r, 0].set_ylabel(label, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish_grid(fig, axes, row_labels)
 
 
 def tradeoff_curve(rows: Mapping[str, Sequence[tuple[float, float, float]]]) -> Figure:
