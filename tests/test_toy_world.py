@@ -178,3 +178,35 @@ def test_grid_makes_an_image():
     images, captions, _ = W.make_set(6, seed=0)
     im = W.grid(images, ncol=3, labels=captions)
     assert im.size[0] == 3 * 66 + 2 and im.size[1] > 2 * 66
+
+
+def test_textures_are_pinned_to_the_latent_grid():
+    base = W.Scene(shape="square", colour="red", background="white", style="checkered",
+                   size=18.0, x=32.0, y=32.0, detail=1)
+    other = W.Scene(**{**base.__dict__, "detail": 2})  # another random detail seed
+    a, b = W.render(base).astype(int), W.render(other).astype(int)
+    inner = (slice(24, 40), slice(24, 40))  # inside the square, away from its edges
+    # the phase no longer depends on the detail seed: the same checks (light and dark squares
+    # in the same places), whatever the colour jitter
+    def dark(img):
+        lum = img[inner].sum(-1)
+        return lum < lum.mean()
+
+    assert np.array_equal(dark(a), dark(b)) and 0.3 < dark(a).mean() < 0.7
+    # and the pattern repeats every 8 pixels
+    assert np.abs(a[24:32, 24:32] - a[32:40, 32:40]).max() <= 2
+
+
+def test_style_scenes_describe_and_save(tmp_path):
+    scenes = W.style_scenes(6, W.UNNAMED_STYLE, seed=3)
+    assert all(s.style == W.UNNAMED_STYLE and not s.toy for s in scenes)
+    assert scenes == W.style_scenes(6, W.UNNAMED_STYLE, seed=3)
+    assert W.describe(scenes[0]) == (f"a {scenes[0].colour} {scenes[0].shape} on a "
+                                     f"{scenes[0].background} background")
+    paths = W.save_scenes(scenes, tmp_path / "folder")
+    assert [p.name for p in paths] == [f"{W.describe(s)} ({k}).png" for k, s in
+                                       enumerate(scenes)]
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == sorted(
+        p.name for p in paths)  # no temporary files left
+    with pytest.raises(ValueError, match="style"):
+        W.style_scenes(2, "cubist")

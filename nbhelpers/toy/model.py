@@ -69,7 +69,7 @@ CARD_FILE = "toy_card.json"
 class TextEncoderConfig:
     """``CLIPTextModel`` size. ``vocab_size`` comes from the tokenizer."""
 
-    hidden_size: int = 64
+    hidden_size: int = 128
     num_hidden_layers: int = 3
     num_attention_heads: int = 4
     mlp_ratio: int = 4

@@ -46,8 +46,10 @@ Images: :func:`render` returns ``(64, 64, 3)`` uint8 arrays, :func:`render_tenso
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -146,7 +148,8 @@ class Scene:
         size: half-extent in pixels (a circle's radius), within ``SIZE_RANGE``.
         x, y: centre in pixels, ``x`` to the right and ``y`` down from the top-left corner.
         toy: True if the caption calls the shape by ``GENERIC_WORD`` (teaching hook 2).
-        detail: seed of the small random details (colour jitter, texture phase, wobble).
+        detail: seed of the small random details (colour jitter, wobble; texture phase when
+            ``PIN_TEXTURE_PHASE`` is off).
     """
 
     shape: str
@@ -344,6 +347,10 @@ _SS = 4  # supersampling factor: draw at 256 x 256, average 4 x 4 blocks (anti-a
 _N = IMAGE_SIZE * _SS
 #: Periods of the textures, pixels. About one latent cell of an 8x VAE.
 TEXTURE_PERIOD = 8.0
+#: Textures are pinned to the pixel grid (phase 0), so they line up with the 8x VAE's latent
+#: cells; False gives each image a random phase (the world's first version; harder for a tiny
+#: VAE, see docs/toy_world.md).
+PIN_TEXTURE_PHASE = True
 
 
 def _unit_outline(shape: str) -> np.ndarray:
@@ -438,7 +445,9 @@ def _texture(style: str, c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     P = TEXTURE_PERIOD
     u = (np.arange(_N) + 0.5) / _SS  # pixel coordinates of the subsamples
     X, Y = u[None, :], u[:, None]
-    ox, oy = rng.uniform(0, P, size=2)  # random phase: the pattern is not pinned to the frame
+    ox, oy = rng.uniform(0, P, size=2)  # drawn either way, so other details stay the same
+    if PIN_TEXTURE_PHASE:
+        ox = oy = 0.0
     if style in ("flat", "outlined"):
         return np.broadcast_to(c, (_N, _N, 3)).copy()
     if style == "striped":
@@ -572,6 +581,38 @@ def make_set(n: int, seed: int = 0, **kwargs: Any) -> tuple[Tensor, list[str], l
     """``n`` examples at once: ``(images (n, 3, 64, 64), captions, scenes)``."""
     scenes = sample_scenes(n, seed, **kwargs)
     return render_batch(scenes), captions_for(scenes, seed), scenes
+
+
+def style_scenes(n: int, style: str, seed: int = 0) -> list[Scene]:
+    """``n`` scenes in one ``style`` (the unnamed one, say) with every other attribute drawn
+    as in training: a person's folder of paintings in one manner."""
+    _check_count("n", n)
+    _check_seed(seed)
+    _check_choice("style", style, ALL_STYLES)
+    return [random_scene(np.random.default_rng([seed, i, 4]), style=style, toy=False)
+            for i in range(n)]
+
+
+def describe(scene: Scene) -> str:
+    """What a person would name a picture file of ``scene``: "a red circle on a white
+    background" (no style: the style is what textual inversion is to learn)."""
+    return f"a {scene.colour} {scene.shape} on a {scene.background} background"
+
+
+def save_scenes(scenes: Sequence[Scene], folder: str | os.PathLike) -> list[Path]:
+    """Render ``scenes`` into ``folder`` as PNGs named by :func:`describe` plus an index
+    (``"a red circle on a white background (3).png"``), so that file names are captions.
+    Each file is written atomically; returns the paths."""
+    from nbhelpers.files import save_png
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, scene in enumerate(scenes):
+        path = out / f"{describe(scene)} ({k}).png"
+        save_png(render(scene), path)
+        paths.append(path)
+    return paths
 
 
 def toy_balanced_set(n: int, seed: int = 0) -> tuple[Tensor, list[str], list[Scene]]:
