@@ -97,33 +97,88 @@ def sample_cfg(pipe, prompt: str, scales: float | Sequence[float], *, negative_p
     Returns:
         the K images (or latents), in the order of ``scales``.
     """
-    _check_pipeline(pipe)
-    if output not in ("np", "latents"):
-        raise ValueError(f"output must be 'np' or 'latents', got {output!r}")
-    if unet_batch < 1:
-        raise ValueError(f"unet_batch must be at least 1, got {unet_batch}")
     s_list = [float(scales)] if np.isscalar(scales) else [float(s) for s in scales]
     if not s_list:
         raise ValueError("scales is empty; give at least one guidance scale")
     K = len(s_list)
-    unet, sched = pipe.unet, pipe.scheduler
-    device, dtype = unet.device, unet.dtype
+    # 1. the two prompts, each repeated for the K rows
+    emb = encode_prompts(pipe, [negative_prompt, prompt])
+    # 2. one initial latent from the seed, shared by every scale
+    latents = initial_latents(pipe, [seed], height, width).repeat(K, 1, 1, 1)
+    return _guided_loop(pipe, emb[:1].expand(K, -1, -1), emb[1:].expand(K, -1, -1), latents,
+                        s_list, num_steps=num_steps, unet_batch=unet_batch,
+                        rescale_phi=rescale_phi, interval=interval, callback=callback,
+                        output=output)
+
+
+def initial_latents(pipe, seeds: Sequence[int], height: int | None = None,
+                    width: int | None = None) -> Tensor:
+    """One starting latent per seed, drawn as diffusers draws it (CPU generator, then moved):
+    ``(len(seeds), 4, height / 8, width / 8)`` on the UNet's device and dtype."""
+    unet = pipe.unet
     vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     height = height or unet.config.sample_size * vae_factor
     width = width or unet.config.sample_size * vae_factor
     if height % vae_factor or width % vae_factor:
         raise ValueError(f"height and width must be multiples of {vae_factor}, got "
                          f"{height}x{width}")
-
-    # 1. the two prompts, each repeated for the K rows
-    emb = encode_prompts(pipe, [negative_prompt, prompt]).to(dtype)
-    emb_uncond, emb_cond = emb[:1].expand(K, -1, -1), emb[1:].expand(K, -1, -1)
-
-    # 2. one initial latent from the seed, shared by every scale
     shape = (1, unet.config.in_channels, height // vae_factor, width // vae_factor)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    latents = torch.randn(shape, generator=generator, dtype=dtype).to(device)  # as diffusers
-    latents = (latents * sched.init_noise_sigma).repeat(K, 1, 1, 1)
+    rows = [torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(int(s)),
+                        dtype=unet.dtype) for s in seeds]
+    return torch.cat(rows).to(unet.device) * pipe.scheduler.init_noise_sigma
+
+
+@torch.no_grad()
+def sample_prompts(pipe, prompts: Sequence[str], scale: float, *, seeds: Sequence[int] | None
+                   = None, seed: int = 0, negative_prompt: str = "", num_steps: int = 20,
+                   batch: int = 32, unet_batch: int = 64, rescale_phi: float = 0.0,
+                   output: str = "np") -> np.ndarray | Tensor:
+    """Render many prompts at one guidance scale, in batches, each from its own seed.
+
+    The same loop as :func:`sample_cfg` (so any ``s``, also ``s <= 1``); image ``i`` starts
+    from the noise of ``seeds[i]`` (default ``seed + i``), so it does not depend on
+    ``batch``, and equals ``sample_cfg(pipe, prompts[i], scale, seed=seeds[i])``.
+
+    Returns:
+        ``(N, H, W, 3)`` floats in [0, 1] (or the latents with ``output="latents"``).
+    """
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts is empty; give at least one prompt")
+    seeds = list(range(seed, seed + len(prompts))) if seeds is None else list(seeds)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one each")
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    neg = encode_prompts(pipe, [negative_prompt])
+    parts = []
+    for i in range(0, len(prompts), batch):
+        chunk = prompts[i:i + batch]
+        cond = encode_prompts(pipe, chunk)
+        parts.append(_guided_loop(pipe, neg.expand(len(chunk), -1, -1), cond,
+                                  initial_latents(pipe, seeds[i:i + batch]),
+                                  [float(scale)] * len(chunk), num_steps=num_steps,
+                                  unet_batch=unet_batch, rescale_phi=rescale_phi,
+                                  output=output))
+    return np.concatenate(parts) if output == "np" else torch.cat(parts)
+
+
+def _guided_loop(pipe, emb_uncond: Tensor, emb_cond: Tensor, latents: Tensor,
+                 s_list: Sequence[float], *, num_steps: int, unet_batch: int,
+                 rescale_phi: float = 0.0, interval: tuple[int, int] | None = None,
+                 callback: Callable[[GuidedStep], None] | None = None,
+                 output: str = "np") -> np.ndarray | Tensor:
+    """Steps 3 and 4 of :func:`sample_cfg` for ``K`` rows: row ``k`` denoises ``latents[k]``
+    with its own unconditional and conditional embeddings and scale ``s_list[k]``."""
+    _check_pipeline(pipe)
+    if output not in ("np", "latents"):
+        raise ValueError(f"output must be 'np' or 'latents', got {output!r}")
+    if unet_batch < 1:
+        raise ValueError(f"unet_batch must be at least 1, got {unet_batch}")
+    unet, sched = pipe.unet, pipe.scheduler
+    device, dtype = unet.device, unet.dtype
+    K = len(s_list)
+    emb_uncond, emb_cond = emb_uncond.to(dtype), emb_cond.to(dtype)
     sched.set_timesteps(num_steps, device=device)
     alpha_bar = sched.alphas_cumprod.to(device)
 

@@ -86,3 +86,25 @@ def test_interval_guidance_and_bad_inputs(pipe):
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     with pytest.raises(ValueError, match="DDPM-family"):
         sample_cfg(pipe, "x", 1.0)
+
+
+def test_sample_prompts_equals_one_sample_cfg_per_prompt(pipe):
+    from nbhelpers.sampling import sample_prompts
+
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    prompts = ["a red circle", "a blue square", "a green star"]
+    for s in (0.0, 0.5, 7.5):  # below 1 too: the pipeline cannot do these
+        batched = sample_prompts(pipe, prompts, s, seeds=[4, 9, 2], num_steps=4, batch=2)
+        single = np.stack([sample_cfg(pipe, p, s, num_steps=4, seed=sd)[0]
+                           for p, sd in zip(prompts, [4, 9, 2], strict=True)])
+        assert np.abs(batched - single).max() < TOL
+    # seeds default to seed, seed + 1, ...; the batch size does not change the images
+    a = sample_prompts(pipe, prompts, 3.0, seed=10, num_steps=3, batch=1)
+    b = sample_prompts(pipe, prompts, 3.0, seeds=[10, 11, 12], num_steps=3, batch=8)
+    assert np.abs(a - b).max() < TOL
+    with pytest.raises(ValueError, match="one each"):
+        sample_prompts(pipe, prompts, 3.0, seeds=[1])
+    with pytest.raises(ValueError, match="empty"):
+        sample_prompts(pipe, [], 3.0)
+    with pytest.raises(ValueError, match="batch"):
+        sample_prompts(pipe, prompts, 3.0, batch=0)

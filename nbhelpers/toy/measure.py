@@ -1,0 +1,155 @@
+"""Measured claims: generate with the toy model, read the images with the evaluator, count.
+
+The notebooks and benchmarks ask the same few questions of generated images: how often does
+the image show what the prompt asked for (:func:`agreement`), how often does it show one given
+style or shape (:func:`fraction_with_ci`), how are the shapes of a word spread
+(:func:`attribute_mix`). Each answer comes with a 95% interval (Wilson's score interval for a
+proportion), because with tens of images a difference of a few points is noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nbhelpers.toy import evaluator
+from nbhelpers.toy.evaluator import Evaluation
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """``k`` of ``n`` images, with a 95% Wilson score interval ``[lo, hi]``."""
+
+    k: int
+    n: int
+    lo: float
+    hi: float
+
+    @property
+    def p(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+    def __str__(self) -> str:
+        return f"{100 * self.p:.0f}% ({self.k}/{self.n}; 95% CI {100 * self.lo:.0f}-" \
+               f"{100 * self.hi:.0f}%)"
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> Proportion:
+    """``k`` successes in ``n`` trials with Wilson's score interval (default 95%)."""
+    if n < 0 or not 0 <= k <= max(n, 0):
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return Proportion(0, 0, 0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    # clamp, so rounding can never put p outside its own interval
+    return Proportion(k, n, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
+
+
+def read(images: np.ndarray) -> Evaluation:
+    """The evaluator's reading of ``(N, 64, 64, 3)`` images in [0, 1] (as the samplers
+    return them)."""
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"images must be floats in [0, 1] or uint8, got {arr.dtype}")
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    return evaluator.evaluate(arr)
+
+
+def fraction_with_ci(evaluation: Evaluation, attribute: str, value: str) -> Proportion:
+    """How many images the evaluator reads as ``attribute == value``, with its interval."""
+    k = round(evaluation.fraction(attribute, value) * len(evaluation))
+    return wilson(k, len(evaluation))
+
+
+def agreement(evaluation: Evaluation, targets: Sequence[dict[str, str]],
+              attributes: Sequence[str] = ("shape", "colour", "style")) -> dict[str, Proportion]:
+    """Per attribute (and ``"all"``), how many images show what their target asked for.
+
+    ``targets[i]`` names the wanted value of each attribute for image ``i``
+    (``{"shape": "circle", "colour": "red"}``); an attribute a target leaves out is not
+    counted for that image.
+    """
+    if len(targets) != len(evaluation):
+        raise ValueError(f"got {len(targets)} targets for {len(evaluation)} images")
+    out = {}
+    hits_all, n_all = 0, 0
+    for attr in attributes:
+        hits = [evaluation.labels[attr][i] == t[attr] for i, t in enumerate(targets)
+                if attr in t]
+        out[attr] = wilson(sum(hits), len(hits))
+    for i, t in enumerate(targets):
+        wanted = [a for a in attributes if a in t]
+        if wanted:
+            n_all += 1
+            hits_all += all(evaluation.labels[a][i] == t[a] for a in wanted)
+    out["all"] = wilson(hits_all, n_all)
+    return out
+
+
+def attribute_mix(evaluation: Evaluation, attribute: str = "shape") -> dict[str, Proportion]:
+    """The share of each class of ``attribute`` among the images, with intervals."""
+    counts = evaluation.counts(attribute)
+    n = len(evaluation)
+    return {c: wilson(k, n) for c, k in counts.items()}
+
+
+def total_variation_from_uniform(mix: dict[str, Proportion]) -> float:
+    """Half the L1 distance between a mix and the uniform mix over its classes: 0 when
+    perfectly balanced, up to ``1 - 1/C`` when everything is one class."""
+    c = len(mix)
+    return 0.5 * sum(abs(p.p - 1 / c) for p in mix.values())
+
+
+def guidance_curves(pipe, targets: Sequence[dict[str, str]], scales: Sequence[float], *,
+                    seeds: Sequence[int] = (0, 1), num_steps: int = 20,
+                    prompt_template: str = "a {colour} {shape} on a white background, "
+                                           "{style} style",
+                    **sample_kwargs) -> dict[float, dict[str, float]]:
+    """Prompt adherence, diversity and saturation against the guidance scale.
+
+    For each target (``{"shape", "colour", "style"}``) and seed, one batched
+    :func:`~nbhelpers.sampling.sample_cfg` call renders every scale from the same noise
+    (``sample_kwargs`` go to it: ``rescale_phi``, ``interval``, ``negative_prompt``). Per
+    scale, averaged over targets:
+
+    * ``adherence``: fraction of images whose shape, colour and style all match the target;
+    * ``shape``: fraction whose shape matches (an object that drops out shows here);
+    * ``diversity``: mean absolute pixel difference between images of one target across seeds
+      (0 when every seed gives the same picture); needs two or more seeds;
+    * ``saturation``: fraction of pixel values clipped to 0 or 1 by the decoder's range.
+    """
+    from nbhelpers.sampling import sample_cfg
+
+    scales = [float(s) for s in scales]
+    seeds = list(seeds)
+    if not scales or not seeds or not targets:
+        raise ValueError("need at least one scale, one seed and one target")
+    rows: dict[float, dict[str, list[float]]] = {
+        s: {"adherence": [], "shape": [], "diversity": [], "saturation": []} for s in scales}
+    for t in targets:
+        prompt = prompt_template.format(**t)
+        images = np.stack([sample_cfg(pipe, prompt, scales, num_steps=num_steps, seed=seed,
+                                      **sample_kwargs) for seed in seeds])
+        for k, s in enumerate(scales):
+            batch = images[:, k]  # (seeds, H, W, 3)
+            ev = read(batch)
+            shape_ok = np.array([v == t["shape"] for v in ev.labels["shape"]])
+            all_ok = shape_ok & np.array([v == t["colour"] for v in ev.labels["colour"]]) \
+                & np.array([v == t["style"] for v in ev.labels["style"]])
+            flat = batch.reshape(len(batch), -1)
+            pairs = [np.abs(flat[i] - flat[j]).mean() for i in range(len(flat))
+                     for j in range(i + 1, len(flat))]
+            rows[s]["adherence"].append(float(all_ok.mean()))
+            rows[s]["shape"].append(float(shape_ok.mean()))
+            rows[s]["diversity"].append(float(np.mean(pairs)) if pairs else float("nan"))
+            rows[s]["saturation"].append(float(((batch <= 0.0) | (batch >= 1.0)).mean()))
+    return {s: {k: float(np.mean(v)) for k, v in row.items()} for s, row in rows.items()}
