@@ -176,3 +176,23 @@ def test_live_and_cached_sliders_on_a_tiny_model(tiny_pipeline_dir):
     before = cached.image.value
     cached.slider.value = 2
     assert cached.image.value != before and "7.5" in cached.caption_html.value
+
+
+def test_loss_curve_image_and_training_monitor():
+    from types import SimpleNamespace
+
+    from nbhelpers.widgets import TrainingMonitor, loss_curve_image
+
+    empty = loss_curve_image([], 50)
+    curve = loss_curve_image(list(np.linspace(1, 0.2, 30)), 50, title="run")
+    assert empty.dtype == np.uint8 and empty.ndim == 3 and curve.shape == empty.shape
+    assert not np.array_equal(empty, curve)  # the curve is drawn
+    mon = TrainingMonitor(12, every=5, title="<t>")
+    first = mon.curve.value
+    for k in range(1, 13):
+        preview = np.full((8, 8, 3), 200, np.uint8) if k == 6 else None
+        mon(SimpleNamespace(step=k, loss=1.0 / k, preview=preview))
+    assert len(mon.losses) == 12 and mon.curve.value != first
+    assert "step 12 / 12" in mon.status.value and mon.preview.value  # preview shown
+    with pytest.raises(ValueError, match="at least 1"):
+        TrainingMonitor(0)
