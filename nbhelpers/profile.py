@@ -34,6 +34,7 @@ class Profile:
         n_samples: Monte Carlo sample count for statistical checks and scatter plots.
         sample_steps: denoising steps of a sampler run.
         train_steps: optimisation steps of a training run in a notebook.
+        ti_steps: optimisation steps of one textual-inversion run (notebooks 05 and 06).
         n_images: images generated for a measured figure.
         train_steps_2d: optimisation steps for each small 2-D network (notebook 03).
         sample_steps_2d: sampler steps on the 2-D world (notebook 03).
@@ -47,6 +48,7 @@ class Profile:
     n_samples: int
     sample_steps: int
     train_steps: int
+    ti_steps: int
     n_images: int
     train_steps_2d: int
     sample_steps_2d: int
@@ -55,13 +57,15 @@ class Profile:
 
 _BUDGETS: dict[str, Profile] = {
     "smoke": Profile("smoke", model="toy", device="cpu", dtype="float32",
-                     n_samples=4_000, sample_steps=4, train_steps=20, n_images=8,
+                     n_samples=4_000, sample_steps=4, train_steps=20, ti_steps=60, n_images=8,
                      train_steps_2d=1_500, sample_steps_2d=50),
     "cpu": Profile("cpu", model="toy", device="cpu", dtype="float32",
-                   n_samples=100_000, sample_steps=50, train_steps=2_000, n_images=64,
+                   n_samples=100_000, sample_steps=50, train_steps=2_000, ti_steps=300,
+                   n_images=64,
                    train_steps_2d=5_000, sample_steps_2d=100),
     "gpu": Profile("gpu", model="CompVis/stable-diffusion-v1-4", device="cuda", dtype="float16",
-                   n_samples=200_000, sample_steps=50, train_steps=3_000, n_images=64,
+                   n_samples=200_000, sample_steps=50, train_steps=3_000, ti_steps=3_000,
+                   n_images=64,
                    train_steps_2d=5_000, sample_steps_2d=100),
 }
 

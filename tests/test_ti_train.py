@@ -185,3 +185,26 @@ def test_two_processes_under_accelerate_end_with_the_same_embedding(tiny_pipelin
     v0 = torch.load(tmp_path / "vec-0.pt", weights_only=True)
     v1 = torch.load(tmp_path / "vec-1.pt", weights_only=True)
     assert torch.equal(v0, v1)
+
+
+def test_overwrite_mode_trains_from_captions_that_use_the_word(tiny_pipeline_dir):
+    from nbhelpers.ti.data import load_templates
+
+    pipe = _fresh(tiny_pipeline_dir)
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 64, 64, generator=g) * 2 - 1 for _ in range(2)]
+    latent_set = LatentSet([encode_images(pipe.vae, images)], [["a red circle", "a red star"]])
+    table_before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    red = pipe.tokenizer.convert_tokens_to_ids("red</w>")
+    train_textual_inversion(pipe, latent_set, ["[filewords]"],
+                            TIConfig(token="red", overwrite=True, steps=3, batch_size=2,
+                                     lr="0.05"))
+    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+    assert (table != table_before).any(1).nonzero().flatten().tolist() == [red]
+    # without overwrite, a template with no [name] is refused, with the reason
+    with pytest.raises(ValueError, match=r"no \[name\] slot"):
+        train_textual_inversion(pipe, latent_set, ["[filewords]"],
+                                TIConfig(token="<new>", steps=1))
+    assert load_templates(["[filewords]"], require_name=False) == ["[filewords]"]
+    with pytest.raises(ValueError, match="no \\[name\\] in any template"):
+        load_templates(["[filewords]"])

@@ -610,6 +610,7 @@ def _check_template_tags(template: str, where: str) -> None:
 
 def load_templates(
     source: Literal["style", "object"] | str | os.PathLike | Sequence[str],
+    *, require_name: bool = True,
 ) -> list[str]:
     """Prompt templates: a built-in set, a template file, or a list checked like a file.
 
@@ -617,6 +618,9 @@ def load_templates(
         source: ``"style"`` (``STYLE_TEMPLATES``, 18) or ``"object"`` (``OBJECT_TEMPLATES``,
             20); a path to a UTF-8 text file with one template per line (blank lines and lines
             starting with ``#`` ignored); or a sequence of template strings.
+        require_name: refuse templates none of which has ``[name]``. Overwriting an existing
+            word turns it off: captions that use the word itself ("a red toy") then carry it,
+            through ``[filewords]``.
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -647,7 +651,7 @@ def load_templates(
     if not templates:
         raise ValueError(f"{origin} has no templates (only blank or # lines); write one "
                          f"template per line, such as 'a photo of a [name]'")
-    if not any("[name]" in t for t in templates):
+    if require_name and not any("[name]" in t for t in templates):
         raise ValueError(f"{origin} has no [name] in any template, so the new token would "
                          f"never appear in a prompt; add [name] where the token goes, as in "
                          f"'a photo of a [name]'")

@@ -70,7 +70,7 @@ def train_from_items(pipe, items: Sequence[LoadedImage], cfg: TIConfig, out: str
     """Frame, encode (cached), train and save; see :func:`train_from_folder`."""
     start = time.perf_counter()
     size = size or image_size(pipe)
-    templates = load_templates(template)
+    templates = load_templates(template, require_name=not cfg.overwrite)
     pixels, captions = [], []
     for item in items:
         for framed in frame(item.image, size, framing, flip=flip, source=str(item.path)):

@@ -325,8 +325,16 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
     from nbhelpers.ti.data import fill_template
 
     cfg.validate()
-    if not templates or not all("[name]" in t for t in templates):
-        raise ValueError("every template needs a [name] slot")
+    if not templates:
+        raise ValueError("no templates; give at least one, e.g. 'a painting in the style of "
+                         "[name]'")
+    for t in templates:
+        # overwriting an existing word: captions that already use the word ("a red toy")
+        # are the natural prompts, so a bare "[filewords]" template is allowed then
+        if "[name]" not in t and not (cfg.overwrite and "[filewords]" in t):
+            raise ValueError(f"template {t!r} has no [name] slot; every template needs one "
+                             f"(or, when overwriting a word, [filewords] with captions that "
+                             f"use the word)")
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=pipe.device.type
                                      == "cpu")
     schedule = parse_lr_schedule(cfg.lr)
