@@ -34,6 +34,23 @@ def run_notebook(path: Path, profile: str) -> float:
     return time.perf_counter() - start
 
 
+def _merge_rows(new_rows: list[list[str]], n_profiles: int) -> list[list[str]]:
+    """The rows of the table now in docs/benchmarks.md, with ``new_rows`` replacing or
+    joining them (same number of profile columns only), sorted by notebook name."""
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else ""
+    start = text.find("## Notebook wall times")
+    end = text.find("\n## ", start + 1) if start >= 0 else -1
+    section = text[start:end if end >= 0 else None] if start >= 0 else ""
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].endswith(".ipynb") and len(cells) == n_profiles + 1:
+            rows[cells[0]] = cells
+    rows.update({r[0]: r for r in new_rows})
+    return [rows[k] for k in sorted(rows)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
@@ -48,6 +65,8 @@ def main() -> None:
             print(f"{path.name:<40} {profile:<6} {seconds:7.1f} s", flush=True)
             times.append(f"{seconds:.1f} s")
         rows.append([path.name, *times])
+    if args.notebooks:  # a partial run updates its rows and keeps the others' figures
+        rows = _merge_rows(rows, len(args.profiles))
     table = markdown_table(["notebook", *args.profiles], rows)
     print(table)
     write_section("Notebook wall times",

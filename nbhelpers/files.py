@@ -29,6 +29,8 @@ def atomic_path(out: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
+        # again: some writers (safetensors' save_file) replace the file with a 0o600 one
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -397,3 +397,16 @@ def test_inspect(fresh_pipe):
     assert TOKEN in text and f"{TOKEN}_2" in text and "nearest" in text
     with pytest.raises(ValueError, match="k must be"):
         inspect_embedding(emb, k=0)
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    emb = Embedding("<p>", torch.randn(1, 8))
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [("diffusers", "a.safetensors"), ("a1111", "b.pt"), ("kohya", "c.safetensors")]
+    for fmt, name in files:
+        path = save_embedding(emb, tmp_path / name, format=fmt)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, fmt
