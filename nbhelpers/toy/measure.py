@@ -66,8 +66,10 @@ def read(images: np.ndarray) -> Evaluation:
 
 def fraction_with_ci(evaluation: Evaluation, attribute: str, value: str) -> Proportion:
     """How many images the evaluator reads as ``attribute == value``, with its interval."""
-    k = round(evaluation.fraction(attribute, value) * len(evaluation))
-    return wilson(k, len(evaluation))
+    counts = evaluation.counts(attribute)
+    if value not in counts:
+        raise ValueError(f"unknown {attribute} {value!r}; choose one of {', '.join(counts)}")
+    return wilson(counts[value], len(evaluation))
 
 
 def agreement(evaluation: Evaluation, targets: Sequence[dict[str, str]],
@@ -141,15 +143,12 @@ def guidance_curves(pipe, targets: Sequence[dict[str, str]], scales: Sequence[fl
                                       **sample_kwargs) for seed in seeds])
         for k, s in enumerate(scales):
             batch = images[:, k]  # (seeds, H, W, 3)
-            ev = read(batch)
-            shape_ok = np.array([v == t["shape"] for v in ev.labels["shape"]])
-            all_ok = shape_ok & np.array([v == t["colour"] for v in ev.labels["colour"]]) \
-                & np.array([v == t["style"] for v in ev.labels["style"]])
+            hits = agreement(read(batch), [t] * len(batch))
             flat = batch.reshape(len(batch), -1)
             pairs = [np.abs(flat[i] - flat[j]).mean() for i in range(len(flat))
                      for j in range(i + 1, len(flat))]
-            rows[s]["adherence"].append(float(all_ok.mean()))
-            rows[s]["shape"].append(float(shape_ok.mean()))
+            rows[s]["adherence"].append(hits["all"].p)
+            rows[s]["shape"].append(hits["shape"].p)
             rows[s]["diversity"].append(float(np.mean(pairs)) if pairs else float("nan"))
             rows[s]["saturation"].append(float(((batch <= 0.0) | (batch >= 1.0)).mean()))
     return {s: {k: float(np.mean(v)) for k, v in row.items()} for s, row in rows.items()}
