@@ -1,5 +1,6 @@
 """The textual-inversion loop on a tiny random SD-shaped pipeline."""
 
+import socket
 import subprocess
 import sys
 import textwrap
@@ -176,7 +177,12 @@ def test_two_processes_under_accelerate_end_with_the_same_embedding(tiny_pipelin
     """))
     # --multi_gpu selects the multi-process launcher (torchrun); on a machine without GPUs
     # Accelerator(cpu=True) then runs the processes on the CPU with the gloo backend
+    # a free port rather than torchrun's fixed default 29500, which another job may hold
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                          "--main_process_port", str(port),
                           "--num_processes", "2", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
                          capture_output=True, text=True, timeout=300)
