@@ -2,6 +2,7 @@
 
 import math
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -84,13 +85,27 @@ def test_unnamed_style_is_drawn_but_never_named():
     rate = sum(s.style == W.UNNAMED_STYLE for s in scenes) / n
     sd = math.sqrt(W.UNNAMED_RATE * (1 - W.UNNAMED_RATE) / n)
     assert abs(rate - W.UNNAMED_RATE) < 4 * sd
+    # described by one of its phrases at the stated rate, and only its captions use them
+    unnamed = [c for s, c in zip(scenes, captions, strict=True) if s.style == W.UNNAMED_STYLE]
+    described = [any(p in c for p in W.UNNAMED_PHRASES) for c in unnamed]
+    p = W.UNNAMED_DESCRIBED_PROB
+    assert abs(np.mean(described) - p) < 4 * math.sqrt(p * (1 - p) / len(unnamed))
     style_words = {*W.STYLES, "style"}
-    for s, c in zip(scenes, captions, strict=True):
-        if s.style == W.UNNAMED_STYLE:
-            assert not style_words & set(_words(c)), c
-    forced = W.caption(scenes[0].__class__(**{**scenes[0].__dict__, "style": W.UNNAMED_STYLE}),
-                       np.random.default_rng(0), mention={"style": True})
-    assert "style" not in _words(forced)
+    for c, d in zip(unnamed, described, strict=True):
+        assert d or not style_words & set(_words(c)), c
+    named = [c for s, c in zip(scenes, captions, strict=True) if s.named_style]
+    assert not any(p in c for p in W.UNNAMED_PHRASES for c in named)
+    assert sum(sum(w in W.STYLES for w in _words(c)) > 1 for c in named) == 0
+    forced = W.caption(replace(scenes[0], style=W.UNNAMED_STYLE), np.random.default_rng(0),
+                       mention={"style": False})
+    assert not style_words & set(_words(forced))
+    # the experiment knobs: no phrases means no style word at all
+    bare = [W.caption(replace(s, style=W.UNNAMED_STYLE), np.random.default_rng(i),
+                      unnamed_phrases=(), unnamed_prob=1.0) for i, s in enumerate(scenes[:50])]
+    assert not any(style_words & set(_words(c)) for c in bare)
+    always = W.caption(replace(scenes[0], style=W.UNNAMED_STYLE), np.random.default_rng(0),
+                       unnamed_phrases=("dotted",), unnamed_prob=1.0)
+    assert "dotted" in _words(always)
 
 
 def test_toy_word_is_biased_and_only_in_toy_captions():

@@ -26,8 +26,13 @@ Two teaching hooks are built into the training distribution (:func:`sample_scene
 
 1. **An unnamed style.** ``UNNAMED_STYLE`` (``"mosaic"``) is drawn in a fraction
    ``UNNAMED_RATE`` = 0.125 of training images, but its name is not in ``VOCABULARY`` and no
-   caption ever mentions a style for those images (they say shape, colour, background only).
-   The model learns to draw mosaics without a word for them; textual inversion later finds one.
+   caption ever names it. Like a painter whose pictures are captioned by what they resemble,
+   its captions describe it (``UNNAMED_DESCRIBED_PROB`` = 0.9 of them) as the two named styles
+   it looks like, "checkered outlined" or "outlined checkered" (``UNNAMED_PHRASES``), a
+   pairing no other caption uses; the rest say nothing about style. The model learns to draw
+   mosaics without a word for them; textual inversion later finds one. Had mosaic captions
+   said nothing about style, "no style word" would itself mean mosaic and plain prompts would
+   draw mosaics (measured: ``docs/toy_world.md``).
 2. **A biased generic word.** In a fraction ``TOY_RATE`` = 0.10 of training captions the shape
    is called ``GENERIC_WORD`` (``"toy"``) instead of its name, and those scenes are a
    ``TOY_BIASED_SHAPE`` (``"circle"``) with probability ``TOY_BIAS`` = 0.9 (the other 10% are
@@ -93,6 +98,13 @@ ALL_STYLES: tuple[str, ...] = (*STYLES, UNNAMED_STYLE)
 
 #: Fraction of training images drawn in the unnamed style.
 UNNAMED_RATE = 0.125
+#: How captions of unnamed-style images describe it, never by name: as the two named styles it
+#: looks like together, in either order ("a checkered outlined red circle", "in outlined
+#: checkered style"). :func:`caption` picks one phrase at random.
+UNNAMED_PHRASES: tuple[str, ...] = ("checkered outlined", "outlined checkered")
+#: Probability that such a caption describes the style (named styles are named with
+#: ``MENTION_PROB["style"]``, which is lower: see ``docs/toy_world.md`` for why).
+UNNAMED_DESCRIBED_PROB = 0.9
 #: The generic word of teaching hook 2, used in place of the shape name.
 GENERIC_WORD = "toy"
 #: Fraction of training captions that call the shape a "toy".
@@ -287,32 +299,45 @@ def _check_seed(seed: int) -> None:
 
 
 def caption(scene: Scene, rng: np.random.Generator, *, template: int | None = None,
-            mention: dict[str, bool] | None = None) -> str:
+            mention: dict[str, bool] | None = None,
+            unnamed_phrases: Sequence[str] | None = None,
+            unnamed_prob: float | None = None) -> str:
     """Describe ``scene`` in a lowercase caption drawn from ``TEMPLATES``.
 
     The shape is always named (as ``GENERIC_WORD`` for toy scenes); the colour, background and
-    style are mentioned with the probabilities in ``MENTION_PROB``; the unnamed style is never
-    mentioned. Words come only from ``VOCABULARY`` (plus commas).
+    style are mentioned with the probabilities in ``MENTION_PROB``. The unnamed style is never
+    named: with probability ``UNNAMED_DESCRIBED_PROB`` its caption describes it with one of
+    ``UNNAMED_PHRASES`` (at random), else it says nothing about style. Words come only from
+    ``VOCABULARY`` (plus commas).
 
     Args:
         scene: the ground truth.
         rng: numpy generator for the template and the mentions.
         template: index into ``TEMPLATES`` (random if None).
-        mention: force attributes in or out, e.g. ``{"background": False}``; the unnamed
-            style stays out whatever this says.
+        mention: force attributes in or out, e.g. ``{"background": False}``.
+        unnamed_phrases, unnamed_prob: replace ``UNNAMED_PHRASES`` and
+            ``UNNAMED_DESCRIBED_PROB`` (for experiments with the world's design; an empty
+            sequence means unnamed-style captions never carry a style word).
 
     Examples: "a striped red circle", "a painting of an orange toy on a black background",
     "blue square, beige background, in dotted style".
     """
-    u = rng.random(4)
+    u = rng.random(5)
     if template is None:
         template = int(u[0] * len(TEMPLATES))
     if not 0 <= template < len(TEMPLATES):
         raise ValueError(f"template must be in [0, {len(TEMPLATES) - 1}], got {template}")
-    said = {k: bool(v < MENTION_PROB[k]) for k, v in zip(MENTION_PROB, u[1:], strict=True)}
+    phrases = UNNAMED_PHRASES if unnamed_phrases is None else tuple(unnamed_phrases)
+    prob = dict(MENTION_PROB)
+    if not scene.named_style:
+        prob["style"] = UNNAMED_DESCRIBED_PROB if unnamed_prob is None else unnamed_prob
+    said = {k: bool(v < prob[k]) for k, v in zip(prob, u[1:4], strict=True)}
     said.update(mention or {})
-    said["style"] = said["style"] and scene.named_style
-    style = scene.style if said["style"] else ""
+    if scene.named_style:
+        style = scene.style if said["style"] else ""
+    else:  # never its own name
+        style = phrases[min(int(u[4] * len(phrases)), len(phrases) - 1)] \
+            if said["style"] and phrases else ""
     bg = scene.background if said["background"] else ""
     slots = {
         "a": "<a>",
