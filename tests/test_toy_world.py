@@ -106,6 +106,8 @@ def test_unnamed_style_is_drawn_but_never_named():
     always = W.caption(replace(scenes[0], style=W.UNNAMED_STYLE), np.random.default_rng(0),
                        unnamed_phrases=("dotted",), unnamed_prob=1.0)
     assert "dotted" in _words(always)
+    with pytest.raises(ValueError, match="unnamed_prob"):
+        W.caption(scenes[0], np.random.default_rng(0), unnamed_prob=1.5)
 
 
 def test_toy_word_is_biased_and_only_in_toy_captions():

@@ -328,9 +328,12 @@ def caption(scene: Scene, rng: np.random.Generator, *, template: int | None = No
     if not 0 <= template < len(TEMPLATES):
         raise ValueError(f"template must be in [0, {len(TEMPLATES) - 1}], got {template}")
     phrases = UNNAMED_PHRASES if unnamed_phrases is None else tuple(unnamed_phrases)
+    described = UNNAMED_DESCRIBED_PROB if unnamed_prob is None else unnamed_prob
+    if not 0.0 <= described <= 1.0:
+        raise ValueError(f"unnamed_prob is a probability and must be in [0, 1], got {described}")
     prob = dict(MENTION_PROB)
     if not scene.named_style:
-        prob["style"] = UNNAMED_DESCRIBED_PROB if unnamed_prob is None else unnamed_prob
+        prob["style"] = described
     said = {k: bool(v < prob[k]) for k, v in zip(prob, u[1:4], strict=True)}
     said.update(mention or {})
     if scene.named_style:
