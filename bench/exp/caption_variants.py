@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 _NAMED = ("flat", "striped", "dotted", "outlined", "checkered", "wobbly")
 #: variant -> (phrases, probability); None: the world's defaults.
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--images", default=None, help="npy of the rendered training images")
     a = ap.parse_args()
     from diffusers import DDIMScheduler
+    from ti_unnamed_style import TEMPLATES
 
     from nbhelpers.sampling import sample_prompts
     from nbhelpers.ti.engine import train_from_folder
@@ -137,8 +139,6 @@ def main() -> None:
         res[f"'{w}' -> mosaic s=7.5"] = share([p + f", in {w} style" for p in plain], 7.5)
     work = Path(tempfile.mkdtemp())
     W.save_scenes(W.style_scenes(50, W.UNNAMED_STYLE, seed=0), work / "m")
-    T = ["[filewords], [name] style", "[filewords] in [name] style",
-         "a painting of [filewords], [name] style", "a picture of [filewords] in [name] style"]
     for k, (lr, init) in enumerate((("5e-2", "style"), ("5e-2", "checkered"),
                                     ("5e-2", "outlined"), ("5e-2", "dotted"))):
         tokname = f"<mosaic{k}>"
@@ -146,7 +146,7 @@ def main() -> None:
         train_from_folder(work / "m", pipe, TIConfig(token=tokname, init_word=init,
                                                      steps=10 if a.quick else 300,
                                                      batch_size=8, lr=lr),
-                          work / f"e{k}.safetensors", template=T, cache_dir=work / "c",
+                          work / f"e{k}.safetensors", template=TEMPLATES, cache_dir=work / "c",
                           )
         lr = f"{lr} init={init}"
         res[f"ti lr={lr} s"] = round(time.perf_counter() - t, 1)
