@@ -140,16 +140,21 @@ def test_bad_tokens(data):
         TIConfig(token="my style").validate()
 
 
-def test_overwrite_mode_retrains_an_existing_word(data):
-    pipe, _, _, latent_set = data
+def _overwrite_red(pipe, latent_set, templates) -> tuple[list[int], int]:
+    """Retrain the existing word "red" for 3 steps; return (changed rows of the table, its id)."""
     table_before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
-    red = pipe.tokenizer.convert_tokens_to_ids("red</w>")
-    train_textual_inversion(pipe, latent_set, ["a [name] thing, [filewords]"],
+    train_textual_inversion(pipe, latent_set, templates,
                             TIConfig(token="red", overwrite=True, steps=3, batch_size=2,
                                      lr="0.05"))
     table = pipe.text_encoder.get_input_embeddings().weight.detach()
     assert table.shape == table_before.shape
     changed = (table != table_before).any(1).nonzero().flatten().tolist()
+    return changed, pipe.tokenizer.convert_tokens_to_ids("red</w>")
+
+
+def test_overwrite_mode_retrains_an_existing_word(data):
+    pipe, _, _, latent_set = data
+    changed, red = _overwrite_red(pipe, latent_set, ["a [name] thing, [filewords]"])
     assert changed == [red]
 
 
@@ -200,13 +205,8 @@ def test_overwrite_mode_trains_from_captions_that_use_the_word(tiny_pipeline_dir
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 64, 64, generator=g) * 2 - 1 for _ in range(2)]
     latent_set = LatentSet([encode_images(pipe.vae, images)], [["a red circle", "a red star"]])
-    table_before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
-    red = pipe.tokenizer.convert_tokens_to_ids("red</w>")
-    train_textual_inversion(pipe, latent_set, ["[filewords]"],
-                            TIConfig(token="red", overwrite=True, steps=3, batch_size=2,
-                                     lr="0.05"))
-    table = pipe.text_encoder.get_input_embeddings().weight.detach()
-    assert (table != table_before).any(1).nonzero().flatten().tolist() == [red]
+    changed, red = _overwrite_red(pipe, latent_set, ["[filewords]"])
+    assert changed == [red]
     # without overwrite, a template with no [name] is refused, with the reason
     with pytest.raises(ValueError, match=r"no \[name\] slot"):
         train_textual_inversion(pipe, latent_set, ["[filewords]"],
