@@ -88,7 +88,8 @@ def test_quick_training_saves_a_loadable_pipeline(tmp_path):
     states: list[TrainState] = []
     out = tmp_path / "toy"
     _, card = train_toy(quick_config(), out, callback=states.append, progress=False)
-    assert [s.stage for s in states] == ["vae"] * 3 + ["unet"] * 3
+    assert [s.stage for s in states] == ["vae"] * 3 + ["unet"] * 3 + ["decoder"] * 3
+    assert set(card["final_loss"]) == {"vae", "unet", "decoder"}
     assert (out / "model_index.json").is_file() and not list(tmp_path.glob(".toy-*"))
     pipe = StableDiffusionPipeline.from_pretrained(str(out))
     assert pipe.vae.config.scaling_factor == pytest.approx(card["scaling_factor"])
@@ -108,6 +109,45 @@ def test_training_config_validates():
         TrainConfig(p_uncond=1.5)
     with pytest.raises(ValueError, match="vae_crop"):
         TrainConfig(vae_crop=30)
+    with pytest.raises(ValueError, match="decoder_steps"):
+        TrainConfig(decoder_steps=0)
+
+
+def test_decoder_finetune_changes_only_the_decoder():
+    """Stage 6 keeps the encoder (the UNet's latents) bit-identical and lowers the loss."""
+    from nbhelpers.toy.model import VAEConfig, make_vae
+    from nbhelpers.toy.train import (
+        TrainConfig,
+        encode_dist,
+        finetune_decoder,
+        reconstruction_error,
+        to_float,
+    )
+
+    torch.manual_seed(0)
+    vae = make_vae(VAEConfig(widths=(8, 8, 8, 8)))
+    images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    images[:, :, :32] = 40  # some structure to learn
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    mean, std = encode_dist(vae, images)
+    cfg = TrainConfig(decoder_steps=30, decoder_batch=8, decoder_lr=3e-3)
+
+    def loss() -> float:
+        with torch.no_grad():
+            recon = vae.decode(mean).sample
+            return float(reconstruction_error(recon, to_float(images), cfg.lowfreq_weight,
+                                              None, 0.0, cfg.foreground_weight,
+                                              cfg.edge_weight))
+
+    start = loss()
+    losses = finetune_decoder(vae, images, mean, std, cfg, torch.Generator().manual_seed(0),
+                              progress=False)
+    assert len(losses) == 30 and loss() < start
+    after = vae.state_dict()
+    for k, v in before.items():
+        same = torch.equal(v, after[k])
+        assert same == (k.startswith(("encoder.", "quant_conv."))), k
+    assert all(p.requires_grad for p in vae.parameters())
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,6 +261,16 @@ def test_vae_loss_terms_and_aligned_crops():
                             colour_weight=2.0)
     want = ((recon2 - x).abs() + 2.0 * (recon2 - x) ** 2).mean()
     assert float(both.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    # the edge term: a one-pixel-wide vertical line missing from the reconstruction costs
+    # two horizontal differences of 1 in each of the 3 channels, and no vertical ones
+    from nbhelpers.toy.train import reconstruction_error
+
+    target = torch.zeros(1, 3, 8, 8)
+    target[..., 3] = 1.0
+    zero = torch.zeros_like(target)
+    edge = reconstruction_error(zero, target, edge_weight=1.0)
+    want_edge = target.abs().mean() + 2 * 8 * 3 / (3 * 8 * 7) + 0.0
+    assert float(edge) == pytest.approx(float(want_edge), rel=1e-6)
     images = torch.arange(2 * 3 * 64 * 64, dtype=torch.int64).reshape(2, 3, 64, 64)
     crops = _random_crops(images, 32, g)
     for crop in crops:  # the corner lies on the 8-pixel grid

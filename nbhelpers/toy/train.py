@@ -1,7 +1,7 @@
 """Train the tiny Stable Diffusion from a seed: tokenizer, VAE, then text encoder and UNet.
 
-:func:`train_toy` rebuilds the shipped weights (``nbhelpers/data/toy-sd``) in five stages,
-each the stage of Stable Diffusion's own recipe [LDM] at the size of the shapes world:
+:func:`train_toy` rebuilds the shipped weights (``nbhelpers/data/toy-sd``) in six stages,
+each a stage of Stable Diffusion's own recipe [LDM] at the size of the shapes world:
 
 1. **Data and tokenizer.** Render ``n_train`` scenes of the world's training distribution
    (``world.sample_scenes`` with its default rates: the unnamed mosaic style in 1 of 8 images,
@@ -26,6 +26,10 @@ each the stage of Stable Diffusion's own recipe [LDM] at the size of the shapes 
    same network gives the unconditional branch of classifier-free guidance); minimise
    ``|eps - eps_theta(z_t, t, c)|^2``. AdamW with warm-up and cosine decay; the saved weights
    are an exponential moving average of the trained ones.
+6. **Decoder fine-tune**: with the encoder frozen (so the latents of stages 4 and 5 stay
+   valid, as when SD's decoder was fine-tuned into sd-vae-ft-mse), train the decoder on whole
+   images with an extra term on neighbouring-pixel differences (:func:`finetune_decoder`):
+   the crop-trained decoder of stage 2 blurred fine textures that its latents still hold.
 
 Then the pipeline is assembled and saved atomically (:func:`nbhelpers.toy.model.save_pipeline`)
 with a card (``toy_card.json``) that records the configuration, the measured scaling factor,
@@ -99,6 +103,9 @@ class TrainConfig:
             this world's plain backgrounds) count ``1 + foreground_weight`` times in the
             pixel terms, so the small shape is not drowned by its background.
         scale_sample: images encoded to measure the latent scale.
+        decoder_steps, decoder_batch, decoder_lr, edge_weight: stage 6, the decoder
+            fine-tune on whole images with the encoder frozen (:func:`finetune_decoder`);
+            ``edge_weight`` weighs its term on neighbouring-pixel differences.
         steps, batch_size, lr, warmup, weight_decay: UNet and text-encoder training.
         p_uncond: probability that a caption is replaced by ``""`` ([CFG]).
         ema_decay: decay of the weights' moving average (0 disables it).
@@ -118,6 +125,10 @@ class TrainConfig:
     colour_power: float = 0.5
     foreground_weight: float = 4.0
     scale_sample: int = 2_048
+    decoder_steps: int = 1_500
+    decoder_batch: int = 16
+    decoder_lr: float = 3e-4
+    edge_weight: float = 1.0
     steps: int = 3_000
     batch_size: int = 64
     lr: float = 2e-3
@@ -128,8 +139,8 @@ class TrainConfig:
     quick: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "vae_steps", "vae_batch", "scale_sample", "steps",
-                     "batch_size"):
+        for name in ("n_train", "vae_steps", "vae_batch", "scale_sample", "decoder_steps",
+                     "decoder_batch", "steps", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -145,7 +156,8 @@ class TrainConfig:
 def quick_config(seed: int = 0) -> TrainConfig:
     """A few steps of every stage (seconds): for tests, not for pictures."""
     return TrainConfig(seed=seed, n_train=64, vae_steps=3, vae_batch=8, scale_sample=32,
-                       steps=3, batch_size=8, warmup=1, quick=True)
+                       decoder_steps=3, decoder_batch=8, steps=3, batch_size=8, warmup=1,
+                       quick=True)
 
 
 @dataclass
@@ -238,18 +250,53 @@ def colour_whitening(images: Tensor, power: float = 1.0, n: int = 1000) -> Tenso
     return (V @ torch.diag((e.max() / e) ** (power / 2)) @ V.T).float()
 
 
+def reconstruction_error(recon: Tensor, x: Tensor, lowfreq_weight: float = 0.0,
+                         colour_matrix: Tensor | None = None, colour_weight: float = 0.0,
+                         foreground_weight: float = 0.0, edge_weight: float = 0.0) -> Tensor:
+    """The pixel terms of the autoencoder's loss, for ``recon`` against ``x``::
+
+        mean(w * (|d|_1 + colour_weight * |W d|^2)) + edge_weight * mean(w * |grad d|_1)
+          + lowfreq_weight * L2(pool8(x), pool8(recon))
+
+    with ``d = recon - x``, ``W`` the ``colour_matrix`` (:func:`colour_whitening`), ``grad`` the
+    horizontal and vertical differences of neighbouring pixels (each direction averaged on
+    its own) and the pixel weight ``w`` = ``1 + foreground_weight`` where a pixel differs from
+    its image's median colour, else 1.
+
+    Args:
+        recon, x: ``(B, 3, H, W)`` in ``[-1, 1]``, ``H`` and ``W`` multiples of 8.
+    """
+    diff = recon - x
+    err = diff.abs()
+    if colour_weight and colour_matrix is not None:
+        white = torch.einsum("ij,bjhw->bihw", colour_matrix.to(x), diff)
+        err = err + colour_weight * white.square()
+    w = None
+    if foreground_weight:
+        median = x.flatten(2).median(dim=2).values[:, :, None, None]
+        fg = ((x - median).abs().sum(1, keepdim=True) > 0.15).to(x.dtype)
+        w = 1 + foreground_weight * fg
+        err = err * w
+    loss = err.mean()
+    if lowfreq_weight:
+        loss = loss + lowfreq_weight * F.mse_loss(F.avg_pool2d(recon, 8), F.avg_pool2d(x, 8))
+    if edge_weight:
+        gx = (diff[..., :, 1:] - diff[..., :, :-1]).abs()
+        gy = (diff[..., 1:, :] - diff[..., :-1, :]).abs()
+        if w is not None:
+            gx, gy = gx * w[..., :, 1:], gy * w[..., 1:, :]
+        loss = loss + edge_weight * (gx.mean() + gy.mean())
+    return loss
+
+
 def vae_loss(vae: nn.Module, x: Tensor, kl_weight: float,
              generator: torch.Generator | None = None, lowfreq_weight: float = 0.0,
              colour_matrix: Tensor | None = None, colour_weight: float = 0.0,
              foreground_weight: float = 0.0) -> tuple[Tensor, Tensor]:
     """The autoencoder's loss ([LDM] section 3, with colour terms in place of the perceptual
-    and adversarial ones), with ``z ~ q(z|x)`` and ``x_hat = D(z)``::
-
-        mean(w * (|x - x_hat|_1 + colour_weight * |W (x - x_hat)|^2))
-          + lowfreq_weight * L2(pool8(x), pool8(x_hat)) + kl_weight * KL(q(z|x) | N(0, I))
-
-    where ``W`` is ``colour_matrix`` (:func:`colour_whitening`) and the pixel weight ``w`` is
-    ``1 + foreground_weight`` where a pixel differs from its image's median colour, else 1.
+    and adversarial ones), with ``z ~ q(z|x)`` and ``x_hat = D(z)``: the pixel terms of
+    :func:`reconstruction_error` (no edge term) plus ``kl_weight * KL(q(z|x) | N(0, I))``
+    (per pixel, as the pixel terms).
 
     Args:
         x: ``(B, 3, H, W)`` in ``[-1, 1]``, ``H`` and ``W`` multiples of 8.
@@ -260,18 +307,10 @@ def vae_loss(vae: nn.Module, x: Tensor, kl_weight: float,
     posterior = vae.encode(x).latent_dist
     z = posterior.sample(generator=generator)
     recon = vae.decode(z).sample
-    diff = recon - x
-    err = diff.abs()
-    if colour_weight and colour_matrix is not None:
-        white = torch.einsum("ij,bjhw->bihw", colour_matrix.to(x), diff)
-        err = err + colour_weight * white.square()
-    if foreground_weight:
-        median = x.flatten(2).median(dim=2).values[:, :, None, None]
-        fg = ((x - median).abs().sum(1, keepdim=True) > 0.15).to(x.dtype)
-        err = err * (1 + foreground_weight * fg)
-    kl = posterior.kl().mean() / x[0].numel()  # per pixel, as the pixel terms
-    low = F.mse_loss(F.avg_pool2d(recon, 8), F.avg_pool2d(x, 8)) if lowfreq_weight else 0.0
-    return err.mean() + lowfreq_weight * low + kl_weight * kl, recon
+    kl = posterior.kl().mean() / x[0].numel()
+    loss = reconstruction_error(recon, x, lowfreq_weight, colour_matrix, colour_weight,
+                                foreground_weight)
+    return loss + kl_weight * kl, recon
 
 
 def _random_crops(images: Tensor, size: int, generator: torch.Generator,
@@ -391,6 +430,52 @@ def measure_scaling_factor(mean: Tensor, std: Tensor, generator: torch.Generator
     was measured this way on its first training batch)."""
     z = mean + std * torch.randn(mean.shape, generator=generator)
     return float(1.0 / z.flatten().std())
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 6: the decoder fine-tune
+# --------------------------------------------------------------------------------------------
+
+
+def finetune_decoder(vae: nn.Module, images: Tensor, mean: Tensor, std: Tensor,
+                     cfg: TrainConfig, generator: torch.Generator,
+                     callback: Callback | None = None, progress: bool = True,
+                     device: str = "cpu", colour_matrix: Tensor | None = None) -> list[float]:
+    """Stage 6: fine-tune the decoder on whole images, the encoder frozen.
+
+    The encoder, and so every latent the UNet was trained on, stays as it is (the way SD's
+    own decoder was later fine-tuned, sd-vae-ft-mse, so that existing UNets keep working).
+    Each step draws ``z ~ q(z|x)`` from the cached ``(mean, std)`` of ``images``, decodes the
+    whole ``(4, 8, 8)`` latent (not a crop: the decoder works at the size it is used at) and
+    minimises :func:`reconstruction_error` with the stage-2 terms plus ``edge_weight`` times
+    the error of neighbouring-pixel differences, which pulls on the 4-pixel checks and 2-pixel
+    outlines that the averaging pixel terms let blur. AdamW at ``decoder_lr``, no weight decay,
+    warm-up and cosine decay. Leaves every parameter trainable again at the end.
+
+    Returns:
+        The losses.
+    """
+    if colour_matrix is None and cfg.colour_weight:
+        colour_matrix = colour_whitening(images, cfg.colour_power)
+    frozen = [m for m in (vae.encoder, vae.quant_conv) if m is not None]
+    for m in frozen:
+        m.requires_grad_(False)
+
+    def step_loss() -> Tensor:
+        idx = torch.randint(len(images), (cfg.decoder_batch,), generator=generator)
+        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator)
+        recon = vae.decode(z.to(device)).sample
+        return reconstruction_error(recon, to_float(images[idx]).to(device),
+                                    cfg.lowfreq_weight, colour_matrix, cfg.colour_weight,
+                                    cfg.foreground_weight, cfg.edge_weight)
+
+    try:
+        return _optimise("decoder", vae, step_loss, cfg.decoder_steps, lr=cfg.decoder_lr,
+                         warmup=min(50, cfg.decoder_steps // 10 + 1), callback=callback,
+                         progress=progress)
+    finally:
+        for m in frozen:
+            m.requires_grad_(True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,9 +637,16 @@ def train_toy(config: TrainConfig | None = None, out_dir: str | os.PathLike | No
                                   cfg, gen, callback, progress, device)
     timings["5_unet"] = time.perf_counter() - t
 
+    # 6. decoder fine-tune (after the UNet, so that stages 1-5 draw the same random numbers
+    # with or without it)
+    t = time.perf_counter()
+    decoder_losses = finetune_decoder(vae, images, mean, std, cfg, gen, callback, progress,
+                                      device, colour_matrix)
+    timings["6_decoder"] = time.perf_counter() - t
+
     t = time.perf_counter()
     roundtrip = vae_roundtrip_accuracy(vae, 200 if cfg.quick else 1000, device=device)
-    timings["6_vae_check"] = time.perf_counter() - t
+    timings["7_vae_check"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_all
 
     vae, text_encoder, unet = (m.float().cpu() for m in (vae, text_encoder, unet))
@@ -569,9 +661,11 @@ def train_toy(config: TrainConfig | None = None, out_dir: str | os.PathLike | No
                        "vae": count_parameters(vae), "unet": count_parameters(unet)},
         "vocab_size": len(tokenizer),
         "vae_roundtrip_accuracy": {k: round(v, 4) for k, v in roundtrip.items()},
-        "loss_curves": {"vae": _curve(vae_losses), "unet": _curve(unet_losses)},
+        "loss_curves": {"vae": _curve(vae_losses), "unet": _curve(unet_losses),
+                        "decoder": _curve(decoder_losses)},
         "final_loss": {"vae": round(float(np.mean(vae_losses[-100:])), 5),
-                       "unet": round(float(np.mean(unet_losses[-200:])), 5)},
+                       "unet": round(float(np.mean(unet_losses[-200:])), 5),
+                       "decoder": round(float(np.mean(decoder_losses[-100:])), 5)},
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "machine": {"torch_threads": torch.get_num_threads(), "workers": workers,
                     "device": device, "torch": torch.__version__,
@@ -620,6 +714,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None, help="UNet steps (default: recipe)")
     parser.add_argument("--vae-steps", type=int, default=None,
                         help="VAE steps (default: recipe)")
+    parser.add_argument("--decoder-steps", type=int, default=None,
+                        help="decoder fine-tune steps (default: recipe)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return parser
 
@@ -634,6 +730,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = replace(cfg, steps=args.steps)
     if args.vae_steps is not None:
         cfg = replace(cfg, vae_steps=args.vae_steps)
+    if args.decoder_steps is not None:
+        cfg = replace(cfg, decoder_steps=args.decoder_steps)
     _, card = train_toy(cfg, args.out, workers=args.threads, device=args.device)
     secs = card["seconds"]
     print(f"saved {args.out}; scaling factor {card['scaling_factor']:.5f}; "
