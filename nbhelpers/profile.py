@@ -56,8 +56,9 @@ class Profile:
 
 
 #: Smoke keeps the cpu profile's 300 textual-inversion steps (25 s on the toy model): the word
-#: for the unnamed style takes between 150 steps (10-12% mosaics) and 300 (85%), so fewer steps
-#: would leave notebook 05's checks comparing noise.
+#: for the unnamed style takes between 150 steps (10-12% mosaics) and 300 (85%, both measured
+#: before the decoder fine-tune; 99% since), so fewer steps would leave notebook 05's checks
+#: comparing noise.
 _BUDGETS: dict[str, Profile] = {
     "smoke": Profile("smoke", model="toy", device="cpu", dtype="float32",
                      n_samples=4_000, sample_steps=4, train_steps=20, ti_steps=300, n_images=8,
