@@ -146,7 +146,15 @@ def load_pipeline(model: str = "auto", device: str = "auto",
     finally:
         diffusers_logging.set_verbosity(verbosity)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=torch_dtype)
+    if pipe.dtype == torch_dtype:
+        return pipe.to(device)
+    # diffusers warns on any cast with a dtype that some modules "should be kept in float32",
+    # even when the list is empty, as it is for SD 1.x's components: hide that notice
+    diffusers_logging.set_verbosity_error()
+    try:
+        return pipe.to(device=device, dtype=torch_dtype)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
 
 
 def sd14_configs() -> dict[str, dict[str, Any]]:
