@@ -433,52 +433,6 @@ def measure_scaling_factor(mean: Tensor, std: Tensor, generator: torch.Generator
 
 
 # --------------------------------------------------------------------------------------------
-# Stage 6: the decoder fine-tune
-# --------------------------------------------------------------------------------------------
-
-
-def finetune_decoder(vae: nn.Module, images: Tensor, mean: Tensor, std: Tensor,
-                     cfg: TrainConfig, generator: torch.Generator,
-                     callback: Callback | None = None, progress: bool = True,
-                     device: str = "cpu", colour_matrix: Tensor | None = None) -> list[float]:
-    """Stage 6: fine-tune the decoder on whole images, the encoder frozen.
-
-    The encoder, and so every latent the UNet was trained on, stays as it is (the way SD's
-    own decoder was later fine-tuned, sd-vae-ft-mse, so that existing UNets keep working).
-    Each step draws ``z ~ q(z|x)`` from the cached ``(mean, std)`` of ``images``, decodes the
-    whole ``(4, 8, 8)`` latent (not a crop: the decoder works at the size it is used at) and
-    minimises :func:`reconstruction_error` with the stage-2 terms plus ``edge_weight`` times
-    the error of neighbouring-pixel differences, which pulls on the 4-pixel checks and 2-pixel
-    outlines that the averaging pixel terms let blur. AdamW at ``decoder_lr``, no weight decay,
-    warm-up and cosine decay. Leaves every parameter trainable again at the end.
-
-    Returns:
-        The losses.
-    """
-    if colour_matrix is None and cfg.colour_weight:
-        colour_matrix = colour_whitening(images, cfg.colour_power)
-    frozen = [m for m in (vae.encoder, vae.quant_conv) if m is not None]
-    for m in frozen:
-        m.requires_grad_(False)
-
-    def step_loss() -> Tensor:
-        idx = torch.randint(len(images), (cfg.decoder_batch,), generator=generator)
-        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator)
-        recon = vae.decode(z.to(device)).sample
-        return reconstruction_error(recon, to_float(images[idx]).to(device),
-                                    cfg.lowfreq_weight, colour_matrix, cfg.colour_weight,
-                                    cfg.foreground_weight, cfg.edge_weight)
-
-    try:
-        return _optimise("decoder", vae, step_loss, cfg.decoder_steps, lr=cfg.decoder_lr,
-                         warmup=min(50, cfg.decoder_steps // 10 + 1), callback=callback,
-                         progress=progress)
-    finally:
-        for m in frozen:
-            m.requires_grad_(True)
-
-
-# --------------------------------------------------------------------------------------------
 # Stage 5: text-to-image diffusion
 # --------------------------------------------------------------------------------------------
 
@@ -549,6 +503,53 @@ def train_diffusion(unet: nn.Module, text_encoder: nn.Module, mean: Tensor, std:
                      lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
                      betas=(0.9, 0.99), clip=1.0, ema_decay=cfg.ema_decay,
                      callback=callback, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 6: the decoder fine-tune
+# --------------------------------------------------------------------------------------------
+
+
+def finetune_decoder(vae: nn.Module, images: Tensor, mean: Tensor, std: Tensor,
+                     cfg: TrainConfig, generator: torch.Generator,
+                     callback: Callback | None = None, progress: bool = True,
+                     device: str = "cpu", colour_matrix: Tensor | None = None) -> list[float]:
+    """Stage 6: fine-tune the decoder on whole images, the encoder frozen.
+
+    The encoder, and so every latent the UNet was trained on, stays as it is (the way SD's
+    own decoder was later fine-tuned, sd-vae-ft-mse, so that existing UNets keep working).
+    Each step draws ``z ~ q(z|x)`` from the cached ``(mean, std)`` of ``images``, decodes the
+    whole ``(4, 8, 8)`` latent (not a crop: the decoder works at the size it is used at) and
+    minimises :func:`reconstruction_error` with the stage-2 terms plus ``edge_weight`` times
+    the error of neighbouring-pixel differences, which pulls on the fine detail (4-pixel
+    checks, 2-pixel grout, 3-pixel outlines) that the averaging pixel terms let blur. AdamW at
+    ``decoder_lr``, no weight decay, warm-up and cosine decay. Leaves every parameter
+    trainable again at the end.
+
+    Returns:
+        The losses.
+    """
+    if colour_matrix is None and cfg.colour_weight:
+        colour_matrix = colour_whitening(images, cfg.colour_power)
+    frozen = [m for m in (vae.encoder, vae.quant_conv) if m is not None]
+    for m in frozen:
+        m.requires_grad_(False)
+
+    def step_loss() -> Tensor:
+        idx = torch.randint(len(images), (cfg.decoder_batch,), generator=generator)
+        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator)
+        recon = vae.decode(z.to(device)).sample
+        return reconstruction_error(recon, to_float(images[idx]).to(device),
+                                    cfg.lowfreq_weight, colour_matrix, cfg.colour_weight,
+                                    cfg.foreground_weight, cfg.edge_weight)
+
+    try:
+        return _optimise("decoder", vae, step_loss, cfg.decoder_steps, lr=cfg.decoder_lr,
+                         warmup=min(50, cfg.decoder_steps // 10 + 1), callback=callback,
+                         progress=progress)
+    finally:
+        for m in frozen:
+            m.requires_grad_(True)
 
 
 # --------------------------------------------------------------------------------------------
