@@ -183,14 +183,19 @@ def test_two_processes_under_accelerate_end_with_the_same_embedding(tiny_pipelin
     # --multi_gpu selects the multi-process launcher (torchrun); on a machine without GPUs
     # Accelerator(cpu=True) then runs the processes on the CPU with the gloo backend
     # a free port rather than torchrun's fixed default 29500, which another job may hold
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-                          "--main_process_port", str(port),
-                          "--num_processes", "2", "--num_machines", "1",
-                          "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
-                         capture_output=True, text=True, timeout=300)
+    def launch() -> subprocess.CompletedProcess:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                               "--main_process_port", str(port),
+                               "--num_processes", "2", "--num_machines", "1",
+                               "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
+                              capture_output=True, text=True, timeout=300)
+
+    out = launch()
+    if out.returncode != 0 and "address already in use" in out.stderr.lower():
+        out = launch()  # the free port was taken between our check and the launch: once more
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("world 2") == 2
     v0 = torch.load(tmp_path / "vec-0.pt", weights_only=True)
