@@ -103,19 +103,11 @@ def prompt_agreement(pipe, n: int = 200, guidance_scale: float = 7.5, seed: int 
 
 
 def vae_roundtrip(pipe, n: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Evaluator accuracy on ``n`` fresh balanced renders through the VAE."""
-    vae = pipe.vae
-    dev = vae.device
+    """Evaluator accuracy on ``n`` fresh balanced renders through the pipeline's VAE
+    (posterior mean), as the training recipe's own check measures it."""
+    from nbhelpers.toy.train import vae_roundtrip_accuracy
 
-    @torch.no_grad()
-    def roundtrip(x: Tensor) -> Tensor:
-        out = []
-        for i in range(0, len(x), 250):
-            z = vae.encode(x[i:i + 250].to(dev)).latent_dist.mean
-            out.append(vae.decode(z).sample.float().cpu())
-        return torch.cat(out).clamp(-1.5, 1.5)
-
-    return evaluator.accuracy_report(n, seed, roundtrip)
+    return vae_roundtrip_accuracy(pipe.vae, n, seed, device=str(pipe.vae.device))
 
 
 def time_eight(pipe, repeats: int = 5) -> float:

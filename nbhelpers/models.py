@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,7 +104,6 @@ def load_pipeline(model: str = "auto", device: str = "auto",
     """
     import torch
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import logging as diffusers_logging
 
     if model == "auto":
         from nbhelpers.profile import get_profile
@@ -131,10 +132,9 @@ def load_pipeline(model: str = "auto", device: str = "auto",
     else:
         source = model
         kwargs["local_files_only"] = True
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()  # hide "no safety checker" notices
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
+        with _diffusers_quiet():  # hide "no safety checker" notices
+            pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         if isinstance(source, Path):
             raise
@@ -143,16 +143,24 @@ def load_pipeline(model: str = "auto", device: str = "auto",
             f"local Hugging Face cache ({err.__class__.__name__}). The notebooks never download "
             f"during a lesson: fetch it once beforehand with `hf download {model}`, set "
             f"{SD_ENV_VAR} to a local folder, or use model='toy' (runs anywhere)") from err
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
     pipe.set_progress_bar_config(disable=True)
     if pipe.dtype == torch_dtype:
         return pipe.to(device)
     # diffusers warns on any cast with a dtype that some modules "should be kept in float32",
     # even when the list is empty, as it is for SD 1.x's components: hide that notice
+    with _diffusers_quiet():
+        return pipe.to(device=device, dtype=torch_dtype)
+
+
+@contextmanager
+def _diffusers_quiet() -> Iterator[None]:
+    """diffusers' logging at error level inside the block, as it was afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()
     try:
-        return pipe.to(device=device, dtype=torch_dtype)
+        yield
     finally:
         diffusers_logging.set_verbosity(verbosity)
 
