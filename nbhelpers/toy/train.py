@@ -425,11 +425,15 @@ def encode_dist(vae: nn.Module, images: Tensor, batch: int = 256,
     return torch.cat(means), torch.cat(stds)
 
 
+def sample_latents(mean: Tensor, std: Tensor, generator: torch.Generator) -> Tensor:
+    """``z ~ q(z|x) = N(mean, std^2)``, one draw per entry (stages 3, 5 and 6)."""
+    return mean + std * torch.randn(mean.shape, generator=generator)
+
+
 def measure_scaling_factor(mean: Tensor, std: Tensor, generator: torch.Generator) -> float:
     """``1 / std(z)`` over all entries of ``z ~ q(z|x)`` ([LDM] section 4.3.2; SD's 0.18215
     was measured this way on its first training batch)."""
-    z = mean + std * torch.randn(mean.shape, generator=generator)
-    return float(1.0 / z.flatten().std())
+    return float(1.0 / sample_latents(mean, std, generator).flatten().std())
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,7 +497,7 @@ def train_diffusion(unet: nn.Module, text_encoder: nn.Module, mean: Tensor, std:
 
     def step_loss() -> Tensor:
         idx = torch.randint(len(mean), (cfg.batch_size,), generator=generator)
-        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator)
+        z = sample_latents(mean[idx], std[idx], generator)
         drop = torch.rand(cfg.batch_size, generator=generator) < cfg.p_uncond
         batch_ids = torch.where(drop[:, None], null_ids[None], ids[idx])
         return diffusion_loss(unet, text_encoder, (scaling_factor * z).to(device),
@@ -537,7 +541,7 @@ def finetune_decoder(vae: nn.Module, images: Tensor, mean: Tensor, std: Tensor,
 
     def step_loss() -> Tensor:
         idx = torch.randint(len(images), (cfg.decoder_batch,), generator=generator)
-        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator)
+        z = sample_latents(mean[idx], std[idx], generator)
         recon = vae.decode(z.to(device)).sample
         return reconstruction_error(recon, to_float(images[idx]).to(device),
                                     cfg.lowfreq_weight, colour_matrix, cfg.colour_weight,
