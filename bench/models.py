@@ -11,18 +11,19 @@ import torch
 
 def make_pipeline(kind: str, device: str, dtype: torch.dtype = torch.float32):
     """``kind``: ``"toy"`` (embedded), ``"sd14"`` (SD 1.4 shapes, random) or ``"tiny"``."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler
 
-    from nbhelpers.models import load_pipeline, random_sd14_components, toy_model_dir
-    from nbhelpers.toy.tokenizer import make_tokenizer
+    from nbhelpers.models import load_pipeline, toy_model_dir
+    from nbhelpers.rehearsal import build_pipeline
 
     if kind == "toy":
         return load_pipeline(str(toy_model_dir()), device=device,
                              dtype=str(dtype).replace("torch.", ""))
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               steps_offset=1, clip_sample=False, set_alpha_to_one=False)
-    if kind == "sd14":
-        parts = random_sd14_components(seed=0, device="cpu")
+    if kind == "sd14":  # SD 1.4's tokenizer, configs and scheduler with random weights
+        pipe = build_pipeline("full", seed=0)
+        pipe.scheduler = scheduler
     elif kind == "tiny":
         import tempfile
 
@@ -32,9 +33,5 @@ def make_pipeline(kind: str, device: str, dtype: torch.dtype = torch.float32):
         return load_pipeline(str(folder), device=device, dtype=str(dtype).replace("torch.", ""))
     else:
         raise ValueError(f"unknown model kind {kind!r}; use toy, sd14 or tiny")
-    pipe = StableDiffusionPipeline(vae=parts["vae"], text_encoder=parts["text_encoder"],
-                                   tokenizer=make_tokenizer(), unet=parts["unet"],
-                                   scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device=device, dtype=dtype)

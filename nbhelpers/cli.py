@@ -102,6 +102,16 @@ def _cmd_toy_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sd_rehearsal_model(args: argparse.Namespace) -> int:
+    from nbhelpers.rehearsal import write_rehearsal_model
+
+    out = write_rehearsal_model(args.out, size=args.size, seed=args.seed, dtype=args.dtype)
+    print(f"wrote {out}: Stable Diffusion 1.4's tokenizer, configs and scheduler with random "
+          f"weights (size {args.size}, seed {args.seed}, {args.dtype}); it draws noise. Use it "
+          f"as --model {out}")
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     import numpy as np
     from diffusers import DDIMScheduler
@@ -242,7 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-every", type=int, default=0)
     p.add_argument("--preview-prompt", action="append",
                    help="prompt with [name] for previews; repeatable")
-    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="dtype the frozen models compute in; auto (default): bf16 on GPUs with "
+                        "native bf16, fp16 (with a GradScaler) on older GPUs, no (float32) on "
+                        "the CPU; the trained vectors are always float32")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -267,6 +280,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=5, help="nearest words per vector (default 5)")
     p.set_defaults(func=_cmd_ti_inspect)
 
+    sd = sub.add_parser("sd", help="Stable Diffusion 1.x helpers: the rehearsal model",
+                        description="Stable Diffusion 1.x helpers that need no download.",
+                        epilog="Example: nbhelpers sd rehearsal-model --out /tmp/sd-mini "
+                               "--size mini")
+    sd_sub = sd.add_subparsers(dest="sd_command", metavar="SD_COMMAND", required=True)
+    p = sd_sub.add_parser(
+        "rehearsal-model", help="write SD 1.4's structure with random weights",
+        description="Write a diffusers pipeline folder with Stable Diffusion 1.4's tokenizer "
+                    "(CLIP's 49,408 tokens), configs and scheduler and seeded random weights: "
+                    "every SD code path runs on it without SD's weights. 'mini' keeps the "
+                    "block types and the 768-wide token embedding with small widths (CPU); "
+                    "'full' has SD 1.4's exact shapes (GPU cost and memory). Random weights "
+                    "draw noise.",
+        epilog="Example: nbhelpers sd rehearsal-model --out /tmp/sd-mini --size mini")
+    p.add_argument("--out", required=True, help="the folder to write (must not exist)")
+    p.add_argument("--size", default="mini", choices=["mini", "full"],
+                   help="mini (default; about 190 MB, CPU) or full (SD 1.4's shapes)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                   help="dtype the weights are saved in (default float32)")
+    p.set_defaults(func=_cmd_sd_rehearsal_model)
+
     p = sub.add_parser("sweep", help="render a guidance-scale sweep as an MP4 or GIF",
                        description="Render one prompt and seed at many guidance scales (all "
                                    "from the same starting noise, batched), print s on each "
@@ -284,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=14)
     p.add_argument("--per-call", type=int, default=16,
                    help="scales rendered together in one sampling loop (default 16)")
-    p.add_argument("--unet-batch", type=int, default=32,
-                   help="rows per UNet call, both guidance branches counted (default 32)")
+    p.add_argument("--unet-batch", type=int, default=None,
+                   help="rows per UNet call, both guidance branches counted (default: as many "
+                        "as the device's free memory holds, at most 32)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output .mp4 or .gif")
     p.add_argument("--sheet", help="contact sheet PNG (default: --out with .png)")
@@ -303,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
         # bad input: the messages name the value and the fix; no traceback for people
         print(f"error: {err}", file=sys.stderr)
         return 2

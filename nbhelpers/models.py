@@ -3,9 +3,15 @@
 * :func:`load_pipeline` loads ``"toy"`` (the embedded tiny Stable Diffusion), an SD 1.x hub id
   that is in the local cache, or a local pipeline folder, as a diffusers
   ``StableDiffusionPipeline``. It never downloads: weights are fetched once, before a lesson.
-* :func:`sd14_configs` / :func:`random_sd14_components`: a model with Stable Diffusion 1.4's
-  shapes and random weights, built without any download, for benchmarks whose cost must match
-  SD 1.4 (random weights cost exactly what trained ones do).
+* ``"rehearsal-mini"`` and ``"rehearsal-full"`` name Stable Diffusion 1.4's structure with
+  seeded random weights (:mod:`nbhelpers.rehearsal`), built once into the local cache: the SD
+  path without SD's weights.
+* :func:`float32_pipeline`: a float32 twin of a half-precision pipeline, for float32 checks.
+
+Devices and dtypes: ``device="auto"`` is CUDA when available for SD models, and always the CPU
+for the toy model (its figures are float32 facts, and it is fast there); ``dtype="auto"`` is
+float32 on the CPU and, on a GPU, bf16 where it is native, else fp16
+(:func:`nbhelpers.precision.weights_dtype`), every component in that one dtype.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
+
+from nbhelpers.quiet import quiet_loading
 
 SD_ENV_VAR = "NBHELPERS_SD_MODEL"
 #: SD 1.x repositories looked for in the local Hugging Face cache, in this order.
@@ -26,6 +34,8 @@ KNOWN_SD1_IDS: tuple[str, ...] = (
 
 
 TOY_ENV_VAR = "NBHELPERS_TOY_MODEL"
+#: Model names that resolve to a rehearsal model in the cache, and its size.
+REHEARSAL_NAMES: dict[str, str] = {"rehearsal-mini": "mini", "rehearsal-full": "full"}
 
 
 def toy_model_dir() -> Path:
@@ -80,9 +90,13 @@ def find_sd_weights() -> Path | str | None:
     return None
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str, model: str = "") -> str:
+    """``"auto"`` becomes ``"cuda"`` when available, except for the toy model (always the CPU);
+    other values are returned as they are."""
     if device != "auto":
         return device
+    if model == "toy":
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -93,11 +107,16 @@ def load_pipeline(model: str = "auto", device: str = "auto",
     """Load a Stable Diffusion 1.x pipeline (diffusers ``StableDiffusionPipeline``).
 
     Args:
-        model: ``"toy"`` (embedded), ``"auto"`` (the active profile's model), a local pipeline
-            folder, or a hub id such as ``"CompVis/stable-diffusion-v1-4"`` that is already in
-            the local Hugging Face cache.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
-        dtype: weights' dtype; ``"auto"`` is float16 on CUDA and float32 on the CPU.
+        model: ``"toy"`` (embedded), ``"auto"`` (the active profile's model),
+            ``"rehearsal-mini"`` / ``"rehearsal-full"`` (SD 1.4's structure, random weights), a
+            local pipeline folder, or a hub id such as ``"CompVis/stable-diffusion-v1-4"`` that
+            is already in the local Hugging Face cache.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available; the CPU for the toy).
+        dtype: weights' dtype, one for every component; ``"auto"`` is float32 on the CPU and
+            bf16 (native) or fp16 on a GPU.
+
+    Loading prints nothing. On CUDA the VAE decodes one image at a time (slicing), so decoding
+    a batch never needs more memory than decoding one.
 
     Raises:
         FileNotFoundError: the model is not on this machine; the message says how to get it.
@@ -105,18 +124,23 @@ def load_pipeline(model: str = "auto", device: str = "auto",
     import torch
     from diffusers import StableDiffusionPipeline
 
+    from nbhelpers.precision import weights_dtype
+
     if model == "auto":
         from nbhelpers.profile import get_profile
 
         model = get_profile().model
-    device = _resolve_device(device)
-    if dtype == "auto":
-        dtype = "float16" if device.startswith("cuda") else "float32"
-    torch_dtype = getattr(torch, dtype)
+    device = resolve_device(device, model)
+    torch_dtype = weights_dtype(device) if dtype == "auto" else getattr(torch, dtype)
     # dtype is applied after loading: the keyword for it changed name across diffusers versions
     kwargs: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
 
-    if model == "toy":
+    if model in REHEARSAL_NAMES:
+        from nbhelpers.rehearsal import rehearsal_model_dir
+
+        with quiet_loading():
+            source = rehearsal_model_dir(REHEARSAL_NAMES[model])
+    elif model == "toy":
         folder = toy_model_dir()
         if not is_pipeline_folder(folder):
             raise FileNotFoundError(
@@ -133,7 +157,7 @@ def load_pipeline(model: str = "auto", device: str = "auto",
         source = model
         kwargs["local_files_only"] = True
     try:
-        with _diffusers_quiet():  # hide "no safety checker" notices
+        with quiet_loading():  # no progress bars, no "no safety checker" notices
             pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         if isinstance(source, Path):
@@ -144,74 +168,37 @@ def load_pipeline(model: str = "auto", device: str = "auto",
             f"during a lesson: fetch it once beforehand with `hf download {model}`, set "
             f"{SD_ENV_VAR} to a local folder, or use model='toy' (runs anywhere)") from err
     pipe.set_progress_bar_config(disable=True)
+    if torch.device(device).type == "cuda":
+        pipe.vae.enable_slicing()
     if pipe.dtype == torch_dtype:
         return pipe.to(device)
     # diffusers warns on any cast with a dtype that some modules "should be kept in float32",
     # even when the list is empty, as it is for SD 1.x's components: hide that notice
-    with _diffusers_quiet():
+    with quiet_loading():
         return pipe.to(device=device, dtype=torch_dtype)
 
 
 @contextmanager
-def _diffusers_quiet() -> Iterator[None]:
-    """diffusers' logging at error level inside the block, as it was afterwards."""
-    from diffusers.utils import logging as diffusers_logging
+def float32_pipeline(pipe) -> Iterator[Any]:
+    """``pipe`` itself when every component is float32, else a float32 copy on its device.
 
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
-
-
-def sd14_configs() -> dict[str, dict[str, Any]]:
-    """Configs with Stable Diffusion 1.4's shapes (UNet about 860 M parameters).
-
-    Returns:
-        ``{"unet": ..., "vae": ..., "text_encoder": ...}`` keyword dicts for
-        ``UNet2DConditionModel``, ``AutoencoderKL`` and ``CLIPTextConfig``.
+    For checks that are float32 facts (a hand loop equal to the pipeline, a ratio of standard
+    deviations to 1e-4): in half precision, rounding differs between two equal formulas by more
+    than such a tolerance. The copy is freed when the block ends.
     """
-    unet = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
-                attention_head_dim=8,
-                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-    vae = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-               block_out_channels=(128, 256, 512, 512), sample_size=512,
-               scaling_factor=0.18215,
-               down_block_types=("DownEncoderBlock2D",) * 4,
-               up_block_types=("UpDecoderBlock2D",) * 4)
-    text = dict(vocab_size=49408, hidden_size=768, num_hidden_layers=12,
-                num_attention_heads=12, intermediate_size=3072, max_position_embeddings=77,
-                hidden_act="quick_gelu", projection_dim=768)
-    return {"unet": unet, "vae": vae, "text_encoder": text}
+    import copy
 
-
-def random_sd14_components(seed: int = 0, device: str = "cpu", dtype: str = "float32",
-                           parts: tuple[str, ...] = ("unet", "vae", "text_encoder")
-                           ) -> dict[str, Any]:
-    """Build SD 1.4-shaped models with random weights (no download), seeded.
-
-    Args:
-        parts: which of ``"unet"``, ``"vae"``, ``"text_encoder"`` to build.
-        device, dtype: where the weights live; ``device="meta"`` builds shapes only.
-    """
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    unknown = set(parts) - {"unet", "vae", "text_encoder"}
-    if unknown:
-        raise ValueError(f"unknown parts {sorted(unknown)}; choose from unet, vae, text_encoder")
-    cfg = sd14_configs()
-    torch.manual_seed(seed)
-    makers = {"unet": lambda: UNet2DConditionModel(**cfg["unet"]),
-              "vae": lambda: AutoencoderKL(**cfg["vae"]),
-              "text_encoder": lambda: CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))}
-    out = {}
-    with torch.device(device):
-        for name in parts:
-            model = makers[name]()
-            out[name] = (model if dtype == "float32" else model.to(getattr(torch, dtype))).eval()
-    return out
+    parts = [pipe.unet, pipe.vae, pipe.text_encoder]
+    if all(m.dtype == torch.float32 for m in parts):
+        yield pipe
+        return
+    with quiet_loading():
+        twin = copy.deepcopy(pipe).to(dtype=torch.float32)
+    try:
+        yield twin
+    finally:
+        del twin
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,14 +1,23 @@
 """Runtime profiles: the one place that decides how much work a notebook does.
 
-Three profiles, chosen by the environment variable ``NBHELPERS_PROFILE``:
+Four profiles, chosen by the environment variable ``NBHELPERS_PROFILE``:
 
-* ``smoke``: CI. The embedded toy model, tiny step counts; every cell still runs.
-* ``cpu``:   the toy model with full step counts; minutes on a laptop.
-* ``gpu``:   Stable Diffusion 1.x on CUDA.
+* ``smoke``:  CI. The embedded toy model, tiny step counts; every cell still runs.
+* ``cpu``:    the toy model with full step counts; minutes on a laptop.
+* ``gpu``:    Stable Diffusion 1.x on CUDA.
+* ``sd-cpu``: the ``gpu`` profile's code path (its branches, prompts and SD-only cells) on the
+  CPU, with SD 1.4's structure and random weights (``rehearsal-mini``,
+  :mod:`nbhelpers.rehearsal`) and small budgets: CI's rehearsal of the SD cells.
 
 With the variable unset the default is ``gpu`` when CUDA and SD 1.x weights are both
 present on this machine, else ``cpu``. Notebooks read budgets (sample counts, step counts)
 and the model choice from :func:`get_profile`; nothing else differs between profiles.
+
+Two sets of budgets: the **toy budgets** (``n_samples`` ... ``sample_steps_2d``) are for the
+sections that always run on the toy model or the 2-D world, on the CPU in float32, whatever the
+profile; the **model budgets** (``sd_steps``, ``sd_ti_steps``, ``sd_batch``) are for the cells
+that run the profile's ``model``: the toy model in ``smoke`` and ``cpu``, SD 1.x in ``gpu``, the
+rehearsal model in ``sd-cpu``.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-ProfileName = Literal["smoke", "cpu", "gpu"]
+ProfileName = Literal["smoke", "cpu", "gpu", "sd-cpu"]
 PROFILE_NAMES: tuple[str, ...] = get_args(ProfileName)
 ENV_VAR = "NBHELPERS_PROFILE"
 
@@ -27,17 +36,22 @@ class Profile:
     """Budgets and model choice for one runtime profile.
 
     Attributes:
-        name: ``"smoke"``, ``"cpu"`` or ``"gpu"``.
-        model: ``"toy"`` (the embedded tiny Stable Diffusion) or an SD 1.x hub id / folder.
-        device: torch device string the notebooks use (``"cpu"`` or ``"cuda"``).
-        dtype: torch dtype name for model weights (``"float32"``, ``"float16"``).
+        name: ``"smoke"``, ``"cpu"``, ``"gpu"`` or ``"sd-cpu"``.
+        model: the model of the model cells: ``"toy"`` (the embedded tiny Stable Diffusion),
+            an SD 1.x hub id or folder, or ``"rehearsal-mini"``.
+        device: torch device of ``model`` (``"cpu"`` or ``"cuda"``).
+        dtype: its weights' dtype: ``"float32"``, or ``"auto"`` (bf16 where the GPU has it
+            natively, else fp16: :mod:`nbhelpers.precision`).
         n_samples: Monte Carlo sample count for statistical checks and scatter plots.
         sample_steps: denoising steps of a sampler run.
         train_steps: optimisation steps of a training run in a notebook.
-        ti_steps: optimisation steps of one textual-inversion run (notebooks 05 and 06).
+        ti_steps: optimisation steps of one textual-inversion run on the toy model.
         n_images: images generated for a measured figure.
         train_steps_2d: optimisation steps for each small 2-D network (notebook 03).
         sample_steps_2d: sampler steps on the 2-D world (notebook 03).
+        sd_steps: sampling steps of a render with ``model``.
+        sd_ti_steps: optimisation steps of a textual-inversion run on ``model``.
+        sd_batch: images per textual-inversion step on ``model``.
         reason: one line saying why this profile was picked.
     """
 
@@ -52,25 +66,33 @@ class Profile:
     n_images: int
     train_steps_2d: int
     sample_steps_2d: int
+    sd_steps: int
+    sd_ti_steps: int
+    sd_batch: int
     reason: str = ""
 
+    @property
+    def toy(self) -> bool:
+        """True when the model cells run the toy model (so the evaluator can read them)."""
+        return self.model == "toy"
 
-#: Smoke keeps the cpu profile's 300 textual-inversion steps (25 s on the toy model): the word
-#: for the unnamed style takes between 150 steps (10-12% mosaics) and 300 (85%, both measured
-#: before the decoder fine-tune; 99% since), so fewer steps would leave notebook 05's checks
-#: comparing noise.
+
+_TOY_SMOKE = dict(n_samples=4_000, sample_steps=4, train_steps=20, ti_steps=300, n_images=8,
+                  train_steps_2d=1_500, sample_steps_2d=50)
+_TOY_FULL = dict(n_samples=100_000, sample_steps=50, train_steps=2_000, ti_steps=300,
+                 n_images=64, train_steps_2d=5_000, sample_steps_2d=100)
+#: Smoke keeps the cpu profile's 300 textual-inversion steps on the toy model: fewer leave the
+#: learned word too weak for notebook 05's check to separate it from noise
+#: (docs/benchmarks.md, "The unnamed style").
 _BUDGETS: dict[str, Profile] = {
-    "smoke": Profile("smoke", model="toy", device="cpu", dtype="float32",
-                     n_samples=4_000, sample_steps=4, train_steps=20, ti_steps=300, n_images=8,
-                     train_steps_2d=1_500, sample_steps_2d=50),
-    "cpu": Profile("cpu", model="toy", device="cpu", dtype="float32",
-                   n_samples=100_000, sample_steps=50, train_steps=2_000, ti_steps=300,
-                   n_images=64,
-                   train_steps_2d=5_000, sample_steps_2d=100),
-    "gpu": Profile("gpu", model="CompVis/stable-diffusion-v1-4", device="cuda", dtype="float16",
-                   n_samples=200_000, sample_steps=50, train_steps=3_000, ti_steps=3_000,
-                   n_images=64,
-                   train_steps_2d=5_000, sample_steps_2d=100),
+    "smoke": Profile("smoke", model="toy", device="cpu", dtype="float32", **_TOY_SMOKE,
+                     sd_steps=20, sd_ti_steps=100, sd_batch=8),
+    "cpu": Profile("cpu", model="toy", device="cpu", dtype="float32", **_TOY_FULL,
+                   sd_steps=20, sd_ti_steps=300, sd_batch=8),
+    "gpu": Profile("gpu", model="CompVis/stable-diffusion-v1-4", device="cuda", dtype="auto",
+                   **_TOY_FULL, sd_steps=30, sd_ti_steps=3_000, sd_batch=4),
+    "sd-cpu": Profile("sd-cpu", model="rehearsal-mini", device="cpu", dtype="float32",
+                      **_TOY_SMOKE, sd_steps=4, sd_ti_steps=4, sd_batch=2),
 }
 
 
@@ -86,6 +108,7 @@ def get_profile(name: str | None = None) -> Profile:
     Args:
         name: force a profile; ``None`` reads ``NBHELPERS_PROFILE`` and falls back to the
             automatic choice (``gpu`` with CUDA and local SD 1.x weights, else ``cpu``).
+            ``sd-cpu`` and ``sd_cpu`` are the same name.
 
     Raises:
         ValueError: for an unknown name, or ``gpu`` on a machine without CUDA.
@@ -104,7 +127,7 @@ def get_profile(name: str | None = None) -> Profile:
                            reason=f"automatic: CUDA and SD 1.x weights at {weights}")
         why = "no CUDA device" if not cuda else "no SD 1.x weights found locally"
         return replace(_BUDGETS["cpu"], reason=f"automatic: {why}, so the toy model on the CPU")
-    name = name.lower()
+    name = name.lower().replace("_", "-")
     if name not in _BUDGETS:
         raise ValueError(
             f"unknown profile {name!r} (from {source}); choose one of {', '.join(PROFILE_NAMES)}, "
@@ -113,7 +136,8 @@ def get_profile(name: str | None = None) -> Profile:
         if not _cuda_available():
             raise ValueError(
                 f"profile 'gpu' (from {source}) needs CUDA, but torch.cuda.is_available() is False;"
-                f" use `{ENV_VAR}=cpu` here, or install a CUDA build of torch on a GPU machine")
+                f" use `{ENV_VAR}=cpu` here (or `{ENV_VAR}=sd-cpu` to rehearse the SD cells on "
+                "the CPU), or install a CUDA build of torch on a GPU machine")
         weights = find_sd_weights()
         model = str(weights) if weights is not None else _BUDGETS["gpu"].model
         return replace(_BUDGETS["gpu"], model=model, reason=f"chosen by {source}")

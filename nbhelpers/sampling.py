@@ -27,6 +27,7 @@ from torch import Tensor
 
 from nbhelpers.diffusion import eps_to_x0
 from nbhelpers.guidance import cfg_combine, interval_scale, rescale_guidance
+from nbhelpers.precision import decode_batch_size, unet_batch_size
 
 
 @dataclass
@@ -71,7 +72,8 @@ def _check_pipeline(pipe) -> None:
 @torch.no_grad()
 def sample_cfg(pipe, prompt: str, scales: float | Sequence[float], *, negative_prompt: str = "",
                num_steps: int = 20, seed: int = 0, height: int | None = None,
-               width: int | None = None, unet_batch: int = 16, rescale_phi: float = 0.0,
+               width: int | None = None, unet_batch: int | None = None,
+               rescale_phi: float = 0.0,
                interval: tuple[int, int] | None = None,
                callback: Callable[[GuidedStep], None] | None = None,
                output: str = "np") -> np.ndarray | Tensor:
@@ -90,7 +92,8 @@ def sample_cfg(pipe, prompt: str, scales: float | Sequence[float], *, negative_p
         pipe: a ``StableDiffusionPipeline`` (see :func:`nbhelpers.models.load_pipeline`).
         scales: one scale, or K scales rendered together.
         unet_batch: rows per UNet call (both branches count); bigger is faster until memory
-            runs out.
+            runs out. None: as many as the device's free memory holds, at most 16
+            (:func:`nbhelpers.precision.unet_batch_size`).
         output: ``"np"`` for ``(K, H, W, 3)`` floats in [0, 1], ``"latents"`` for the final
             latents ``(K, 4, h, w)``.
 
@@ -105,6 +108,7 @@ def sample_cfg(pipe, prompt: str, scales: float | Sequence[float], *, negative_p
     emb = encode_prompts(pipe, [negative_prompt, prompt])
     # 2. one initial latent from the seed, shared by every scale
     latents = initial_latents(pipe, [seed], height, width).repeat(K, 1, 1, 1)
+    unet_batch = unet_batch or unet_batch_size(pipe, height, width, upper=16)
     return _guided_loop(pipe, emb[:1].expand(K, -1, -1), emb[1:].expand(K, -1, -1), latents,
                         s_list, num_steps=num_steps, unet_batch=unet_batch,
                         rescale_phi=rescale_phi, interval=interval, callback=callback,
@@ -131,13 +135,14 @@ def initial_latents(pipe, seeds: Sequence[int], height: int | None = None,
 @torch.no_grad()
 def sample_prompts(pipe, prompts: Sequence[str], scale: float, *, seeds: Sequence[int] | None
                    = None, seed: int = 0, negative_prompt: str = "", num_steps: int = 20,
-                   batch: int = 32, unet_batch: int = 64, rescale_phi: float = 0.0,
+                   batch: int = 32, unet_batch: int | None = None, rescale_phi: float = 0.0,
                    output: str = "np") -> np.ndarray | Tensor:
     """Render many prompts at one guidance scale, in batches, each from its own seed.
 
     The same loop as :func:`sample_cfg` (so any ``s``, also ``s <= 1``); image ``i`` starts
     from the noise of ``seeds[i]`` (default ``seed + i``), so it does not depend on
     ``batch``, and equals ``sample_cfg(pipe, prompts[i], scale, seed=seeds[i])``.
+    ``unet_batch`` None: as many rows as the device's free memory holds, at most 64.
 
     Returns:
         ``(N, H, W, 3)`` floats in [0, 1] (or the latents with ``output="latents"``).
@@ -151,6 +156,7 @@ def sample_prompts(pipe, prompts: Sequence[str], scale: float, *, seeds: Sequenc
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     neg = encode_prompts(pipe, [negative_prompt])
+    unet_batch = unet_batch or unet_batch_size(pipe, upper=64)
     parts = []
     for i in range(0, len(prompts), batch):
         chunk = prompts[i:i + batch]
@@ -210,9 +216,16 @@ def _guided_loop(pipe, emb_uncond: Tensor, emb_cond: Tensor, latents: Tensor,
 
 
 @torch.no_grad()
-def decode_latents(pipe, latents: Tensor, batch: int = 16) -> np.ndarray:
-    """VAE-decode latents ``(K, 4, h, w)`` to images ``(K, H, W, 3)`` in [0, 1]."""
+def decode_latents(pipe, latents: Tensor, batch: int | None = None) -> np.ndarray:
+    """VAE-decode latents ``(K, 4, h, w)`` to images ``(K, H, W, 3)`` in [0, 1].
+
+    ``batch`` images per decoder call; None: as many as the device's free memory holds, at
+    most 16 (:func:`nbhelpers.precision.decode_batch_size`).
+    """
     vae = pipe.vae
+    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    batch = batch or decode_batch_size(pipe, latents.shape[-2] * vae_factor,
+                                       latents.shape[-1] * vae_factor)
     scale = vae.config.scaling_factor
     parts = [vae.decode(latents[j:j + batch].to(vae.dtype) / scale).sample
              for j in range(0, len(latents), batch)]

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from nbhelpers.files import atomic_path, save_png
+from nbhelpers.precision import unet_batch_size
 from nbhelpers.sampling import sample_cfg
 
 
@@ -58,7 +59,7 @@ def label_frame(image: np.ndarray, text: str, min_size: int = 256) -> np.ndarray
 
 
 def render_frames(pipe, prompt: str, scales: Sequence[float], *, seed: int = 0,
-                  num_steps: int = 20, per_call: int = 16, unet_batch: int = 32,
+                  num_steps: int = 20, per_call: int = 16, unet_batch: int | None = None,
                   negative_prompt: str = "",
                   progress: Callable[[int], None] | None = None
                   ) -> Iterator[tuple[float, np.ndarray]]:
@@ -66,10 +67,13 @@ def render_frames(pipe, prompt: str, scales: Sequence[float], *, seed: int = 0,
 
     Args:
         per_call: scales rendered together by one :func:`sample_cfg` call.
+        unet_batch: rows per UNet call; None: as many as the device's free memory holds, at
+            most 32 (:func:`nbhelpers.precision.unet_batch_size`).
         progress: called with the number of frames finished after each batch.
     """
     if per_call < 1:
         raise ValueError(f"per_call must be at least 1, got {per_call}")
+    unet_batch = unet_batch or unet_batch_size(pipe, upper=32)
     for j in range(0, len(scales), per_call):
         chunk = list(scales[j:j + per_call])
         images = sample_cfg(pipe, prompt, chunk, seed=seed, num_steps=num_steps,
@@ -129,7 +133,7 @@ def write_animation(frames: Iterator[np.ndarray], out: str | Path, fps: float = 
 def sweep_to_files(pipe, prompt: str, scales: Sequence[float], out: str | Path, *,
                    sheet: str | Path | None = None, sheet_frames: int = 16, seed: int = 0,
                    num_steps: int = 20, fps: float = 14, per_call: int = 16,
-                   unet_batch: int = 32, negative_prompt: str = "",
+                   unet_batch: int | None = None, negative_prompt: str = "",
                    progress: Callable[[int], None] | None = None) -> int:
     """Render a sweep into an animation (s printed on each frame) and a contact sheet.
 

@@ -24,14 +24,28 @@ def test_profile_from_environment(monkeypatch):
 
 def test_unknown_profile_names_value_and_fix(monkeypatch):
     monkeypatch.setenv(prof.ENV_VAR, "fast")
-    with pytest.raises(ValueError, match=r"'fast'.*smoke, cpu, gpu"):
+    with pytest.raises(ValueError, match=r"'fast'.*smoke, cpu, gpu, sd-cpu"):
         prof.get_profile()
 
 
 def test_gpu_profile_without_cuda_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(prof, "_cuda_available", lambda: False)
-    with pytest.raises(ValueError, match="needs CUDA"):
+    with pytest.raises(ValueError, match="needs CUDA.*sd-cpu"):
         prof.get_profile("gpu")
+
+
+def test_sd_cpu_profile_runs_the_gpu_path_on_the_rehearsal_model(monkeypatch):
+    monkeypatch.setattr(prof, "_cuda_available", lambda: False)
+    for name in ("sd-cpu", "SD_CPU"):
+        p = prof.get_profile(name)
+        assert p.name == "sd-cpu" and p.model == "rehearsal-mini" and not p.toy
+        assert p.device == "cpu" and p.dtype == "float32"
+    # toy sections keep toy budgets in every profile; the SD budgets are separate
+    monkeypatch.setattr(prof, "_cuda_available", lambda: True)
+    gpu, cpu, smoke = prof.get_profile("gpu"), prof.get_profile("cpu"), prof.get_profile("smoke")
+    assert gpu.ti_steps == cpu.ti_steps and gpu.n_samples == cpu.n_samples
+    assert gpu.sd_ti_steps > gpu.ti_steps and gpu.dtype == "auto" and gpu.device == "cuda"
+    assert prof.get_profile("sd-cpu").ti_steps == smoke.ti_steps
 
 
 def test_automatic_profile(monkeypatch, tmp_path):

@@ -219,3 +219,31 @@ def test_overwrite_mode_trains_from_captions_that_use_the_word(tiny_pipeline_dir
     assert load_templates(["[filewords]"], require_name=False) == ["[filewords]"]
     with pytest.raises(ValueError, match="no \\[name\\] in any template"):
         load_templates(["[filewords]"])
+
+
+def test_no_trainable_parameter_is_ever_half_precision(tiny_pipeline_dir, tmp_path):
+    """A pipeline loaded in float16 and trained in bf16: the trainable rows stay float32 at
+    every step, nothing else trains, and the models get their float16 back at the end."""
+    pipe = load_pipeline(str(tiny_pipeline_dir), device="cpu", dtype="float16")
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 64, 64, generator=g) * 2 - 1 for _ in range(2)]
+    data = LatentSet.encode(pipe.vae, images, ["a red circle", "a star"],
+                            cache_dir=tmp_path / "cache")
+    seen = []
+
+    def check(state):
+        trainable = [p for m in (pipe.unet, pipe.text_encoder, pipe.vae)
+                     for p in m.parameters() if p.requires_grad]
+        rows = pipe.text_encoder.get_input_embeddings()
+        assert trainable == [rows.vectors]
+        assert rows.vectors.dtype == torch.float32 and state.vectors.dtype == torch.float32
+        assert pipe.unet.dtype == torch.bfloat16 and rows.base.weight.dtype == torch.bfloat16
+        seen.append(state.step)
+
+    cfg = TIConfig(token="<s>", init_word="style", steps=3, batch_size=2, lr="0.05",
+                   mixed_precision="bf16")
+    result = train_textual_inversion(pipe, data, TEMPLATES, cfg, callback=check)
+    assert seen == [1, 2, 3] and result.vectors.dtype == torch.float32
+    assert pipe.unet.dtype == torch.float16 and pipe.text_encoder.dtype == torch.float16
+    row = pipe.text_encoder.get_input_embeddings().weight[-1]
+    assert torch.equal(row, result.vectors[0].half())   # rounded once, from the fp32 vector

@@ -7,8 +7,10 @@ separate fp32 parameter (:class:`TrainableRows`) spliced into the frozen table, 
 
 * no other row can change (no weight-decay drift, no masking of a 49408-row gradient);
 * the UNet, VAE and text encoder are frozen and compute no weight gradients at all;
-* under bf16/fp16 autocast the trainable rows stay fp32 (no "attempting to unscale FP16
-  gradients");
+* the frozen UNet and text encoder are stored in the compute dtype of the precision
+  (:mod:`nbhelpers.precision`: bf16 only on GPUs with native bf16, fp16 with a GradScaler on
+  older ones, float32 on the CPU), while the trainable rows stay fp32 (no "attempting to
+  unscale FP16 gradients"); both models get their own dtype back at the end;
 * the VAE never runs in the step: latents are encoded once and cached (:mod:`.latents`).
 
 The step, as numbered in notebook 05:
@@ -40,10 +42,12 @@ import torch
 from torch import Tensor, nn
 
 from nbhelpers.files import atomic_path
+from nbhelpers.precision import compute_dtype, resolve_precision
+from nbhelpers.quiet import quiet_loading
 from nbhelpers.ti.embeddings import Embedding, add_embedding_to_pipeline
 from nbhelpers.ti.latents import LatentSet
 
-Precision = Literal["no", "bf16", "fp16"]
+Precision = Literal["auto", "no", "bf16", "fp16"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +169,8 @@ class TIConfig:
         n_vectors: vectors per token (1 to 75; the prompt budget is 77 tokens).
         lr: a rate or an AUTOMATIC1111 schedule string (``"0.005:100, 1e-3"``).
         batch_size, grad_accum: images per micro-batch, micro-batches per step.
-        mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"`` autocast for the frozen models.
+        mixed_precision: ``"auto"`` (the device's: :func:`nbhelpers.precision.pick_precision`),
+            ``"no"``, ``"bf16"`` or ``"fp16"``: the dtype the frozen models compute in.
         checkpoint_every, preview_every: 0 disables the periodic ones (a final checkpoint is
             always written when ``out_dir`` is set).
     """
@@ -179,7 +184,7 @@ class TIConfig:
     grad_accum: int = 1
     lr: str = "5e-3"
     weight_decay: float = 0.0
-    mixed_precision: Precision = "no"
+    mixed_precision: Precision = "auto"
     gradient_checkpointing: bool = False
     seed: int = 0
     checkpoint_every: int = 0
@@ -200,8 +205,8 @@ class TIConfig:
         for name in ("steps", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got "
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got "
                              f"{self.mixed_precision!r}")
         parse_lr_schedule(self.lr)
 
@@ -274,7 +279,7 @@ def prepare_tokens(pipe, cfg: TIConfig) -> tuple[Embedding, list[int]]:
 
 
 def _save_checkpoint(folder: Path, rows: TrainableRows, opt, step: int, losses: list[float],
-                     gen: torch.Generator, rank: int, cfg: TIConfig) -> None:
+                     gen: torch.Generator, rank: int, cfg: TIConfig, scaler=None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / f"rng-{rank}.pt") as tmp:
         torch.save({"generator": gen.get_state(), "step": step}, tmp)
@@ -283,11 +288,12 @@ def _save_checkpoint(folder: Path, rows: TrainableRows, opt, step: int, losses: 
             torch.save({"vectors": rows.vectors.detach().cpu().clone(),
                         "optimizer": opt.state_dict(), "step": step,
                         "losses": torch.tensor(losses, dtype=torch.float64),
-                        "config": json.dumps(asdict(cfg))}, tmp)
+                        "config": json.dumps(asdict(cfg)),
+                        **({"scaler": scaler.state_dict()} if scaler is not None else {})}, tmp)
 
 
 def _load_checkpoint(folder: Path, rows: TrainableRows, opt, gen: torch.Generator,
-                     rank: int) -> tuple[int, list[float]]:
+                     rank: int, scaler=None) -> tuple[int, list[float]]:
     state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
     rng = torch.load(folder / f"rng-{rank}.pt", map_location="cpu", weights_only=True)
     if rng["step"] != state["step"]:
@@ -296,6 +302,8 @@ def _load_checkpoint(folder: Path, rows: TrainableRows, opt, gen: torch.Generato
     with torch.no_grad():
         rows.vectors.copy_(state["vectors"])
     opt.load_state_dict(state["optimizer"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     gen.set_state(rng["generator"])
     return int(state["step"]), state["losses"].tolist()
 
@@ -335,8 +343,11 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
             raise ValueError(f"template {t!r} has no [name] slot; every template needs one "
                              f"(or, when overwriting a word, [filewords] with captions that "
                              f"use the word)")
-    acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=pipe.device.type
-                                     == "cpu")
+    precision = resolve_precision(cfg.mixed_precision, pipe.device)
+    # precision is ours (models stored in the compute dtype, a GradScaler for fp16), not
+    # Accelerate's: its mixed-precision setting is process-wide and cannot change between runs
+    acc = accelerator or Accelerator(cpu=pipe.device.type == "cpu")
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     schedule = parse_lr_schedule(cfg.lr)
     tok, text_encoder, unet, sched = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.scheduler
     device = acc.device
@@ -348,13 +359,14 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
     unet.set_attn_processor(AttnProcessor2_0())
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    frozen_dtype = {"no": torch.float32, "bf16": torch.bfloat16,
-                    "fp16": torch.float16}[cfg.mixed_precision]
-    unet_dtype = unet.dtype
-    unet.to(device, dtype=frozen_dtype)
-    text_encoder.to(device)  # stays fp32 (autocast handles its matmuls)
-
+    # the token first, so its starting rows come from the table in its own dtype; then the frozen
+    # models are stored in the compute dtype (not autocast over fp32 weights)
     emb, ids = prepare_tokens(pipe, cfg)
+    frozen_dtype = compute_dtype(precision)
+    dtypes = (unet.dtype, text_encoder.dtype)
+    with quiet_loading():  # diffusers' notice on every cast of a model
+        unet.to(device, dtype=frozen_dtype)
+        text_encoder.to(device, dtype=frozen_dtype)
     rows = TrainableRows(text_encoder.get_input_embeddings(), ids, emb.vectors).to(device)
     text_encoder.set_input_embeddings(rows)
     conditioner = Conditioner(text_encoder, rows)
@@ -369,7 +381,7 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
         if ckpt_dir is None or not (ckpt_dir / "state.pt").exists():
             raise FileNotFoundError(f"resume asked, but no checkpoint in {ckpt_dir}; run "
                                     "without resume to start")
-        start, losses = _load_checkpoint(ckpt_dir, rows, opt, gen, acc.process_index)
+        start, losses = _load_checkpoint(ckpt_dir, rows, opt, gen, acc.process_index, scaler)
 
     alphas = sched.alphas_cumprod
     T = len(alphas)
@@ -379,7 +391,8 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
 
     def save_state(step: int) -> None:
         if ckpt_dir is not None:
-            _save_checkpoint(ckpt_dir, rows, opt, step, losses, gen, acc.process_index, cfg)
+            _save_checkpoint(ckpt_dir, rows, opt, step, losses, gen, acc.process_index, cfg,
+                             scaler)
 
     bar = tqdm(total=cfg.steps, initial=start, desc=f"textual inversion {cfg.token}",
                disable=not acc.is_main_process)
@@ -416,10 +429,15 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
                                  "max")  # every process stops together
                 if float(bad) > 0:
                     raise NonFiniteLossError(step)
-                acc.backward(loss / cfg.grad_accum)
+                scaled = loss / cfg.grad_accum
+                acc.backward(scaler.scale(scaled) if scaler is not None else scaled)
                 step_loss += float(loss.detach()) / cfg.grad_accum
             last_good = rows.vectors.detach().clone()
-            opt.step()
+            if scaler is not None:   # fp16: unscale, skip the step on overflow, adapt the scale
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             opt.zero_grad(set_to_none=True)
             completed = step + 1
             losses.append(step_loss)
@@ -437,7 +455,7 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
                                  preview))
     except KeyboardInterrupt:
         save_state(completed)
-        _finish(pipe, text_encoder, rows, unet_dtype)
+        _finish(pipe, text_encoder, rows, dtypes)
         bar.close()
         raise
     except NonFiniteLossError:
@@ -445,25 +463,30 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
         with torch.no_grad():
             rows.vectors.copy_(last_good)
         save_state(completed)
-        _finish(pipe, text_encoder, rows, unet_dtype)
+        _finish(pipe, text_encoder, rows, dtypes)
         bar.close()
         raise NonFiniteLossError(
             f"the loss became NaN or infinite at step {completed + 1} (learning rate "
-            f"{lr_at(schedule, completed):g}, mixed precision {cfg.mixed_precision!r}); the last "
+            f"{lr_at(schedule, completed):g}, mixed precision {precision!r}); the last "
             "good vectors were kept. Lower the learning rate (for example by 10x), or use bf16 "
             "instead of fp16, and resume.") from None
     bar.close()
     save_state(cfg.steps)
-    _finish(pipe, text_encoder, rows, unet_dtype)
+    _finish(pipe, text_encoder, rows, dtypes)
     return TIResult(cfg.token, emb.token_strings, rows.vectors.detach().float().cpu().clone(),
                     losses, cfg.steps)
 
 
-def _finish(pipe, text_encoder, rows: TrainableRows, unet_dtype: torch.dtype) -> None:
-    """Write the trained rows into the real table, put it back, restore the UNet's dtype."""
-    text_encoder.set_input_embeddings(rows.write_back())
+def _finish(pipe, text_encoder, rows: TrainableRows,
+            dtypes: tuple[torch.dtype, torch.dtype]) -> None:
+    """Give the UNet and the text encoder their dtypes from before training, and write the fp32
+    rows into the real table (rounded once, to the table's own dtype)."""
+    text_encoder.set_input_embeddings(rows.base)   # unspliced first: the cast must not touch
+    with quiet_loading():                          # the trained fp32 vectors
+        text_encoder.to(dtype=dtypes[1])
+        pipe.unet.to(dtype=dtypes[0])
+    rows.write_back()
     pipe.text_encoder = text_encoder
-    pipe.unet.to(dtype=unet_dtype)
 
 
 @torch.no_grad()
