@@ -10,8 +10,10 @@ PYTHON        ?= python3
 VENV          ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
+OPEN_CLIP_VERSION ?= 3.3.0
 NB_TIMEOUT    ?= 600
 LAB_PORT      ?= 8888
+NB_WORKERS    ?= 2
 LAB_ARGS      ?=
 
 # Jupyter refuses to run as root unless told; containers and CI machines often are root.
@@ -36,6 +38,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(MAKE) --no-print-directory torch
 	$(PIP) install --quiet -e ".[dev]"
+	@# CLIP's BPE merges (SD 1.4's tokenizer, for the rehearsal model) ship inside open-clip-torch;
+	@# only that data file is used, so its dependencies (torchvision among them) are not wanted
+	$(PIP) install --quiet --no-deps "open-clip-torch==$(OPEN_CLIP_VERSION)"
 	@touch $(STAMP)
 
 .PHONY: torch
@@ -64,16 +69,32 @@ lint: install
 	$(VENV)/bin/ruff check nbhelpers tests bench
 
 unit: install
-	$(PY) -m pytest tests -q --ignore=tests/browser
+	$(PY) -m pytest tests -q -n $(NB_WORKERS) --ignore=tests/browser \
+	  --ignore=tests/notebook_coverage.py
 
 # Debian's chromium + chromium-driver must be there (.ci/run installs them); never skipped.
 test-browser: install
 	$(PY) -m pytest tests/browser -q
 
-notebooks: install
-	NBHELPERS_PROFILE=smoke TQDM_DISABLE=1 $(PY) -m pytest -q -p tests.nbval_harness \
+# Every notebook in the smoke profile, then the notebooks with Stable Diffusion cells in the
+# sd-cpu profile (the gpu profile's code path on SD 1.4's structure with random weights), each
+# run recording which statements of each cell ran; the coverage test then fails on any
+# statement that ran in neither. NB_WORKERS notebooks run at once, one torch thread each.
+SD_NOTEBOOKS := notebooks/04_guidance_in_stable_diffusion.ipynb \
+                notebooks/06_textual_inversion_on_your_pictures.ipynb
+TRACE := $(CURDIR)/.nbtrace
+NB_ENV := TQDM_DISABLE=1 OMP_NUM_THREADS=1 IPYTHONDIR=$(TRACE)/ipython \
+          NBHELPERS_CELL_TRACE=$(TRACE)/records
+NB_PYTEST := $(PY) -m pytest -q -p tests.nbval_harness -n $(NB_WORKERS) --dist loadfile \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=$(NB_TIMEOUT) \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+notebooks: install
+	@rm -rf $(TRACE) && mkdir -p $(TRACE)/ipython/profile_default/startup
+	@cp tests/cell_trace/startup.py $(TRACE)/ipython/profile_default/startup/00-cell-trace.py
+	NBHELPERS_PROFILE=smoke $(NB_ENV) $(NB_PYTEST) notebooks
+	NBHELPERS_PROFILE=sd-cpu $(NB_ENV) $(NB_PYTEST) $(SD_NOTEBOOKS)
+	$(PY) -m pytest -q tests/notebook_coverage.py --trace-dir $(TRACE)/records
 
 bench: install
 	$(PY) bench/ti_throughput.py --model toy

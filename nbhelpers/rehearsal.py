@@ -55,7 +55,7 @@ MERGES_FILE = "bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49_408 - 512 - 2
 VOCAB_SIZE = 49_408
 #: Bumped when what a seed builds changes, so cached folders of an older build are not reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 CARD_FILE = "rehearsal_card.json"
 
 
@@ -238,6 +238,7 @@ def write_rehearsal_model(out: str | os.PathLike, size: RehearsalSize = "mini", 
             if dtype != "float32":
                 pipe.to(dtype=getattr(torch, dtype))
             pipe.save_pretrained(str(tmp))
+        _write_sd14_scheduler_extras(tmp / "scheduler" / "scheduler_config.json")
         card = {"what": "nbhelpers rehearsal model: Stable Diffusion 1.4's tokenizer, configs "
                         "and scheduler with seeded random weights (it draws noise)",
                 "size": size, "seed": seed, "dtype": dtype, "build_version": BUILD_VERSION,
@@ -249,6 +250,15 @@ def write_rehearsal_model(out: str | os.PathLike, size: RehearsalSize = "mini", 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_sd14_scheduler_extras(path: Path) -> None:
+    """Add the two keys SD 1.4's ``scheduler_config.json`` carries that PNDM does not read:
+    ``clip_sample: false`` (which ``DDIMScheduler.from_config`` then takes; DDIM's own default is
+    true, which clamps x0 estimates to [-1, 1]) and ``trained_betas: null``."""
+    config = json.loads(path.read_text())
+    config.update(clip_sample=False, trained_betas=None)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def cache_root() -> Path:

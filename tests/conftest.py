@@ -6,6 +6,11 @@ import torch
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--trace-dir", default=None,
+                     help="folder of the notebook cell records (tests/notebook_coverage.py)")
+
+
 def build_tiny_pipeline_folder(folder):
     """Save a tiny random SD-shaped pipeline (toy tokenizer, 8x8 latents) for loader tests."""
     from diffusers import (

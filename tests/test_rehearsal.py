@@ -69,8 +69,12 @@ def test_mini_keeps_block_types_and_the_768_wide_embedding():
 def test_mini_folder_loads_in_diffusers_with_sd14s_tokenizer(mini_dir):
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
+    from diffusers import DDIMScheduler
+
     pipe = StableDiffusionPipeline.from_pretrained(str(mini_dir))
     assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.scheduler.config.steps_offset == 1
+    # SD 1.4's scheduler config also says clip_sample: false, which DDIM takes from it
+    assert not DDIMScheduler.from_config(pipe.scheduler.config).config.clip_sample
     assert pipe.tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368,
                                                             49407]
     assert pipe.text_encoder.get_input_embeddings().weight.shape == (49408, 768)

@@ -643,6 +643,54 @@ def save_scenes(scenes: Sequence[Scene], folder: str | os.PathLike) -> list[Path
     return paths
 
 
+def save_picture_folder(folder: str | os.PathLike, n: int = 12, side: int = 64, seed: int = 0,
+                        style: str = UNNAMED_STYLE) -> list[Path]:
+    """A folder as a learner brings one: ``n`` pictures in one ``style`` (the unnamed one by
+    default), wide, tall and square, PNG and JPEG, with the subject off-centre in the wide and
+    tall ones; every third picture is captioned by a ``.txt`` file beside it ("picture 03.jpg" +
+    "picture 03.txt"), the others by their file names.
+
+    Args:
+        side: the shorter side of every picture in pixels (the 64 px scene, scaled up nearest).
+
+    Returns:
+        the image paths, each written atomically.
+    """
+    from PIL import Image
+
+    from nbhelpers.files import atomic_path, save_png
+
+    _check_count("n", n)
+    if side < 64:
+        raise ValueError(f"side must be at least 64 px (the scenes are drawn at 64), got {side}")
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    aspects = [(1, 1), (3, 2), (2, 3), (4, 3)]                  # width : height
+    paths = []
+    for k, scene in enumerate(style_scenes(n, style, seed)):
+        drawn = render(scene)
+        wr, hr = aspects[k % len(aspects)]
+        size = (side * wr // min(wr, hr), side * hr // min(wr, hr))
+        canvas = Image.new("RGB", size, tuple(int(v) for v in drawn[0, 0]))
+        # the subject at the far end of the long side: a centre crop would cut into it
+        canvas.paste(Image.fromarray(drawn).resize((side, side), Image.NEAREST),
+                     (size[0] - side, size[1] - side))
+        ext = ".jpg" if k % 2 else ".png"
+        if k % 3 == 0:
+            path = out / f"picture {k:02d}{ext}"
+            with atomic_path(path.with_suffix(".txt")) as tmp:
+                tmp.write_text(describe(scene) + "\n")
+        else:
+            path = out / f"{describe(scene)} ({k}){ext}"
+        if ext == ".png":
+            save_png(canvas, path)
+        else:
+            with atomic_path(path) as tmp:
+                canvas.save(tmp, format="JPEG", quality=95)
+        paths.append(path)
+    return paths
+
+
 def toy_balanced_set(n: int, seed: int = 0) -> tuple[Tensor, list[str], list[Scene]]:
     """A curated "toy" set with every shape equally often: the debiasing notebook's data.
 
