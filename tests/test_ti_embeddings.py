@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -106,6 +109,59 @@ def test_a1111_file_layout_loads_weights_only(tmp_path):
     assert data["string_to_param"]["*"].shape == (2, WIDTH)
     assert data["name"] == TOKEN and data["step"] == 123
     assert data["sd_checkpoint"] is None and data["sd_checkpoint_name"] == "tiny-sd"
+
+
+# What AUTOMATIC1111's safe unpickler (modules/safe.py) accepts: zip entry names, and the
+# globals a pickle may name. A legacy-format file is read as five pickles.
+A1111_ZIP_NAME = re.compile(r"^([^/]+)/((data/\d+)|version|(data\.pkl))$")
+A1111_GLOBALS = {
+    ("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_device_tensor_from_numpy"),
+    *(("torch", n) for n in ("FloatStorage", "HalfStorage", "IntStorage", "LongStorage",
+                             "DoubleStorage", "ByteStorage", "float32", "BFloat16Storage")),
+    ("torch.nn.modules.container", "ParameterDict"), ("numpy.core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("_codecs", "encode"), ("__builtin__", "set"),
+}
+
+
+class _A1111SafeCheck(pickle.Unpickler):
+    """Names every global against A1111's list; builds nothing (the stubs return None)."""
+
+    def find_class(self, module, name):
+        if (module, name) not in A1111_GLOBALS:
+            raise pickle.UnpicklingError(f"global '{module}/{name}' is forbidden")
+        return lambda *args, **kwargs: None
+
+    def persistent_load(self, pid):
+        assert pid[0] == "storage"
+
+
+def a1111_would_load(path) -> bool:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            return all(A1111_ZIP_NAME.match(name) for name in z.namelist())
+    with open(path, "rb") as f:
+        unpickler = _A1111SafeCheck(f)
+        for _ in range(5):  # magic number, protocol, sys info, the object, storage keys
+            unpickler.load()
+    return True
+
+
+@pytest.mark.parametrize("format", ["a1111", "kohya"])
+def test_pt_files_are_legacy_format_that_a1111_accepts(tmp_path, format):
+    emb = make_emb(3)
+    path = save_embedding(emb, tmp_path / "e.pt", format=format)
+    assert not zipfile.is_zipfile(path)  # the legacy serialization
+    assert a1111_would_load(path)
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    stored = data["string_to_param"]["*"] if format == "a1111" else data["emb_params"]
+    assert torch.equal(stored, emb.vectors) and stored.dtype == emb.vectors.dtype
+    back = load_embedding(path, token=TOKEN if format == "kohya" else None)
+    assert torch.equal(back.vectors, emb.vectors)
+    # what current torch writes by default is refused there: the reason for the legacy format
+    torch.save({"emb_params": emb.vectors}, tmp_path / "zip.pt")
+    assert zipfile.is_zipfile(tmp_path / "zip.pt") and not a1111_would_load(tmp_path / "zip.pt")
 
 
 def test_kohya_and_diffusers_layouts(tmp_path):

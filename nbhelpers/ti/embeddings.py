@@ -29,7 +29,9 @@ a file that needs more is refused, never unpickled in full.
 Step and metadata (``init_word``, ``model_name``, ...) travel in the safetensors header
 (diffusers and kohya .safetensors) or in the A1111 dict (``step``, ``sd_checkpoint_name``
 and an extra ``nbhelpers_meta`` JSON string that other tools ignore). A kohya ``.pt`` holds the
-vectors alone, since diffusers reads only one-key dicts as bare embeddings.
+vectors alone, since diffusers reads only one-key dicts as bare embeddings. ``.pt`` files are
+written in torch's legacy (non-zip) serialization: AUTOMATIC1111's safe unpickler refuses the
+zip entries that current torch adds (``.format_version``, ``byteorder``, ...).
 
 In a pipeline, :func:`add_embedding_to_pipeline` does what ``load_textual_inversion`` does
 (new tokens, bigger embedding matrix, the vectors in the new rows), and also replaces the row
@@ -244,9 +246,9 @@ def save_embedding(emb: Embedding, path: str | os.PathLike,
         elif format == "kohya" and path.suffix.lower() == ".safetensors":
             save_file({"emb_params": vectors}, str(tmp), metadata=header)
         elif format == "kohya":
-            torch.save({"emb_params": vectors}, tmp)
+            _save_pt({"emb_params": vectors}, tmp)
         else:
-            torch.save({
+            _save_pt({
                 "string_to_token": {"*": A1111_STAR_ID},
                 "string_to_param": {"*": vectors},
                 "name": emb.token,
@@ -256,6 +258,17 @@ def save_embedding(emb: Embedding, path: str | os.PathLike,
                 _META_KEY: meta_json,
             }, tmp)
     return path
+
+
+def _save_pt(obj: dict, path: Path) -> None:
+    """``torch.save`` in the legacy (pre-1.6, non-zip) format, which every reader accepts.
+
+    A1111's safe unpickler allows only the zip entries ``version``, ``data.pkl`` and
+    ``data/N``; current torch also writes ``.format_version``, ``byteorder``, ... and is
+    refused there. The legacy format is pickles and raw storage bytes; ``torch.load(...,
+    weights_only=True)`` and diffusers read it with identical values.
+    """
+    torch.save(obj, path, _use_new_zipfile_serialization=False)
 
 
 def _str_or_none(value: Any) -> str | None:
