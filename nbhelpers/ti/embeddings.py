@@ -19,12 +19,15 @@ a1111       ``.pt`` dict: ``string_to_token {'*': 265}``,   yes: ``name`` is the
             ``sd_checkpoint_name``
 kohya       ``{"emb_params": (n, width)}``, .safetensors    with ``token=`` (one key, so it
             or .pt; no token name in the file               is read as a diffusers file)
+a1111 PNG   a PNG carrying the a1111 dict: base64 JSON in   no (read here, never written;
+            a ``sd-ti-embedding`` text chunk, or coded in   see :mod:`nbhelpers.ti.a1111_png`)
+            the pixels of two side strips
 ==========  ==============================================  =================================
 
 :func:`load_embedding` tells the format from the content, not the file name. A ``.pt`` file is
 a pickle, and unpickling runs whatever code the file names, so ``.pt`` files are read with
 ``torch.load(..., weights_only=True)`` only (plain dicts, lists, numbers, strings and tensors);
-a file that needs more is refused, never unpickled in full.
+a file that needs more is refused, never unpickled in full. A1111's PNGs hold JSON, not pickles.
 
 Step and metadata (``init_word``, ``model_name``, ...) travel in the safetensors header
 (diffusers and kohya .safetensors) or in the A1111 dict (``step``, ``sd_checkpoint_name``
@@ -316,6 +319,12 @@ def _read(path: Path) -> tuple[Any, dict[str, str]]:
     """The payload (a dict or tensor) and the safetensors header metadata ({} for .pt)."""
     if not path.is_file():
         raise FileNotFoundError(f"no embedding file at {path}")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):  # A1111's embedding images
+        from nbhelpers.ti.a1111_png import read_png_embedding
+
+        return read_png_embedding(path), {}
     if _is_safetensors(path):
         from safetensors import safe_open
 
@@ -391,7 +400,8 @@ def load_embedding(path: str | os.PathLike, token: str | None = None) -> Embeddi
     """Read an embedding file of any of the three formats; the format is told from the content.
 
     Args:
-        path: a diffusers ``.safetensors`` (or ``.bin``), an A1111 ``.pt`` or a kohya file.
+        path: a diffusers ``.safetensors`` (or ``.bin``), an A1111 ``.pt`` or embedding PNG,
+            or a kohya file.
         token: the token to use. Required for kohya files (they hold no name); for the others
             it replaces the stored name, as diffusers' ``token=`` does, and picks one entry of
             a diffusers file that holds several tokens.
