@@ -72,3 +72,49 @@ def test_ti_train_bad_inputs(tiny_pipeline_dir, tmp_path, capsys):
                  "--lr", "fast", "--out", str(tmp_path / "r.safetensors")]) == 2
     assert "learning-rate schedule" in capsys.readouterr().err
     assert not (tmp_path / "r.safetensors").exists()
+
+
+@pytest.mark.parametrize("fmt, name", [("diffusers", "e.safetensors"), ("a1111", "e.pt"),
+                                       ("kohya", "k.safetensors")])
+def test_trained_files_name_the_model_not_its_local_path(tiny_pipeline_dir, tmp_path, capsys,
+                                                         fmt, name):
+    from safetensors import safe_open
+
+    d = tmp_path / "data"
+    d.mkdir()
+    Image.new("RGB", (64, 64), "red").save(d / "red.png")
+    out = tmp_path / name
+    assert main(["ti", "train", str(d), "--model", str(tiny_pipeline_dir), "--token", "<r>",
+                 "--steps", "1", "--batch-size", "1", "--format", fmt, "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0, capsys.readouterr().err
+    raw = out.read_bytes()
+    for local in (tiny_pipeline_dir, tiny_pipeline_dir.parent, tmp_path):
+        assert str(local).encode() not in raw
+    emb = load_embedding(out, token="<r>" if fmt == "kohya" else None)
+    assert emb.meta["model_name"] == "tiny-sd"  # the folder's name
+    assert not any(str(tiny_pipeline_dir) in str(v) for v in emb.meta.values())
+    if fmt == "a1111":
+        assert torch.load(out, weights_only=True)["sd_checkpoint_name"] == "tiny-sd"
+    else:
+        with safe_open(str(out), framework="pt") as f:
+            assert not any(str(tiny_pipeline_dir) in v for v in f.metadata().values())
+
+
+def test_model_name_is_never_a_local_path(tmp_path):
+    from types import SimpleNamespace
+
+    from nbhelpers.models import toy_model_dir
+    from nbhelpers.ti.engine import model_name
+
+    def named(source):
+        return model_name(SimpleNamespace(name_or_path=str(source)))
+
+    assert named(toy_model_dir()) == "toy"
+    snapshot = tmp_path / "hub" / "models--CompVis--stable-diffusion-v1-4" / "snapshots" / "ab12"
+    snapshot.mkdir(parents=True)
+    assert named(snapshot) == "CompVis/stable-diffusion-v1-4"
+    assert named("runwayml/stable-diffusion-v1-5") == "runwayml/stable-diffusion-v1-5"
+    (tmp_path / "my-sd").mkdir()
+    assert named(tmp_path / "my-sd") == "my-sd"
+    assert named(tmp_path / "gone" / "old-sd") == "old-sd"  # a folder that was moved
+    assert model_name(SimpleNamespace()) is None and named("") is None
