@@ -466,3 +466,72 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
     for fmt, name in files:
         path = save_embedding(emb, tmp_path / name, format=fmt)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, fmt
+
+
+def test_concept_folder_is_read_as_diffusers_reads_it(tmp_path, fresh_pipe):
+    emb = make_emb(2)
+    folder = tmp_path / "cat-toy"
+    folder.mkdir()
+    save_embedding(emb, folder / "learned_embeds.safetensors")
+    (folder / "token_identifier.txt").write_text(TOKEN)
+    assert detect_format(folder) == "diffusers"
+    back = load_embedding(folder)
+    assert back.token == TOKEN and torch.equal(back.vectors, emb.vectors)
+    pipe = fresh_pipe()
+    pipe.load_textual_inversion(str(folder))  # what diffusers makes of the same folder
+    assert torch.equal(token_rows(pipe, emb.token_strings), back.vectors)
+    # the older layout, a pickled {token: tensor}; safetensors wins when both are there
+    old = tmp_path / "old-concept"
+    old.mkdir()
+    torch.save({"<old>": emb.vectors[:1]}, old / "learned_embeds.bin")
+    assert load_embedding(old).token == "<old>"
+    shutil.copy(old / "learned_embeds.bin", folder / "learned_embeds.bin")
+    assert load_embedding(folder).token == TOKEN
+    out = convert_embedding(folder, tmp_path / "cat.pt", format="a1111")
+    assert out.token == TOKEN
+    # a folder without them says what it looked for, and what it found
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(FileNotFoundError, match="folder without learned_embeds.safetensors or "
+                                                "learned_embeds.bin"):
+        load_embedding(other)
+    save_embedding(emb, other / "mine.pt", format="a1111")
+    with pytest.raises(FileNotFoundError, match=r"\['mine.pt'\]: pass one of those files"):
+        load_embedding(other)
+
+
+LORA_LAYER = "lora_unet_down_blocks_0_attentions_0_proj_in"
+PEFT_LAYER = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+
+
+@pytest.mark.parametrize("keys, bundled", [
+    ([f"{LORA_LAYER}.lora_down.weight", f"{LORA_LAYER}.lora_up.weight", f"{LORA_LAYER}.alpha"],
+     None),  # kohya / A1111
+    ([f"{PEFT_LAYER}.lora_A.weight", f"{PEFT_LAYER}.lora_B.weight"], None),  # PEFT
+    ([f"{PEFT_LAYER}_lora.down.weight", f"{PEFT_LAYER}_lora.up.weight"], None),  # old diffusers
+    ([f"{LORA_LAYER}.lora_down.weight", f"{LORA_LAYER}.lora_up.weight",
+      "bundle_emb.mychar.string_to_param.*"], "mychar"),  # a LoRA with a bundled embedding
+])
+@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
+def test_lora_files_are_named_as_lora_files(tmp_path, keys, bundled, suffix):
+    from safetensors.torch import save_file
+
+    tensors = {k: torch.zeros(4, WIDTH) for k in keys}
+    path = tmp_path / f"style_lora{suffix}"
+    if suffix == ".safetensors":
+        save_file(tensors, str(path))
+    else:
+        torch.save(tensors, path)
+    with pytest.raises(EmbeddingFileError) as err:
+        load_embedding(path)
+    text = str(err.value)
+    assert "is a LoRA file, not a textual-inversion embedding" in text
+    assert "load_lora_weights" in text and "pass token=" not in text
+    if bundled:
+        assert f"bundles the embedding(s) ['{bundled}']" in text
+
+
+def test_tokens_that_mention_lora_are_still_embeddings(tmp_path):
+    for token in ("lora_A", "<lora_up>", "flora_te"):
+        save_embedding(make_emb(1, token=token), tmp_path / "e.safetensors")
+        assert load_embedding(tmp_path / "e.safetensors").token == token

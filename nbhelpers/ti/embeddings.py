@@ -78,6 +78,12 @@ _EXTENSIONS: dict[str, tuple[str, ...]] = {
 #: Keys that mark the other layouts; a diffusers file must not use them as its token.
 _RESERVED = frozenset({"emb_params", "string_to_param", "clip_l", "clip_g"})
 _META_KEY = "nbhelpers_meta"  # extra key of our A1111 files; A1111 and diffusers ignore it
+#: The files diffusers' ``load_textual_inversion`` looks for in a concept folder, in its order.
+CONCEPT_FILES = ("learned_embeds.safetensors", "learned_embeds.bin")
+#: Keys of LoRA weights: kohya (``lora_unet_...``, ``.lora_down.``), diffusers (``_lora.up``),
+#: PEFT (``.lora_A.``, ``.lora_B.``, ``lora_magnitude_vector``).
+_LORA_KEY = re.compile(r"^lora_(?:unet|te\d?|transformer)_"
+                       r"|(?:^|[._])lora(?:_A|_B|_up|_down|_magnitude|\.up|\.down)(?=[._]|$)")
 
 
 class EmbeddingFileError(ValueError):
@@ -315,28 +321,66 @@ def _read_pickle(path: Path) -> Any:
                                  f"({err.__class__.__name__}: {err})") from None
 
 
-def _read(path: Path) -> tuple[Any, dict[str, str]]:
-    """The payload (a dict or tensor) and the safetensors header metadata ({} for .pt)."""
+def _resolve_file(path: Path) -> Path:
+    """``path`` itself, or for a concept folder the file in it that diffusers would read."""
+    if path.is_dir():
+        for name in CONCEPT_FILES:
+            if (path / name).is_file():
+                return path / name
+        others = sorted(p.name for p in path.iterdir()
+                        if p.suffix.lower() in (".safetensors", ".bin", ".pt", ".png"))
+        hint = f"; it holds {others[:5]}: pass one of those files" if others else ""
+        raise FileNotFoundError(
+            f"{path} is a folder without {' or '.join(CONCEPT_FILES)} (the embedding file of "
+            f"a concept folder){hint}")
     if not path.is_file():
         raise FileNotFoundError(f"no embedding file at {path}")
+    return path
+
+
+def _refuse_lora(keys: list, path: Path) -> None:
+    """Name a LoRA file as one: its keys are LoRA weights (and maybe bundled embeddings)."""
+    names = [k for k in keys if isinstance(k, str)]
+    lora = [k for k in names if _LORA_KEY.search(k)]
+    bundled = sorted({k.split(".")[1] for k in names
+                      if k.startswith("bundle_emb.") and k.count(".") >= 2})
+    if len(lora) < 2 and not bundled:  # a LoRA has two matrices per layer; "lora_A" may be a token
+        return
+    what = f"{len(lora)} LoRA weights such as {lora[0]!r}" if lora else "a LoRA bundle"
+    extra = (f" It bundles the embedding(s) {bundled}, which A1111 loads together with the "
+             "LoRA; nbhelpers does not extract them." if bundled else "")
+    raise EmbeddingFileError(
+        f"{path} is a LoRA file, not a textual-inversion embedding ({what}). Load it with "
+        "diffusers' pipe.load_lora_weights(path), or put it in A1111's models/Lora folder."
+        f"{extra}")
+
+
+def _read(path: Path) -> tuple[Any, dict[str, str], Path]:
+    """The payload (a dict or tensor), the safetensors header metadata ({} for .pt) and the
+    file read (for a concept folder, the embedding file in it)."""
+    path = _resolve_file(path)
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):  # A1111's embedding images
         from nbhelpers.ti.a1111_png import read_png_embedding
 
-        return read_png_embedding(path), {}
+        return read_png_embedding(path), {}, path
     if _is_safetensors(path):
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 header = dict(f.metadata() or {})
-                payload = {key: f.get_tensor(key) for key in f.keys()}
+                keys = list(f.keys())
+                _refuse_lora(keys, path)  # before reading a LoRA's hundreds of tensors
+                payload = {key: f.get_tensor(key) for key in keys}
+        except EmbeddingFileError:
+            raise
         except Exception as err:
             raise EmbeddingFileError(f"{path} looks like safetensors but cannot be read "
                                      f"({err.__class__.__name__}: {err})") from None
-        return payload, header
-    return _read_pickle(path), {}
+        return payload, header, path
+    return _read_pickle(path), {}, path
 
 
 def _classify(payload: Any, path: Path) -> str:
@@ -353,6 +397,7 @@ def _classify(payload: Any, path: Path) -> str:
         return "a1111"
     if "emb_params" in payload:
         return "kohya"
+    _refuse_lora(keys, path)
     if {"clip_l", "clip_g"} & set(keys):
         raise EmbeddingFileError(
             f"{path} is an SDXL embedding (keys {keys}): one tensor per text encoder; "
@@ -367,8 +412,7 @@ def _classify(payload: Any, path: Path) -> str:
 
 def detect_format(path: str | os.PathLike) -> EmbeddingFormat:
     """Which of ``"diffusers"``, ``"a1111"``, ``"kohya"`` the file is, from its content."""
-    path = Path(path)
-    payload, _ = _read(path)
+    payload, _, path = _read(Path(path))
     return _classify(payload, path)  # type: ignore[return-value]
 
 
@@ -401,7 +445,8 @@ def load_embedding(path: str | os.PathLike, token: str | None = None) -> Embeddi
 
     Args:
         path: a diffusers ``.safetensors`` (or ``.bin``), an A1111 ``.pt`` or embedding PNG,
-            or a kohya file.
+            a kohya file, or a concept folder (holding ``learned_embeds.safetensors`` or
+            ``learned_embeds.bin``, as diffusers' loader accepts).
         token: the token to use. Required for kohya files (they hold no name); for the others
             it replaces the stored name, as diffusers' ``token=`` does, and picks one entry of
             a diffusers file that holds several tokens.
@@ -410,10 +455,9 @@ def load_embedding(path: str | os.PathLike, token: str | None = None) -> Embeddi
     unpickling raises :class:`EmbeddingFileError` without running anything. NaN values are
     read as they are (see :func:`inspect_embedding`); saving or using them is refused.
     """
-    path = Path(path)
     if token is not None:
         check_token(token)
-    payload, header = _read(path)
+    payload, header, path = _read(Path(path))
     format = _classify(payload, path)
     step, meta = _header_step_meta(header)
 
