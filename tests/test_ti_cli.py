@@ -118,3 +118,35 @@ def test_model_name_is_never_a_local_path(tmp_path):
     assert named(tmp_path / "my-sd") == "my-sd"
     assert named(tmp_path / "gone" / "old-sd") == "old-sd"  # a folder that was moved
     assert model_name(SimpleNamespace()) is None and named("") is None
+
+
+def test_kohya_files_on_the_command_line(tiny_pipeline_dir, tmp_path, capsys):
+    from nbhelpers.ti.embeddings import Embedding, save_embedding
+
+    emb = Embedding("<k>", torch.randn(2, 32, generator=torch.Generator().manual_seed(0)))
+    path = save_embedding(emb, tmp_path / "my_style.safetensors", format="kohya")
+    # inspect shows the vectors under the file's stem, and names the option
+    assert main(["ti", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "token my_style: 2 vector(s)" in out and "Pass --token" in out
+    assert "load_embedding(" not in out
+    assert main(["ti", "inspect", str(path), "--token", "<k>"]) == 0
+    assert "token <k>: 2 vector(s)" in capsys.readouterr().out
+    # a stem that cannot be a token: the option is named, not a Python call
+    spaced = save_embedding(emb, tmp_path / "my style.pt", format="kohya")
+    assert main(["ti", "inspect", str(spaced)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--token '<my-style>'" in err
+    assert "load_embedding(" not in err and "Traceback" not in err
+    # convert and generate say how to give the token on their command lines
+    out_pt = tmp_path / "o.pt"
+    assert main(["ti", "convert", str(path), str(out_pt), "--format", "a1111"]) == 2
+    err = capsys.readouterr().err
+    assert "saved for '<k>'" in err and "--token '<k>'" in err and "load_embedding(" not in err
+    assert main(["ti", "convert", str(path), str(out_pt), "--format", "a1111",
+                 "--token", "<k>"]) == 0
+    assert torch.equal(load_embedding(out_pt).vectors, emb.vectors)
+    assert main(["generate", "--model", str(tiny_pipeline_dir), "--prompt", "a <k>", "--steps",
+                 "1", "--embedding", str(path), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"--embedding '{path}:<k>'" in err and "load_embedding(" not in err

@@ -90,6 +90,18 @@ class EmbeddingFileError(ValueError):
     """An embedding file that cannot be read: unknown layout, unsafe pickle, missing token."""
 
 
+class TokenRequiredError(EmbeddingFileError):
+    """A kohya file read without ``token=``: the format stores no token name.
+
+    Attributes: ``path`` (the file), ``saved`` (the token nbhelpers saved it for, if it wrote
+    the file, else None), so that a caller can phrase the fix in its own terms.
+    """
+
+    def __init__(self, message: str, path: Path, saved: str | None) -> None:
+        super().__init__(message)
+        self.path, self.saved = path, saved
+
+
 # --------------------------------------------------------------------------------------------
 # The embedding itself
 # --------------------------------------------------------------------------------------------
@@ -475,9 +487,10 @@ def load_embedding(path: str | os.PathLike, token: str | None = None) -> Embeddi
         if token is None:
             saved = header.get("token")
             hint = f" (it was saved for {saved!r})" if saved else ""
-            raise EmbeddingFileError(
+            raise TokenRequiredError(
                 f"{path} is a kohya embedding, which stores no token name{hint}; pass the "
-                "token to use in prompts, e.g. load_embedding(path, token='<my-style>')")
+                "token to use in prompts, e.g. load_embedding(path, token='<my-style>')",
+                path, saved or None)
         name = token
     else:
         params = payload["string_to_param"]
