@@ -28,6 +28,8 @@ a1111 PNG   a PNG carrying the a1111 dict: base64 JSON in   no (read here, never
 a pickle, and unpickling runs whatever code the file names, so ``.pt`` files are read with
 ``torch.load(..., weights_only=True)`` only (plain dicts, lists, numbers, strings and tensors);
 a file that needs more is refused, never unpickled in full. A1111's PNGs hold JSON, not pickles.
+A file larger than :data:`MAX_EMBEDDING_BYTES`, or a zip-format ``.pt`` whose directory declares
+more, is refused before it is read: it is a model or a LoRA, or a zip bomb.
 
 Step and metadata (``init_word``, ``model_name``, ...) travel in the safetensors header
 (diffusers and kohya .safetensors) or in the A1111 dict (``step``, ``sd_checkpoint_name``
@@ -78,6 +80,9 @@ _EXTENSIONS: dict[str, tuple[str, ...]] = {
 #: Keys that mark the other layouts; a diffusers file must not use them as its token.
 _RESERVED = frozenset({"emb_params", "string_to_param", "clip_l", "clip_g"})
 _META_KEY = "nbhelpers_meta"  # extra key of our A1111 files; A1111 and diffusers ignore it
+#: The most an embedding file may hold (or, zipped, unpack to). Embeddings are kilobytes (75
+#: vectors of 1024 floats: 300 KB); anything near this is a model or a LoRA, or a zip bomb.
+MAX_EMBEDDING_BYTES = 64 * 2 ** 20
 #: The files diffusers' ``load_textual_inversion`` looks for in a concept folder, in its order.
 CONCEPT_FILES = ("learned_embeds.safetensors", "learned_embeds.bin")
 #: Keys of LoRA weights: kohya (``lora_unet_...``, ``.lora_down.``), diffusers (``_lora.up``),
@@ -297,22 +302,67 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def _is_safetensors(path: Path) -> bool:
-    """True if the file starts as safetensors do: a little-endian u64 header size, then '{'."""
+    """True if the file starts as safetensors do: a little-endian u64 header size, then '{'.
+
+    A header size that the file cannot hold is refused here, before any reader trusts it.
+    """
     with open(path, "rb") as f:
         head = f.read(9)
     if len(head) < 9 or head[8:9] != b"{":
         return False
     (size,) = struct.unpack("<Q", head[:8])
-    return 0 < size <= path.stat().st_size - 8
+    room = path.stat().st_size - 8
+    if not 0 < size <= room:
+        raise EmbeddingFileError(
+            f"{path} is a damaged safetensors file: its header size field says {size} bytes, "
+            f"and {room} bytes follow it (a truncated or corrupted download: fetch it again)")
+    return True
+
+
+def _too_big(path: Path, size: int, what: str, detail: str = "") -> EmbeddingFileError:
+    return EmbeddingFileError(
+        f"refusing to load {path}: {what} {size / 2 ** 20:.1f} MiB{detail}; an embedding is a few "
+        f"KB (at most {MAX_EMBEDDING_BYTES // 2 ** 20} MiB are read). Is it a model checkpoint "
+        "or a LoRA? Load those with diffusers' from_single_file or load_lora_weights")
+
+
+def _check_zip_sizes(path: Path) -> None:
+    """Refuse a zip-format ``.pt`` whose entries would unpack to too much, before unpacking.
+
+    torch writes its zip entries stored (uncompressed), but its reader also inflates
+    compressed ones, allocating the size that the zip directory declares: a few KB of
+    deflated zeros can declare gigabytes. Those declared sizes are checked here.
+    """
+    import zipfile
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch takes a file for a zip by these bytes too
+            return
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except Exception as err:  # BadZipFile, NotImplementedError, OSError, ...
+        raise EmbeddingFileError(f"{path} is a damaged zip-format PyTorch file "
+                                 f"({err.__class__.__name__}: {err}); fetch it again") from None
+    total = sum(info.file_size for info in infos)
+    if total > MAX_EMBEDDING_BYTES:
+        biggest = max(infos, key=lambda info: info.file_size)
+        raise _too_big(path, total, "its zip entries unpack to",
+                       f" (the largest, {biggest.filename!r}, packs {biggest.file_size} bytes "
+                       f"into {biggest.compress_size})")
 
 
 def _read_pickle(path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``; a file that needs more is refused."""
     import pickle
+    import warnings
 
+    _check_zip_sizes(path)
     try:
         # a file object: torch.load would pick a reader from a misleading extension
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            # damaged files make torch warn about their protocol byte before failing
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
@@ -371,6 +421,7 @@ def _read(path: Path) -> tuple[Any, dict[str, str], Path]:
     """The payload (a dict or tensor), the safetensors header metadata ({} for .pt) and the
     file read (for a concept folder, the embedding file in it)."""
     path = _resolve_file(path)
+    size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):  # A1111's embedding images
@@ -385,6 +436,8 @@ def _read(path: Path) -> tuple[Any, dict[str, str], Path]:
                 header = dict(f.metadata() or {})
                 keys = list(f.keys())
                 _refuse_lora(keys, path)  # before reading a LoRA's hundreds of tensors
+                if size > MAX_EMBEDDING_BYTES:
+                    raise _too_big(path, size, f"its {len(keys)} tensors take")
                 payload = {key: f.get_tensor(key) for key in keys}
         except EmbeddingFileError:
             raise
@@ -392,6 +445,8 @@ def _read(path: Path) -> tuple[Any, dict[str, str], Path]:
             raise EmbeddingFileError(f"{path} looks like safetensors but cannot be read "
                                      f"({err.__class__.__name__}: {err})") from None
         return payload, header, path
+    if size > MAX_EMBEDDING_BYTES:
+        raise _too_big(path, size, "it is")
     return _read_pickle(path), {}, path
 
 
