@@ -20,14 +20,31 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 1 if str(info["profile"]).startswith("ERROR") else 0
 
 
+def _kohya_needs(err, how: str) -> ValueError:
+    """The message of a TokenRequiredError in command-line terms: ``how`` names the option."""
+    example = err.saved or "<my-style>"
+    saved = f" (it was saved for {err.saved!r})" if err.saved else ""
+    return ValueError(f"{err.path} is a kohya embedding, which stores no token name{saved}; "
+                      f"give the token to use in prompts: {how.format(token=example)}")
+
+
+def _load_for_cli(path: str, token: str | None, how: str):
+    from nbhelpers.ti.embeddings import TokenRequiredError, load_embedding
+
+    try:
+        return load_embedding(path, token=token)
+    except TokenRequiredError as err:
+        raise _kohya_needs(err, how) from None
+
+
 def _add_embeddings(pipe, paths: Sequence[str]) -> None:
-    from nbhelpers.ti.embeddings import add_embedding_to_pipeline, load_embedding
+    from nbhelpers.ti.embeddings import add_embedding_to_pipeline
 
     for path in paths or ():
         token = None
         if ":" in path and not Path(path).exists():
             path, token = path.rsplit(":", 1)  # FILE:TOKEN, for kohya files
-        emb = load_embedding(path, token=token)
+        emb = _load_for_cli(path, token, f"--embedding '{path}:{{token}}'")
         add_embedding_to_pipeline(pipe, emb)
         print(f"loaded {emb.token} ({emb.n_vectors} vector(s), {emb.width} wide) from {path}")
 
@@ -74,18 +91,38 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_ti_convert(args: argparse.Namespace) -> int:
-    from nbhelpers.ti.embeddings import convert_embedding
+    from nbhelpers.ti.embeddings import save_embedding
 
-    emb = convert_embedding(args.src, args.dst, format=args.format, token=args.token)
+    emb = _load_for_cli(args.src, args.token, "--token '{token}'")
+    save_embedding(emb, args.dst, format=args.format)
     print(f"wrote {args.dst} ({args.format or 'format from extension'}; token {emb.token}, "
           f"{emb.n_vectors} vector(s))")
     return 0
 
 
 def _cmd_ti_inspect(args: argparse.Namespace) -> int:
-    from nbhelpers.ti.embeddings import format_inspection, inspect_embedding, load_embedding
+    from nbhelpers.ti.embeddings import (
+        TokenRequiredError,
+        check_token,
+        format_inspection,
+        inspect_embedding,
+        load_embedding,
+    )
 
-    emb = load_embedding(args.file, token=args.token)
+    try:
+        emb = load_embedding(args.file, token=args.token)
+    except TokenRequiredError as err:
+        # kohya files hold no name; kohya's own tools call the token by the file's stem
+        stem = err.path.stem
+        try:
+            check_token(stem)
+        except ValueError:
+            raise _kohya_needs(err, "--token '{token}'") from None
+        emb = load_embedding(err.path, token=stem)
+        saved = f" (saved for {err.saved!r})" if err.saved else ""
+        print(f"note: {err.path.name} is a kohya embedding, which stores no token name{saved}; "
+              f"shown as {stem!r}, the file's stem, which kohya's scripts use as its token. "
+              "Pass --token to choose another")
     pipe = None
     if args.model:
         from nbhelpers.models import load_pipeline

@@ -7,6 +7,7 @@ only a real browser proves the picture moves.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -166,23 +167,40 @@ def guided_sampling_slider(sample: Callable[[float], torch.Tensor], world: Gauss
 _THREAD_LOCK = threading.Lock()
 
 
+def with_own_scheduler(pipe):
+    """A shallow copy of ``pipe`` (same UNet, VAE, text encoder and tokenizer) with a fresh
+    scheduler made from ``pipe.scheduler``'s config.
+
+    A scheduler is state: ``set_timesteps`` rewrites its timesteps and step count (PNDM also
+    keeps past model outputs), so two sampling loops that share one corrupt each other. The
+    live slider renders on a worker thread while other cells may sample with the same
+    pipeline; on the copy its loop steps a scheduler of its own, and ``pipe`` is untouched.
+    """
+    view = copy.copy(pipe)
+    view.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    return view
+
+
 def render_guided(pipe, prompt: str, s: float, seed: int = 0, steps: int = 20,
                   threads: int | None = 1) -> np.ndarray:
     """One image for ``prompt`` at guidance scale ``s``, as ``(H, W, 3)`` uint8 (the function
     behind the live slider).
 
+    It samples with a scheduler of its own (:func:`with_own_scheduler`), so it may run while
+    another thread samples with ``pipe``; ``pipe.scheduler`` is neither used nor changed.
     ``threads``: torch threads while it renders (restored after; None leaves them alone). One
     image is a UNet batch of two, too small to split: on the toy model one thread ran a UNet
     call in 19-20 ms where two took 23-33 ms (2-core CPU).
     """
     from nbhelpers.sampling import sample_cfg
 
+    view = with_own_scheduler(pipe)
     with _THREAD_LOCK:
         before = torch.get_num_threads()
         if threads is not None and pipe.unet.device.type == "cpu":
             torch.set_num_threads(int(threads))
         try:
-            image = sample_cfg(pipe, prompt, float(s), seed=int(seed), num_steps=int(steps))[0]
+            image = sample_cfg(view, prompt, float(s), seed=int(seed), num_steps=int(steps))[0]
         finally:
             torch.set_num_threads(before)
     return (image * 255).round().astype(np.uint8)

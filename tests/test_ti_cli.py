@@ -72,3 +72,90 @@ def test_ti_train_bad_inputs(tiny_pipeline_dir, tmp_path, capsys):
                  "--lr", "fast", "--out", str(tmp_path / "r.safetensors")]) == 2
     assert "learning-rate schedule" in capsys.readouterr().err
     assert not (tmp_path / "r.safetensors").exists()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """A tiny model on a shared 2-core machine trains fastest on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("fmt, name", [("diffusers", "e.safetensors"), ("a1111", "e.pt"),
+                                       ("kohya", "k.safetensors")])
+def test_trained_files_name_the_model_not_its_local_path(tiny_pipeline_dir, tmp_path, capsys,
+                                                         one_torch_thread, fmt, name):
+    from safetensors import safe_open
+
+    d = tmp_path / "data"
+    d.mkdir()
+    Image.new("RGB", (64, 64), "red").save(d / "red.png")
+    out = tmp_path / name
+    assert main(["ti", "train", str(d), "--model", str(tiny_pipeline_dir), "--token", "<r>",
+                 "--steps", "1", "--batch-size", "1", "--format", fmt, "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0, capsys.readouterr().err
+    raw = out.read_bytes()
+    for local in (tiny_pipeline_dir, tiny_pipeline_dir.parent, tmp_path):
+        assert str(local).encode() not in raw
+    emb = load_embedding(out, token="<r>" if fmt == "kohya" else None)
+    assert emb.meta["model_name"] == "tiny-sd"  # the folder's name
+    assert not any(str(tiny_pipeline_dir) in str(v) for v in emb.meta.values())
+    if fmt == "a1111":
+        assert torch.load(out, weights_only=True)["sd_checkpoint_name"] == "tiny-sd"
+    else:
+        with safe_open(str(out), framework="pt") as f:
+            assert not any(str(tiny_pipeline_dir) in v for v in f.metadata().values())
+
+
+def test_model_name_is_never_a_local_path(tmp_path):
+    from types import SimpleNamespace
+
+    from nbhelpers.models import toy_model_dir
+    from nbhelpers.ti.engine import model_name
+
+    def named(source):
+        return model_name(SimpleNamespace(name_or_path=str(source)))
+
+    assert named(toy_model_dir()) == "toy"
+    snapshot = tmp_path / "hub" / "models--CompVis--stable-diffusion-v1-4" / "snapshots" / "ab12"
+    snapshot.mkdir(parents=True)
+    assert named(snapshot) == "CompVis/stable-diffusion-v1-4"
+    assert named("runwayml/stable-diffusion-v1-5") == "runwayml/stable-diffusion-v1-5"
+    (tmp_path / "my-sd").mkdir()
+    assert named(tmp_path / "my-sd") == "my-sd"
+    assert named(tmp_path / "gone" / "old-sd") == "old-sd"  # a folder that was moved
+    assert model_name(SimpleNamespace()) is None and named("") is None
+
+
+def test_kohya_files_on_the_command_line(tiny_pipeline_dir, tmp_path, capsys):
+    from nbhelpers.ti.embeddings import Embedding, save_embedding
+
+    emb = Embedding("<k>", torch.randn(2, 32, generator=torch.Generator().manual_seed(0)))
+    path = save_embedding(emb, tmp_path / "my_style.safetensors", format="kohya")
+    # inspect shows the vectors under the file's stem, and names the option
+    assert main(["ti", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "token my_style: 2 vector(s)" in out and "Pass --token" in out
+    assert "load_embedding(" not in out
+    assert main(["ti", "inspect", str(path), "--token", "<k>"]) == 0
+    assert "token <k>: 2 vector(s)" in capsys.readouterr().out
+    # a stem that cannot be a token: the option is named, not a Python call
+    spaced = save_embedding(emb, tmp_path / "my style.pt", format="kohya")
+    assert main(["ti", "inspect", str(spaced)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--token '<my-style>'" in err
+    assert "load_embedding(" not in err and "Traceback" not in err
+    # convert and generate say how to give the token on their command lines
+    out_pt = tmp_path / "o.pt"
+    assert main(["ti", "convert", str(path), str(out_pt), "--format", "a1111"]) == 2
+    err = capsys.readouterr().err
+    assert "saved for '<k>'" in err and "--token '<k>'" in err and "load_embedding(" not in err
+    assert main(["ti", "convert", str(path), str(out_pt), "--format", "a1111",
+                 "--token", "<k>"]) == 0
+    assert torch.equal(load_embedding(out_pt).vectors, emb.vectors)
+    assert main(["generate", "--model", str(tiny_pipeline_dir), "--prompt", "a <k>", "--steps",
+                 "1", "--embedding", str(path), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"--embedding '{path}:<k>'" in err and "load_embedding(" not in err

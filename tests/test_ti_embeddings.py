@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -106,6 +109,59 @@ def test_a1111_file_layout_loads_weights_only(tmp_path):
     assert data["string_to_param"]["*"].shape == (2, WIDTH)
     assert data["name"] == TOKEN and data["step"] == 123
     assert data["sd_checkpoint"] is None and data["sd_checkpoint_name"] == "tiny-sd"
+
+
+# What AUTOMATIC1111's safe unpickler (modules/safe.py) accepts: zip entry names, and the
+# globals a pickle may name. A legacy-format file is read as five pickles.
+A1111_ZIP_NAME = re.compile(r"^([^/]+)/((data/\d+)|version|(data\.pkl))$")
+A1111_GLOBALS = {
+    ("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_device_tensor_from_numpy"),
+    *(("torch", n) for n in ("FloatStorage", "HalfStorage", "IntStorage", "LongStorage",
+                             "DoubleStorage", "ByteStorage", "float32", "BFloat16Storage")),
+    ("torch.nn.modules.container", "ParameterDict"), ("numpy.core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("_codecs", "encode"), ("__builtin__", "set"),
+}
+
+
+class _A1111SafeCheck(pickle.Unpickler):
+    """Names every global against A1111's list; builds nothing (the stubs return None)."""
+
+    def find_class(self, module, name):
+        if (module, name) not in A1111_GLOBALS:
+            raise pickle.UnpicklingError(f"global '{module}/{name}' is forbidden")
+        return lambda *args, **kwargs: None
+
+    def persistent_load(self, pid):
+        assert pid[0] == "storage"
+
+
+def a1111_would_load(path) -> bool:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            return all(A1111_ZIP_NAME.match(name) for name in z.namelist())
+    with open(path, "rb") as f:
+        unpickler = _A1111SafeCheck(f)
+        for _ in range(5):  # magic number, protocol, sys info, the object, storage keys
+            unpickler.load()
+    return True
+
+
+@pytest.mark.parametrize("format", ["a1111", "kohya"])
+def test_pt_files_are_legacy_format_that_a1111_accepts(tmp_path, format):
+    emb = make_emb(3)
+    path = save_embedding(emb, tmp_path / "e.pt", format=format)
+    assert not zipfile.is_zipfile(path)  # the legacy serialization
+    assert a1111_would_load(path)
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    stored = data["string_to_param"]["*"] if format == "a1111" else data["emb_params"]
+    assert torch.equal(stored, emb.vectors) and stored.dtype == emb.vectors.dtype
+    back = load_embedding(path, token=TOKEN if format == "kohya" else None)
+    assert torch.equal(back.vectors, emb.vectors)
+    # what current torch writes by default is refused there: the reason for the legacy format
+    torch.save({"emb_params": emb.vectors}, tmp_path / "zip.pt")
+    assert zipfile.is_zipfile(tmp_path / "zip.pt") and not a1111_would_load(tmp_path / "zip.pt")
 
 
 def test_kohya_and_diffusers_layouts(tmp_path):
@@ -410,3 +466,72 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
     for fmt, name in files:
         path = save_embedding(emb, tmp_path / name, format=fmt)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, fmt
+
+
+def test_concept_folder_is_read_as_diffusers_reads_it(tmp_path, fresh_pipe):
+    emb = make_emb(2)
+    folder = tmp_path / "cat-toy"
+    folder.mkdir()
+    save_embedding(emb, folder / "learned_embeds.safetensors")
+    (folder / "token_identifier.txt").write_text(TOKEN)
+    assert detect_format(folder) == "diffusers"
+    back = load_embedding(folder)
+    assert back.token == TOKEN and torch.equal(back.vectors, emb.vectors)
+    pipe = fresh_pipe()
+    pipe.load_textual_inversion(str(folder))  # what diffusers makes of the same folder
+    assert torch.equal(token_rows(pipe, emb.token_strings), back.vectors)
+    # the older layout, a pickled {token: tensor}; safetensors wins when both are there
+    old = tmp_path / "old-concept"
+    old.mkdir()
+    torch.save({"<old>": emb.vectors[:1]}, old / "learned_embeds.bin")
+    assert load_embedding(old).token == "<old>"
+    shutil.copy(old / "learned_embeds.bin", folder / "learned_embeds.bin")
+    assert load_embedding(folder).token == TOKEN
+    out = convert_embedding(folder, tmp_path / "cat.pt", format="a1111")
+    assert out.token == TOKEN
+    # a folder without them says what it looked for, and what it found
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(FileNotFoundError, match="folder without learned_embeds.safetensors or "
+                                                "learned_embeds.bin"):
+        load_embedding(other)
+    save_embedding(emb, other / "mine.pt", format="a1111")
+    with pytest.raises(FileNotFoundError, match=r"\['mine.pt'\]: pass one of those files"):
+        load_embedding(other)
+
+
+LORA_LAYER = "lora_unet_down_blocks_0_attentions_0_proj_in"
+PEFT_LAYER = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+
+
+@pytest.mark.parametrize("keys, bundled", [
+    ([f"{LORA_LAYER}.lora_down.weight", f"{LORA_LAYER}.lora_up.weight", f"{LORA_LAYER}.alpha"],
+     None),  # kohya / A1111
+    ([f"{PEFT_LAYER}.lora_A.weight", f"{PEFT_LAYER}.lora_B.weight"], None),  # PEFT
+    ([f"{PEFT_LAYER}_lora.down.weight", f"{PEFT_LAYER}_lora.up.weight"], None),  # old diffusers
+    ([f"{LORA_LAYER}.lora_down.weight", f"{LORA_LAYER}.lora_up.weight",
+      "bundle_emb.mychar.string_to_param.*"], "mychar"),  # a LoRA with a bundled embedding
+])
+@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
+def test_lora_files_are_named_as_lora_files(tmp_path, keys, bundled, suffix):
+    from safetensors.torch import save_file
+
+    tensors = {k: torch.zeros(4, WIDTH) for k in keys}
+    path = tmp_path / f"style_lora{suffix}"
+    if suffix == ".safetensors":
+        save_file(tensors, str(path))
+    else:
+        torch.save(tensors, path)
+    with pytest.raises(EmbeddingFileError) as err:
+        load_embedding(path)
+    text = str(err.value)
+    assert "is a LoRA file, not a textual-inversion embedding" in text
+    assert "load_lora_weights" in text and "pass token=" not in text
+    if bundled:
+        assert f"bundles the embedding(s) ['{bundled}']" in text
+
+
+def test_tokens_that_mention_lora_are_still_embeddings(tmp_path):
+    for token in ("lora_A", "<lora_up>", "flora_te"):
+        save_embedding(make_emb(1, token=token), tmp_path / "e.safetensors")
+        assert load_embedding(tmp_path / "e.safetensors").token == token

@@ -196,3 +196,47 @@ def test_loss_curve_image_and_training_monitor():
     assert "step 12 / 12" in mon.status.value and mon.preview.value  # preview shown
     with pytest.raises(ValueError, match="at least 1"):
         TrainingMonitor(0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Two sampling loops on a busy 2-core machine: one thread each keeps it fast."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_live_render_racing_a_sweep_leaves_both_as_rendered_alone(tiny_pipeline_dir,
+                                                                  one_torch_thread):
+    import threading
+
+    from nbhelpers.models import load_pipeline
+    from nbhelpers.sampling import sample_cfg
+    from nbhelpers.widgets import LiveGuidanceSlider, render_guided, upscale
+
+    pipe = load_pipeline(str(tiny_pipeline_dir), device="cpu")
+    prompt, scales = "a red circle", [1.0, 6.0]
+    alone_sweep = sample_cfg(pipe, prompt, scales, seed=2, num_steps=4)
+    alone_live = png_bytes(upscale(render_guided(pipe, prompt, 3.0, seed=1, steps=3)))
+    live = LiveGuidanceSlider(pipe, prompt, s=9.0, seed=1, steps=3, delay=0.01)
+
+    def mid_sweep(render):
+        """A callback of the sweep: at its second step, ``render`` runs on another thread."""
+        def callback(state):
+            if state.i == 1:
+                worker = threading.Thread(target=render)
+                worker.start()
+                worker.join()
+        return callback
+
+    # the slider's render (3 steps) in the middle of a 4-step sweep on the same pipe
+    raced = sample_cfg(pipe, prompt, scales, seed=2, num_steps=4,
+                       callback=mid_sweep(lambda: live._render(prompt, 3.0, 1, 3)))
+    assert live.image.value == alone_live and "3 steps" in live.status.value
+    assert np.abs(raced - alone_sweep).max() <= 1e-6
+    assert pipe.scheduler.num_inference_steps == 4  # the sweep's, not the slider's
+    # the race is real: a render that set the shared scheduler's steps would have changed it
+    broken = sample_cfg(pipe, prompt, scales, seed=2, num_steps=4,
+                        callback=mid_sweep(lambda: pipe.scheduler.set_timesteps(3)))
+    assert np.abs(broken - alone_sweep).max() > 1e-2

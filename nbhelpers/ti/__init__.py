@@ -11,4 +11,7 @@ Modules, one idea each:
   resume, Ctrl-C, non-finite losses; Accelerate for several processes).
 * :mod:`~nbhelpers.ti.embeddings`: embedding files in diffusers', AUTOMATIC1111's and kohya's
   formats; adding an embedding to a pipeline; inspecting one.
+* :mod:`~nbhelpers.ti.a1111_png`: AUTOMATIC1111's embeddings inside PNG images (a text chunk,
+  or coded in the pixels), read as data.
+* :mod:`~nbhelpers.ti.engine`: from a folder of images to an embedding file in one call.
 """

@@ -19,17 +19,24 @@ a1111       ``.pt`` dict: ``string_to_token {'*': 265}``,   yes: ``name`` is the
             ``sd_checkpoint_name``
 kohya       ``{"emb_params": (n, width)}``, .safetensors    with ``token=`` (one key, so it
             or .pt; no token name in the file               is read as a diffusers file)
+a1111 PNG   a PNG carrying the a1111 dict: base64 JSON in   no (read here, never written;
+            a ``sd-ti-embedding`` text chunk, or coded in   see :mod:`nbhelpers.ti.a1111_png`)
+            the pixels of two side strips
 ==========  ==============================================  =================================
 
 :func:`load_embedding` tells the format from the content, not the file name. A ``.pt`` file is
 a pickle, and unpickling runs whatever code the file names, so ``.pt`` files are read with
 ``torch.load(..., weights_only=True)`` only (plain dicts, lists, numbers, strings and tensors);
-a file that needs more is refused, never unpickled in full.
+a file that needs more is refused, never unpickled in full. A1111's PNGs hold JSON, not pickles.
+A file larger than :data:`MAX_EMBEDDING_BYTES`, or a zip-format ``.pt`` whose directory declares
+more, is refused before it is read: it is a model or a LoRA, or a zip bomb.
 
 Step and metadata (``init_word``, ``model_name``, ...) travel in the safetensors header
 (diffusers and kohya .safetensors) or in the A1111 dict (``step``, ``sd_checkpoint_name``
 and an extra ``nbhelpers_meta`` JSON string that other tools ignore). A kohya ``.pt`` holds the
-vectors alone, since diffusers reads only one-key dicts as bare embeddings.
+vectors alone, since diffusers reads only one-key dicts as bare embeddings. ``.pt`` files are
+written in torch's legacy (non-zip) serialization: AUTOMATIC1111's safe unpickler refuses the
+zip entries that current torch adds (``.format_version``, ``byteorder``, ...).
 
 In a pipeline, :func:`add_embedding_to_pipeline` does what ``load_textual_inversion`` does
 (new tokens, bigger embedding matrix, the vectors in the new rows), and also replaces the row
@@ -73,10 +80,31 @@ _EXTENSIONS: dict[str, tuple[str, ...]] = {
 #: Keys that mark the other layouts; a diffusers file must not use them as its token.
 _RESERVED = frozenset({"emb_params", "string_to_param", "clip_l", "clip_g"})
 _META_KEY = "nbhelpers_meta"  # extra key of our A1111 files; A1111 and diffusers ignore it
+#: The most an embedding file may hold (or, zipped, unpack to). Embeddings are kilobytes (75
+#: vectors of 1024 floats: 300 KB); anything near this is a model or a LoRA, or a zip bomb.
+MAX_EMBEDDING_BYTES = 64 * 2 ** 20
+#: The files diffusers' ``load_textual_inversion`` looks for in a concept folder, in its order.
+CONCEPT_FILES = ("learned_embeds.safetensors", "learned_embeds.bin")
+#: Keys of LoRA weights: kohya (``lora_unet_...``, ``.lora_down.``), diffusers (``_lora.up``),
+#: PEFT (``.lora_A.``, ``.lora_B.``, ``lora_magnitude_vector``).
+_LORA_KEY = re.compile(r"^lora_(?:unet|te\d?|transformer)_"
+                       r"|(?:^|[._])lora(?:_A|_B|_up|_down|_magnitude|\.up|\.down)(?=[._]|$)")
 
 
 class EmbeddingFileError(ValueError):
     """An embedding file that cannot be read: unknown layout, unsafe pickle, missing token."""
+
+
+class TokenRequiredError(EmbeddingFileError):
+    """A kohya file read without ``token=``: the format stores no token name.
+
+    Attributes: ``path`` (the file), ``saved`` (the token nbhelpers saved it for, if it wrote
+    the file, else None), so that a caller can phrase the fix in its own terms.
+    """
+
+    def __init__(self, message: str, path: Path, saved: str | None) -> None:
+        super().__init__(message)
+        self.path, self.saved = path, saved
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,9 +272,9 @@ def save_embedding(emb: Embedding, path: str | os.PathLike,
         elif format == "kohya" and path.suffix.lower() == ".safetensors":
             save_file({"emb_params": vectors}, str(tmp), metadata=header)
         elif format == "kohya":
-            torch.save({"emb_params": vectors}, tmp)
+            _save_pt({"emb_params": vectors}, tmp)
         else:
-            torch.save({
+            _save_pt({
                 "string_to_token": {"*": A1111_STAR_ID},
                 "string_to_param": {"*": vectors},
                 "name": emb.token,
@@ -258,27 +286,83 @@ def save_embedding(emb: Embedding, path: str | os.PathLike,
     return path
 
 
+def _save_pt(obj: dict, path: Path) -> None:
+    """``torch.save`` in the legacy (pre-1.6, non-zip) format, which every reader accepts.
+
+    A1111's safe unpickler allows only the zip entries ``version``, ``data.pkl`` and
+    ``data/N``; current torch also writes ``.format_version``, ``byteorder``, ... and is
+    refused there. The legacy format is pickles and raw storage bytes; ``torch.load(...,
+    weights_only=True)`` and diffusers read it with identical values.
+    """
+    torch.save(obj, path, _use_new_zipfile_serialization=False)
+
+
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
 def _is_safetensors(path: Path) -> bool:
-    """True if the file starts as safetensors do: a little-endian u64 header size, then '{'."""
+    """True if the file starts as safetensors do: a little-endian u64 header size, then '{'.
+
+    A header size that the file cannot hold is refused here, before any reader trusts it.
+    """
     with open(path, "rb") as f:
         head = f.read(9)
     if len(head) < 9 or head[8:9] != b"{":
         return False
     (size,) = struct.unpack("<Q", head[:8])
-    return 0 < size <= path.stat().st_size - 8
+    room = path.stat().st_size - 8
+    if not 0 < size <= room:
+        raise EmbeddingFileError(
+            f"{path} is a damaged safetensors file: its header size field says {size} bytes, "
+            f"and {room} bytes follow it (a truncated or corrupted download: fetch it again)")
+    return True
+
+
+def _too_big(path: Path, size: int, what: str, detail: str = "") -> EmbeddingFileError:
+    return EmbeddingFileError(
+        f"refusing to load {path}: {what} {size / 2 ** 20:.1f} MiB{detail}; an embedding is a few "
+        f"KB (at most {MAX_EMBEDDING_BYTES // 2 ** 20} MiB are read). Is it a model checkpoint "
+        "or a LoRA? Load those with diffusers' from_single_file or load_lora_weights")
+
+
+def _check_zip_sizes(path: Path) -> None:
+    """Refuse a zip-format ``.pt`` whose entries would unpack to too much, before unpacking.
+
+    torch writes its zip entries stored (uncompressed), but its reader also inflates
+    compressed ones, allocating the size that the zip directory declares: a few KB of
+    deflated zeros can declare gigabytes. Those declared sizes are checked here.
+    """
+    import zipfile
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch takes a file for a zip by these bytes too
+            return
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except Exception as err:  # BadZipFile, NotImplementedError, OSError, ...
+        raise EmbeddingFileError(f"{path} is a damaged zip-format PyTorch file "
+                                 f"({err.__class__.__name__}: {err}); fetch it again") from None
+    total = sum(info.file_size for info in infos)
+    if total > MAX_EMBEDDING_BYTES:
+        biggest = max(infos, key=lambda info: info.file_size)
+        raise _too_big(path, total, "its zip entries unpack to",
+                       f" (the largest, {biggest.filename!r}, packs {biggest.file_size} bytes "
+                       f"into {biggest.compress_size})")
 
 
 def _read_pickle(path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``; a file that needs more is refused."""
     import pickle
+    import warnings
 
+    _check_zip_sizes(path)
     try:
         # a file object: torch.load would pick a reader from a misleading extension
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            # damaged files make torch warn about their protocol byte before failing
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
@@ -299,22 +383,71 @@ def _read_pickle(path: Path) -> Any:
                                  f"({err.__class__.__name__}: {err})") from None
 
 
-def _read(path: Path) -> tuple[Any, dict[str, str]]:
-    """The payload (a dict or tensor) and the safetensors header metadata ({} for .pt)."""
+def _resolve_file(path: Path) -> Path:
+    """``path`` itself, or for a concept folder the file in it that diffusers would read."""
+    if path.is_dir():
+        for name in CONCEPT_FILES:
+            if (path / name).is_file():
+                return path / name
+        others = sorted(p.name for p in path.iterdir()
+                        if p.suffix.lower() in (".safetensors", ".bin", ".pt", ".png"))
+        hint = f"; it holds {others[:5]}: pass one of those files" if others else ""
+        raise FileNotFoundError(
+            f"{path} is a folder without {' or '.join(CONCEPT_FILES)} (the embedding file of "
+            f"a concept folder){hint}")
     if not path.is_file():
         raise FileNotFoundError(f"no embedding file at {path}")
+    return path
+
+
+def _refuse_lora(keys: list, path: Path) -> None:
+    """Name a LoRA file as one: its keys are LoRA weights (and maybe bundled embeddings)."""
+    names = [k for k in keys if isinstance(k, str)]
+    lora = [k for k in names if _LORA_KEY.search(k)]
+    bundled = sorted({k.split(".")[1] for k in names
+                      if k.startswith("bundle_emb.") and k.count(".") >= 2})
+    if len(lora) < 2 and not bundled:  # a LoRA has two matrices per layer; "lora_A" may be a token
+        return
+    what = f"{len(lora)} LoRA weights such as {lora[0]!r}" if lora else "a LoRA bundle"
+    extra = (f" It bundles the embedding(s) {bundled}, which A1111 loads together with the "
+             "LoRA; nbhelpers does not extract them." if bundled else "")
+    raise EmbeddingFileError(
+        f"{path} is a LoRA file, not a textual-inversion embedding ({what}). Load it with "
+        "diffusers' pipe.load_lora_weights(path), or put it in A1111's models/Lora folder."
+        f"{extra}")
+
+
+def _read(path: Path) -> tuple[Any, dict[str, str], Path]:
+    """The payload (a dict or tensor), the safetensors header metadata ({} for .pt) and the
+    file read (for a concept folder, the embedding file in it)."""
+    path = _resolve_file(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):  # A1111's embedding images
+        from nbhelpers.ti.a1111_png import read_png_embedding
+
+        return read_png_embedding(path), {}, path
     if _is_safetensors(path):
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 header = dict(f.metadata() or {})
-                payload = {key: f.get_tensor(key) for key in f.keys()}
+                keys = list(f.keys())
+                _refuse_lora(keys, path)  # before reading a LoRA's hundreds of tensors
+                if size > MAX_EMBEDDING_BYTES:
+                    raise _too_big(path, size, f"its {len(keys)} tensors take")
+                payload = {key: f.get_tensor(key) for key in keys}
+        except EmbeddingFileError:
+            raise
         except Exception as err:
             raise EmbeddingFileError(f"{path} looks like safetensors but cannot be read "
                                      f"({err.__class__.__name__}: {err})") from None
-        return payload, header
-    return _read_pickle(path), {}
+        return payload, header, path
+    if size > MAX_EMBEDDING_BYTES:
+        raise _too_big(path, size, "it is")
+    return _read_pickle(path), {}, path
 
 
 def _classify(payload: Any, path: Path) -> str:
@@ -331,6 +464,7 @@ def _classify(payload: Any, path: Path) -> str:
         return "a1111"
     if "emb_params" in payload:
         return "kohya"
+    _refuse_lora(keys, path)
     if {"clip_l", "clip_g"} & set(keys):
         raise EmbeddingFileError(
             f"{path} is an SDXL embedding (keys {keys}): one tensor per text encoder; "
@@ -345,8 +479,7 @@ def _classify(payload: Any, path: Path) -> str:
 
 def detect_format(path: str | os.PathLike) -> EmbeddingFormat:
     """Which of ``"diffusers"``, ``"a1111"``, ``"kohya"`` the file is, from its content."""
-    path = Path(path)
-    payload, _ = _read(path)
+    payload, _, path = _read(Path(path))
     return _classify(payload, path)  # type: ignore[return-value]
 
 
@@ -378,7 +511,9 @@ def load_embedding(path: str | os.PathLike, token: str | None = None) -> Embeddi
     """Read an embedding file of any of the three formats; the format is told from the content.
 
     Args:
-        path: a diffusers ``.safetensors`` (or ``.bin``), an A1111 ``.pt`` or a kohya file.
+        path: a diffusers ``.safetensors`` (or ``.bin``), an A1111 ``.pt`` or embedding PNG,
+            a kohya file, or a concept folder (holding ``learned_embeds.safetensors`` or
+            ``learned_embeds.bin``, as diffusers' loader accepts).
         token: the token to use. Required for kohya files (they hold no name); for the others
             it replaces the stored name, as diffusers' ``token=`` does, and picks one entry of
             a diffusers file that holds several tokens.
@@ -387,10 +522,9 @@ def load_embedding(path: str | os.PathLike, token: str | None = None) -> Embeddi
     unpickling raises :class:`EmbeddingFileError` without running anything. NaN values are
     read as they are (see :func:`inspect_embedding`); saving or using them is refused.
     """
-    path = Path(path)
     if token is not None:
         check_token(token)
-    payload, header = _read(path)
+    payload, header, path = _read(Path(path))
     format = _classify(payload, path)
     step, meta = _header_step_meta(header)
 
@@ -408,9 +542,10 @@ def load_embedding(path: str | os.PathLike, token: str | None = None) -> Embeddi
         if token is None:
             saved = header.get("token")
             hint = f" (it was saved for {saved!r})" if saved else ""
-            raise EmbeddingFileError(
+            raise TokenRequiredError(
                 f"{path} is a kohya embedding, which stores no token name{hint}; pass the "
-                "token to use in prompts, e.g. load_embedding(path, token='<my-style>')")
+                "token to use in prompts, e.g. load_embedding(path, token='<my-style>')",
+                path, saved or None)
         name = token
     else:
         params = payload["string_to_param"]

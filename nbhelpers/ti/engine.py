@@ -48,6 +48,33 @@ def image_size(pipe) -> int:
     return int(pipe.unet.config.sample_size) * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
 
 
+def model_name(pipe) -> str | None:
+    """A name for the model behind ``pipe`` that is fit to share: never a local path.
+
+    ``"toy"`` for the embedded model; a hub id as it is (``"CompVis/stable-diffusion-v1-4"``),
+    also when the pipeline was loaded from its cache folder (``.../models--CompVis--stable-
+    diffusion-v1-4/snapshots/<rev>``); for any other folder, the folder's name. None if the
+    pipeline does not say where it came from.
+    """
+    source = str(getattr(pipe, "name_or_path", "") or "").strip()
+    if not source:
+        return None
+    from nbhelpers.models import toy_model_dir
+
+    path = Path(source).expanduser()
+    if path.is_dir() and path.resolve() == toy_model_dir().resolve():
+        return "toy"
+    parts = path.parts
+    for i, part in enumerate(parts[:-1]):
+        if part.startswith("models--") and parts[i + 1] == "snapshots":
+            return part[len("models--"):].replace("--", "/")  # hub ids never hold "--"
+    looks_like_hub_id = (source.count("/") == 1 and not source.startswith((".", "/", "~"))
+                         and "\\" not in source)
+    if looks_like_hub_id and not path.exists():
+        return source
+    return path.name or None
+
+
 def _current_embedding(pipe, cfg: TIConfig, step: int, meta: dict) -> Embedding:
     """The token's rows as they are in the pipeline now (after training or a stop)."""
     tok = pipe.tokenizer
@@ -82,7 +109,7 @@ def train_from_items(pipe, items: Sequence[LoadedImage], cfg: TIConfig, out: str
     out = Path(out)
     cfg = replace(cfg, out_dir=str(work_dir_for(out)))
     meta = {"init_word": cfg.init_word, "framing": framing, "size": size,
-            "model": str(getattr(pipe, "name_or_path", "") or ""), "trainer": "nbhelpers"}
+            "model_name": model_name(pipe), "trainer": "nbhelpers"}
     result = None
     try:
         result = train_textual_inversion(pipe, data, templates, cfg, callback=callback,
