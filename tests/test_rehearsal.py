@@ -67,9 +67,7 @@ def test_mini_keeps_block_types_and_the_768_wide_embedding():
 
 
 def test_mini_folder_loads_in_diffusers_with_sd14s_tokenizer(mini_dir):
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
-
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(str(mini_dir))
     assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.scheduler.config.steps_offset == 1
