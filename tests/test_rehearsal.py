@@ -122,7 +122,7 @@ def test_rehearsal_pipeline_runs_the_sd_loop(mini_dir):
     ours = sample_cfg(pipe, "a photo of a cat", 7.5, num_steps=3, seed=0)
     ref = pipe("a photo of a cat", num_inference_steps=3, guidance_scale=7.5, output_type="np",
                generator=torch.Generator().manual_seed(0)).images
-    assert ours.shape == (1, 64, 64, 3) and float(np.abs(ours - ref).max()) < 1e-4
+    assert ours.shape == (1, 64, 64, 3) and float(np.abs(ours - ref).max()) < 1e-3
 
 
 def test_hub_cache_layout_is_found_without_network(tmp_path, mini_dir):
