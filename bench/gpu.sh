@@ -12,12 +12,8 @@ MODE=${2:-gpu}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUTDIR"
 PY=${PYTHON:-python3}
-if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+source bench/carried_wheels.sh
+export TQDM_DISABLE=1
 export NBHELPERS_CACHE="$OUTDIR/cache"
 start=$(date +%s)
 if [ "$MODE" = "--cpu-small" ]; then

@@ -12,10 +12,5 @@ shift
 cd "$(dirname "$0")/.."
 mkdir -p "$OUTDIR"
 PY=${PYTHON:-python3}
-if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source bench/carried_wheels.sh
 "$PY" bench/gpu_rehearsal.py "$OUTDIR" "$@"

@@ -54,3 +54,13 @@ def build_tiny_pipeline_folder(folder):
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory):
     return build_tiny_pipeline_folder(tmp_path_factory.mktemp("pipelines") / "tiny-sd")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test: tiny models (and two loops racing each other) run
+    fastest that way on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

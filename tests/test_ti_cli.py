@@ -74,15 +74,6 @@ def test_ti_train_bad_inputs(tiny_pipeline_dir, tmp_path, capsys):
     assert not (tmp_path / "r.safetensors").exists()
 
 
-@pytest.fixture
-def one_torch_thread():
-    """A tiny model on a shared 2-core machine trains fastest on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("fmt, name", [("diffusers", "e.safetensors"), ("a1111", "e.pt"),
                                        ("kohya", "k.safetensors")])
 def test_trained_files_name_the_model_not_its_local_path(tiny_pipeline_dir, tmp_path, capsys,

@@ -198,15 +198,6 @@ def test_loss_curve_image_and_training_monitor():
         TrainingMonitor(0)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Two sampling loops on a busy 2-core machine: one thread each keeps it fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_live_render_racing_a_sweep_leaves_both_as_rendered_alone(tiny_pipeline_dir,
                                                                   one_torch_thread):
     import threading
