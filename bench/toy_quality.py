@@ -95,9 +95,9 @@ def agreement(images: Tensor, scenes: Sequence[world.Scene]) -> dict[str, float]
 
 
 def prompt_agreement(pipe, n: int = 200, guidance_scale: float = 7.5, seed: int = 0,
-                     return_images: bool = False):
+                     return_images: bool = False, steps: int = 20):
     scenes, prompts = quality_prompts(n, seed)
-    images = generate(pipe, prompts, guidance_scale, seed=seed)
+    images = generate(pipe, prompts, guidance_scale, seed=seed, steps=steps)
     acc = agreement(images, scenes)
     return (acc, images, prompts) if return_images else acc
 

@@ -48,6 +48,8 @@ class Profile:
         ti_steps: optimisation steps of one textual-inversion run on the toy model.
         ti_side_steps: the same for the side runs that a notebook shows but checks nothing
             of (comparisons of init words, vector counts, image counts).
+        render_steps: DDIM steps of a toy-model render that is measured (share of a style,
+            mix of shapes); the toy model's images read the same at 10 steps as at 20.
         n_images: images generated for a measured figure.
         train_steps_2d: optimisation steps for each small 2-D network (notebook 03).
         sample_steps_2d: sampler steps on the 2-D world (notebook 03).
@@ -66,6 +68,7 @@ class Profile:
     train_steps: int
     ti_steps: int
     ti_side_steps: int
+    render_steps: int
     n_images: int
     train_steps_2d: int
     sample_steps_2d: int
@@ -81,15 +84,17 @@ class Profile:
 
 
 _TOY_SMOKE = dict(n_samples=4_000, sample_steps=4, train_steps=20, ti_steps=300,
-                  ti_side_steps=60, n_images=8, train_steps_2d=1_500, sample_steps_2d=50)
+                  ti_side_steps=20, render_steps=10, n_images=8, train_steps_2d=1_500,
+                  sample_steps_2d=50)
 _TOY_FULL = dict(n_samples=100_000, sample_steps=50, train_steps=2_000, ti_steps=300,
-                 ti_side_steps=300, n_images=64, train_steps_2d=5_000, sample_steps_2d=100)
+                 ti_side_steps=300, render_steps=20, n_images=64, train_steps_2d=5_000,
+                 sample_steps_2d=100)
 #: Smoke keeps the cpu profile's 300 textual-inversion steps on the toy model: fewer leave the
 #: learned word too weak for notebook 05's check to separate it from noise
 #: (docs/benchmarks.md, "The unnamed style").
 _BUDGETS: dict[str, Profile] = {
     "smoke": Profile("smoke", model="toy", device="cpu", dtype="float32", **_TOY_SMOKE,
-                     sd_steps=20, sd_ti_steps=60, sd_batch=8),
+                     sd_steps=10, sd_ti_steps=20, sd_batch=8),
     "cpu": Profile("cpu", model="toy", device="cpu", dtype="float32", **_TOY_FULL,
                    sd_steps=20, sd_ti_steps=300, sd_batch=8),
     "gpu": Profile("gpu", model="CompVis/stable-diffusion-v1-4", device="cuda", dtype="auto",

@@ -190,23 +190,25 @@ def test_shipped_scaling_factor_is_the_measured_one(shipped):
 
 @needs_shipped
 def test_shipped_pipeline_follows_prompts(shipped):
-    """40 prompts, s = 7.5, 20 DDIM steps, fixed seeds: looser bars than the model card's
-    (90 / 90 / 80 on 200 prompts); and at s = 0 (no prompt at all) near chance."""
+    """40 prompts, s = 7.5, 10 DDIM steps (the smoke profile's), fixed seeds: looser bars than
+    the model card's (90 / 90 / 80 on 200 prompts at 20 steps); at s = 0 (no prompt) near
+    chance. (Measured: 1.0 / 0.975 / 0.95 at 10 steps, 1.0 / 1.0 / 0.975 at 20.)"""
     toy_quality, pipe = shipped
-    acc = toy_quality.prompt_agreement(pipe, 40, 7.5, seed=0)
+    acc = toy_quality.prompt_agreement(pipe, 40, 7.5, seed=0, steps=10)
     assert acc["shape"] >= 0.80, acc
     assert acc["colour"] >= 0.80, acc
     assert acc["style"] >= 0.65, acc
-    blind = toy_quality.prompt_agreement(pipe, 40, 0.0, seed=0)
+    blind = toy_quality.prompt_agreement(pipe, 40, 0.0, seed=0, steps=10)
     assert all(blind[k] <= 0.45 for k in ("shape", "colour", "style")), blind
 
 
 @needs_shipped
 def test_shipped_vae_round_trip_keeps_what_the_evaluator_reads(shipped):
-    """280 fresh balanced renders through the shipped VAE: every attribute read right
-    in at least 90% of them (the model card's bar is 95% on 1,000)."""
+    """140 fresh balanced renders through the shipped VAE: every attribute read right
+    in at least 90% of them (the model card's bar is 95% on 1,000; measured here: 97.9% or
+    more for each)."""
     toy_quality, pipe = shipped
-    acc = toy_quality.vae_roundtrip(pipe, 280, seed=1)
+    acc = toy_quality.vae_roundtrip(pipe, 140, seed=1)
     assert all(acc[k] >= 0.90 for k in ("shape", "colour", "style", "background")), acc
 
 

@@ -650,7 +650,7 @@ def train_toy(config: TrainConfig | None = None, out_dir: str | os.PathLike | No
     timings["6_decoder"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    roundtrip = vae_roundtrip_accuracy(vae, 200 if cfg.quick else 1000, device=device)
+    roundtrip = vae_roundtrip_accuracy(vae, 40 if cfg.quick else 1000, device=device)
     timings["7_vae_check"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_all
 
