@@ -41,7 +41,24 @@ def parse_scales(spec: str) -> list[float]:
         return values
     except ValueError:
         raise ValueError(f"cannot read scales {spec!r}: use start:stop:step with step > 0 and "
-                         "stop >= start (e.g. 0:20:0.02), or a list such as 0,1,2,7.5") from None
+                         "stop >= start (e.g. 0:20:0.2, 101 frames), or a list such as "
+                         "0,1,2,7.5") from None
+
+
+def default_sheet(out: str | Path) -> Path:
+    """Where the contact sheet of the animation ``out`` goes when none is named.
+
+    ``sweep.mp4`` -> ``sweep.png``; but when ``sweep.png`` exists beside an animation of the
+    other kind (``sweep.gif``), it is that earlier sweep's sheet, so this one becomes
+    ``sweep-mp4.png`` and both are kept.
+    """
+    out = Path(out)
+    sheet = out.with_suffix(".png")
+    kind = out.suffix.lower()
+    others = [out.with_suffix(k) for k in (".mp4", ".gif") if k != kind]
+    if sheet.exists() and any(o.exists() for o in others):
+        return out.with_name(f"{out.stem}-{kind.lstrip('.')}.png")
+    return sheet
 
 
 def label_frame(image: np.ndarray, text: str, min_size: int = 256) -> np.ndarray:
