@@ -421,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Textual inversion: learn a new word from images, convert "
                                     "the file between formats, look inside it.",
                         epilog='Example: nbhelpers ti train my_paintings/ --model toy --token '
-                               '"<my-style>" --init-word checkered --steps 300 '
-                               '--out my-style.safetensors')
+                               '"<my-style>" --init-word checkered --steps 300 --framing focal '
+                               '--flip --out my-style.safetensors')
     ti_sub = ti.add_subparsers(dest="ti_command", metavar="TI_COMMAND", required=True)
     p = ti_sub.add_parser("train", help="learn a token from a folder of images",
                           description="Learn a pseudo-word from a folder of images. Captions "
@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "saves, and --resume continues.",
                           epilog='Example: nbhelpers ti train my_paintings/ --model toy '
                                  '--token "<my-style>" --init-word checkered --steps 300 '
-                                 '--out my-style.safetensors')
+                                 '--framing focal --flip --out my-style.safetensors')
     p.add_argument("data_dir", help="the folder of images (nbhelpers toy pictures writes one)")
     p.add_argument("--model", default="toy", help=_MODEL_HELP)
     p.add_argument("--token", required=True,
