@@ -327,6 +327,24 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions, but prints the example (the epilog) on one line: it is copied whole
+    into a terminal, and a wrapped line would break inside a quoted prompt."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("Example: "):
+            return indent + text
+        return super()._fill_text(text, width, indent)
+
+
+def _all_parsers(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
 _MODEL_HELP = ("'toy' (default: the embedded model), 'auto' (the runtime profile's), a local "
                "pipeline folder or a hub id in the local cache")
 _DEVICE_HELP = "cpu, cuda or auto (default: CUDA when available; the toy model stays on the CPU)"
@@ -566,6 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "when that is the sheet of an earlier sweep of the other "
                                    "kind)")
     p.set_defaults(func=_cmd_sweep)
+    for each in _all_parsers(parser):
+        each.formatter_class = _HelpFormatter
     return parser
 
 

@@ -47,6 +47,14 @@ def test_every_subcommand_help_has_description_example_and_defaults(path, parser
                 assert f"{action.default:g}" in action.help, f"{name} {label}: default"
 
 
+def test_help_prints_the_example_on_one_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == ('Example: nbhelpers generate --model toy --prompt "a red circle on a '
+                         'white background" --seed 3 --out x.png')
+
+
 def test_framing_modes_are_explained(capsys):
     with pytest.raises(SystemExit):
         main(["ti", "train", "--help"])
