@@ -49,15 +49,17 @@ def default_sheet(out: str | Path) -> Path:
     """Where the contact sheet of the animation ``out`` goes when none is named.
 
     ``sweep.mp4`` -> ``sweep.png``; but when ``sweep.png`` exists beside an animation of the
-    other kind (``sweep.gif``), it is that earlier sweep's sheet, so this one becomes
-    ``sweep-mp4.png`` and both are kept.
+    other kind (``sweep.gif``) whose sheet is not elsewhere (``sweep-gif.png``), it is that
+    earlier sweep's sheet, so this one becomes ``sweep-mp4.png`` and both are kept. Running
+    either sweep again writes to the same sheet as before.
     """
     out = Path(out)
     sheet = out.with_suffix(".png")
-    kind = out.suffix.lower()
-    others = [out.with_suffix(k) for k in (".mp4", ".gif") if k != kind]
-    if sheet.exists() and any(o.exists() for o in others):
-        return out.with_name(f"{out.stem}-{kind.lstrip('.')}.png")
+    kind = out.suffix.lower().lstrip(".")
+    for other in {"mp4", "gif"} - {kind}:
+        if (sheet.exists() and out.with_suffix(f".{other}").exists()
+                and not out.with_name(f"{out.stem}-{other}.png").exists()):
+            return out.with_name(f"{out.stem}-{kind}.png")
     return sheet
 
 

@@ -193,6 +193,9 @@ def test_sweep_keeps_the_contact_sheet_of_an_earlier_sweep(one_torch_thread, tmp
     text = capsys.readouterr().out
     assert (tmp_path / "a.png").read_bytes() == b"its contact sheet"
     assert (tmp_path / "a-gif.png").exists() and "a-gif.png" in text and "note:" in text
+    # run again, either sweep keeps its own sheet
+    assert default_sheet(tmp_path / "a.gif") == tmp_path / "a-gif.png"
+    assert default_sheet(tmp_path / "a.mp4") == tmp_path / "a.png"
 
 
 def test_toy_pictures_refuses_a_used_folder(tmp_path, capsys):
