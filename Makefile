@@ -32,8 +32,11 @@ STAMP := $(VENV)/.installed
 .PHONY: install lab test unit notebooks lint bench clean help test-browser
 
 help:
+	@echo "make install - create .venv and install the package with its extras (the others do it"
+	@echo "               when needed)"
 	@echo "make lab    - install (if needed) and start JupyterLab on notebooks/"
 	@echo "make test   - install (if needed), unit tests, then every notebook under nbval (smoke)"
+	@echo "make unit, make notebooks, make lint - the parts of make test, one at a time"
 	@echo "make bench  - run the CPU benchmarks and update docs/benchmarks.md"
 	@echo "make test-browser - the sliders in JupyterLab under headless Chromium (needs chromium,"
 	@echo "                    chromium-driver: .ci/run installs them); screenshots: artifacts/browser/"

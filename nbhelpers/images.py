@@ -60,6 +60,16 @@ def png_bytes(image: np.ndarray | Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def enlarge(image: np.ndarray, factor: int) -> np.ndarray:
+    """An ``(H, W, 3)`` image ``factor`` times wider and taller, nearest neighbour: each pixel
+    becomes a ``factor x factor`` block (sharp on a projector, unlike smooth resampling)."""
+    if int(factor) != factor or factor < 1:
+        raise ValueError(f"factor must be a whole number, at least 1, got {factor}")
+    if factor == 1:
+        return image
+    return np.repeat(np.repeat(image, int(factor), axis=0), int(factor), axis=1)
+
+
 def hstack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
     """Place ``(H, W, 3)`` uint8 images side by side with a white gap."""
     h = max(im.shape[0] for im in images)

@@ -102,6 +102,77 @@ def resolve_device(device: str, model: str = "") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _looks_like_path(model: str) -> bool:
+    """True when ``model`` reads as a file-system path rather than a hub id ("owner/name"):
+    it starts with ``/``, ``.`` or ``~``, holds a backslash or more than one ``/``, or its
+    first part exists here (``models/sd`` with a ``models`` folder)."""
+    if model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1:
+        return True
+    if os.sep != "/" and os.sep in model:  # pragma: no cover - Windows
+        return True
+    first = model.split("/", 1)[0]
+    return "/" in model and Path(first).expanduser().exists()
+
+
+def resolve_model(model: str) -> tuple[str, str | Path]:
+    """Where ``model`` would load from, checked without loading anything (milliseconds).
+
+    Returns:
+        ``(kind, source)``: ``("rehearsal", name)``, ``("toy", folder)``, ``("folder",
+        folder)`` or ``("hub", repo_id)`` for a hub id whose ``model_index.json`` is in the
+        local Hugging Face cache. ``"auto"`` is resolved through the active profile first.
+
+    Raises:
+        ValueError: an unknown or misspelt name (``Toy``: names are lower case), or an
+            invalid profile behind ``"auto"``.
+        FileNotFoundError: no such folder, a folder without ``model_index.json``, or a hub id
+            that is not in the local cache; each message says how to fix it.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"model must be 'toy', 'auto', a local pipeline folder or a cached hub "
+                         f"id, got {model!r}")
+    if model == "auto":
+        from nbhelpers.profile import get_profile
+
+        model = get_profile().model
+    names = ("toy", "auto", *REHEARSAL_NAMES)
+    if model not in names and model.lower() in names and not Path(model).exists():
+        raise ValueError(f"unknown model {model}: model names are lower case; use "
+                         f"{model.lower()}")
+    if model in REHEARSAL_NAMES:
+        return "rehearsal", model
+    if model == "toy":
+        folder = toy_model_dir()
+        if not is_pipeline_folder(folder):
+            raise FileNotFoundError(
+                f"the embedded toy model is missing from {folder}; reinstall the package, or "
+                "rebuild it with `nbhelpers toy train`")
+        return "toy", folder
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not is_pipeline_folder(path):
+            raise FileNotFoundError(
+                f"{path} is a folder but not a diffusers pipeline (no model_index.json); "
+                "point at the folder that `save_pretrained` wrote, or use the embedded model, "
+                "toy")
+        return "folder", path
+    if path.exists():
+        raise FileNotFoundError(f"{path} is a file; a model is a diffusers pipeline folder "
+                                "(with model_index.json), a cached hub id, or toy")
+    if _looks_like_path(model):
+        raise FileNotFoundError(
+            f"no folder at {model}; check the path"
+            f"{'' if path.is_absolute() else f' (a relative path starts at {Path.cwd()})'}, "
+            "or use the embedded model, toy, which runs anywhere")
+    if _cached_snapshot(model) is None:
+        raise FileNotFoundError(
+            f"{model} is neither toy, a local pipeline folder, nor an SD 1.x model in the local "
+            f"Hugging Face cache. The notebooks never download during a lesson: fetch it once "
+            f"beforehand with `hf download {model}`, set {SD_ENV_VAR} to a local folder, or "
+            "use the embedded model, toy, which runs anywhere")
+    return "hub", model
+
+
 def load_pipeline(model: str = "auto", device: str = "auto",
                   dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"):
     """Load a Stable Diffusion 1.x pipeline (diffusers ``StableDiffusionPipeline``).
@@ -120,6 +191,8 @@ def load_pipeline(model: str = "auto", device: str = "auto",
 
     Raises:
         FileNotFoundError: the model is not on this machine; the message says how to get it.
+        ValueError: a misspelt name (see :func:`resolve_model`, which checks all this
+            without loading).
     """
     import torch
     from diffusers import StableDiffusionPipeline
@@ -130,43 +203,28 @@ def load_pipeline(model: str = "auto", device: str = "auto",
         from nbhelpers.profile import get_profile
 
         model = get_profile().model
+    kind, source = resolve_model(model)
     device = resolve_device(device, model)
     torch_dtype = weights_dtype(device) if dtype == "auto" else getattr(torch, dtype)
     # dtype is applied after loading: the keyword for it changed name across diffusers versions
     kwargs: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
-
-    if model in REHEARSAL_NAMES:
+    if kind == "rehearsal":
         from nbhelpers.rehearsal import rehearsal_model_dir
 
         with quiet_loading():
             source = rehearsal_model_dir(REHEARSAL_NAMES[model])
-    elif model == "toy":
-        folder = toy_model_dir()
-        if not is_pipeline_folder(folder):
-            raise FileNotFoundError(
-                f"the embedded toy model is missing from {folder}; reinstall the package, or "
-                "rebuild it with `nbhelpers toy train`")
-        source: str | Path = folder
-    elif Path(model).expanduser().is_dir():
-        source = Path(model).expanduser()
-        if not is_pipeline_folder(source):
-            raise FileNotFoundError(
-                f"{source} is a folder but not a diffusers pipeline (no model_index.json); "
-                "point at the folder that `save_pretrained` wrote, or use model='toy'")
-    else:
-        source = model
+    elif kind == "hub":
         kwargs["local_files_only"] = True
     try:
         with quiet_loading():  # no progress bars, no "no safety checker" notices
             pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
-        if isinstance(source, Path):
+        if kind != "hub":
             raise
+        # model_index.json is cached but a component is not: an interrupted download
         raise FileNotFoundError(
-            f"{model!r} is neither 'toy', a local pipeline folder, nor an SD 1.x model in the "
-            f"local Hugging Face cache ({err.__class__.__name__}). The notebooks never download "
-            f"during a lesson: fetch it once beforehand with `hf download {model}`, set "
-            f"{SD_ENV_VAR} to a local folder, or use model='toy' (runs anywhere)") from err
+            f"{model} is only partly in the local Hugging Face cache ({err}); finish the "
+            f"download with `hf download {model}`, or use the embedded model, toy") from err
     pipe.set_progress_bar_config(disable=True)
     if torch.device(device).type == "cuda":
         pipe.vae.enable_slicing()

@@ -53,9 +53,14 @@ class GuidedStep:
 def encode_prompts(pipe, prompts: Sequence[str]) -> Tensor:
     """Text-encoder hidden states ``(B, 77, width)`` for prompts, as SD 1.x conditions on them.
 
-    Prompts are padded to the tokenizer's ``model_max_length`` (77) and cut there.
+    Prompts are padded to the tokenizer's ``model_max_length`` (77) and cut there. A
+    placeholder the model has not learned (``<my-style>`` before its embedding is loaded) gets
+    an :class:`~nbhelpers.ti.embeddings.UnknownTokenWarning`.
     """
+    from nbhelpers.ti.embeddings import warn_unknown_placeholders
+
     tok = pipe.tokenizer
+    warn_unknown_placeholders(tok, prompts, stacklevel=4)
     ids = tok(list(prompts), padding="max_length", max_length=tok.model_max_length,
               truncation=True, return_tensors="pt").input_ids
     return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]

@@ -41,7 +41,26 @@ def parse_scales(spec: str) -> list[float]:
         return values
     except ValueError:
         raise ValueError(f"cannot read scales {spec!r}: use start:stop:step with step > 0 and "
-                         "stop >= start (e.g. 0:20:0.02), or a list such as 0,1,2,7.5") from None
+                         "stop >= start (e.g. 0:20:0.2, 101 frames), or a list such as "
+                         "0,1,2,7.5") from None
+
+
+def default_sheet(out: str | Path) -> Path:
+    """Where the contact sheet of the animation ``out`` goes when none is named.
+
+    ``sweep.mp4`` -> ``sweep.png``; but when ``sweep.png`` exists beside an animation of the
+    other kind (``sweep.gif``) whose sheet is not elsewhere (``sweep-gif.png``), it is that
+    earlier sweep's sheet, so this one becomes ``sweep-mp4.png`` and both are kept. Running
+    either sweep again writes to the same sheet as before.
+    """
+    out = Path(out)
+    sheet = out.with_suffix(".png")
+    kind = out.suffix.lower().lstrip(".")
+    for other in {"mp4", "gif"} - {kind}:
+        if (sheet.exists() and out.with_suffix(f".{other}").exists()
+                and not out.with_name(f"{out.stem}-{other}.png").exists()):
+            return out.with_name(f"{out.stem}-{kind}.png")
+    return sheet
 
 
 def label_frame(image: np.ndarray, text: str, min_size: int = 256) -> np.ndarray:

@@ -60,6 +60,7 @@ __all__ = [
     "bucket_shapes",
     "caption_for",
     "caption_from_filename",
+    "check_image_folder",
     "choose_bucket",
     "fill_template",
     "frame",
@@ -396,6 +397,35 @@ def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
         yield p
         if recursive and p.is_dir() and not p.is_symlink() and not p.name.startswith("."):
             yield from _walk(p, recursive)
+
+
+def check_image_folder(path: str | os.PathLike, *, recursive: bool = False) -> int:
+    """The checks of :func:`load_folder` that need no decoding, for failing before a model
+    loads: ``path`` is a folder holding at least one file with an image extension.
+
+    Returns:
+        the number of such files (some may still turn out unreadable when loaded).
+
+    Raises:
+        FileNotFoundError / NotADirectoryError / ValueError: as :func:`load_folder`.
+    """
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist; check the path "
+                                f"(a relative path starts at {str(Path.cwd())!r})")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{str(folder)!r} is a file, not a folder; pass the folder "
+                                 f"that holds the training images")
+    entries = [p for p in _walk(folder, recursive) if p.is_file()]
+    images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS
+              and not p.name.startswith(".")]
+    if not images:
+        found = ("nothing: the folder is empty" if not entries else
+                 ", ".join(sorted(p.relative_to(folder).as_posix() for p in entries)[:10])
+                 + (", ..." if len(entries) > 10 else ""))
+        raise ValueError(f"no image in {str(folder)!r} (accepted extensions: "
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}). Found: {found}")
+    return len(images)
 
 
 def load_folder(

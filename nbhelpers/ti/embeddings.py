@@ -611,6 +611,50 @@ def expand_prompt(prompt: str, emb: Embedding) -> str:
     return pattern.sub(lambda _: full, prompt)
 
 
+#: What a placeholder token looks like in a prompt: ``<my-style>`` (not CLIP's ``<|...|>``).
+_PLACEHOLDER = re.compile(r"<[^<>|\s]+>")
+
+
+class UnknownTokenWarning(UserWarning):
+    """A prompt uses a placeholder such as ``<my-style>`` that the model has not learned."""
+
+
+def unknown_placeholders(tokenizer: Any, prompt: str) -> list[str]:
+    """The placeholder-looking words of ``prompt`` (``<never-trained>``) that ``tokenizer``
+    does not hold as a token, in order of appearance, each once.
+
+    Such a word is split into ordinary pieces (``<``, ``never``, ...) and the prompt renders as
+    if it were not there: the usual result of forgetting to load an embedding.
+    """
+    found = _PLACEHOLDER.findall(prompt)
+    if not found:
+        return []
+    vocab = tokenizer.get_vocab()
+    out: list[str] = []
+    for word in found:
+        if word in vocab or _normalized(tokenizer, word) in vocab or word in out:
+            continue
+        out.append(word)
+    return out
+
+
+def warn_unknown_placeholders(tokenizer: Any, prompts: Any, stacklevel: int = 3) -> list[str]:
+    """Warn (:class:`UnknownTokenWarning`) about each :func:`unknown_placeholders` word of
+    ``prompts``; returns the words."""
+    import warnings
+
+    words: list[str] = []
+    for prompt in prompts:
+        words += [w for w in unknown_placeholders(tokenizer, prompt) if w not in words]
+    for word in words:
+        warnings.warn(f"{word} is not a learned token of this model, so the prompt reads it as "
+                      "ordinary text; load its embedding first (command line: --embedding "
+                      "FILE; Python: add_embedding_to_pipeline(pipe, load_embedding(FILE)) "
+                      "from nbhelpers.ti.embeddings)", UnknownTokenWarning,
+                      stacklevel=stacklevel)
+    return words
+
+
 def _components(pipe: Any) -> tuple[Any, Any]:
     tokenizer = getattr(pipe, "tokenizer", None)
     text_encoder = getattr(pipe, "text_encoder", None)

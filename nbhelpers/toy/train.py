@@ -710,10 +710,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from nbhelpers.toy.model import SHIPPED_DIR
 
     parser.add_argument("--out", default=str(SHIPPED_DIR),
-                        help="pipeline folder to write (replaced atomically at the end)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data and training")
+                        help="pipeline folder to write, replaced atomically at the end "
+                             "(default: the shipped model's folder, nbhelpers/data/toy-sd)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
     parser.add_argument("--quick", action="store_true",
-                        help="a few steps of everything (seconds), for testing the recipe")
+                        help="a few steps of everything (seconds), for testing the recipe "
+                             "(default: the full recipe)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch threads (and rendering processes); default: all cores")
     parser.add_argument("--steps", type=int, default=None, help="UNet steps (default: recipe)")

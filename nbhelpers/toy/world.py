@@ -627,17 +627,22 @@ def describe(scene: Scene) -> str:
     return f"a {scene.colour} {scene.shape} on a {scene.background} background"
 
 
-def save_scenes(scenes: Sequence[Scene], folder: str | os.PathLike) -> list[Path]:
-    """Render ``scenes`` into ``folder`` as PNGs named by :func:`describe` plus an index
-    (``"a red circle on a white background (3).png"``), so that file names are captions.
-    Each file is written atomically; returns the paths."""
+def save_scenes(scenes: Sequence[Scene], folder: str | os.PathLike,
+                captions: Sequence[str] | None = None) -> list[Path]:
+    """Render ``scenes`` into ``folder`` as PNGs named by :func:`describe` (or by
+    ``captions``, one per scene) plus an index (``"a red circle on a white background
+    (3).png"``), so that file names are captions. Each file is written atomically; returns
+    the paths."""
     from nbhelpers.files import save_png
 
+    if captions is not None and len(captions) != len(scenes):
+        raise ValueError(f"got {len(captions)} captions for {len(scenes)} scenes; give one each")
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, scene in enumerate(scenes):
-        path = out / f"{describe(scene)} ({k}).png"
+        name = describe(scene) if captions is None else captions[k].replace("/", " ")
+        path = out / f"{name} ({k}).png"
         save_png(render(scene), path)
         paths.append(path)
     return paths
