@@ -84,7 +84,7 @@ class Profile:
 
 
 _TOY_SMOKE = dict(n_samples=4_000, sample_steps=4, train_steps=20, ti_steps=300,
-                  ti_side_steps=20, render_steps=10, n_images=8, train_steps_2d=1_500,
+                  ti_side_steps=10, render_steps=10, n_images=8, train_steps_2d=1_500,
                   sample_steps_2d=50)
 _TOY_FULL = dict(n_samples=100_000, sample_steps=50, train_steps=2_000, ti_steps=300,
                  ti_side_steps=300, render_steps=20, n_images=64, train_steps_2d=5_000,

@@ -101,7 +101,7 @@ def make_jobs(slots: int, only: str | None, times: dict) -> list[Job]:
                   "NBHELPERS_CELL_TRACE": str(TRACE / "records")}
         nbval = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.nbval_harness",
                  "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={NB_TIMEOUT}",
-                 "--nbval-sanitize-with", "tests/nbval_sanitize.cfg"]
+                 "--nbval-sanitize-with", "tests/nbval_sanitize.cfg", "--durations=8"]
         weights = times.get("jobs", {})
         runs = [("smoke", p) for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
         runs += [("sd-cpu", ROOT / "notebooks" / f"{n}.ipynb") for n in SD_NOTEBOOKS]
@@ -214,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     busy = sum(j.seconds for j in jobs)
     print(f"{'all jobs, one after another':<48}{busy:>8.0f}")
     print(f"{f'wall time with {slots} at a time':<48}{wall:>8.0f}")
+    # for bench/test_time.py, which reports a fresh clone's make test in docs/benchmarks.md
+    (TRACE / "run.json").write_text(json.dumps(
+        {"slots": slots, "wall": round(wall, 1), "coverage_rc": coverage_rc,
+         "jobs": [{"name": j.name, "seconds": round(j.seconds, 1), "rc": j.rc}
+                  for j in sorted(jobs, key=lambda j: j.start)]}, indent=1) + "\n")
     if args.record and not failed:
         record(jobs)
     return 1 if failed or coverage_rc else 0

@@ -1,9 +1,6 @@
 """The textual-inversion loop on a tiny random SD-shaped pipeline."""
 
 import socket
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -158,46 +155,47 @@ def test_overwrite_mode_retrains_an_existing_word(data):
     assert changed == [red]
 
 
+def _train_in_one_of_two_processes(pipeline_dir: str, out: str) -> None:
+    """One process of the two below: Accelerate's state comes from the launcher's env."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    torch.set_num_threads(1)
+    AcceleratorState._reset_state(True)      # the parent test process may have made one
+    acc = Accelerator(cpu=True)
+    pipe = load_pipeline(pipeline_dir, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 64, 64, generator=g) * 2 - 1 for _ in range(4)]
+    data = LatentSet.encode(pipe.vae, images, ["a", "b", "c", "d"], cache_dir=f"{out}/cache")
+    cfg = TIConfig(token="<s>", init_word="style", steps=4, batch_size=2, lr="0.05")
+    res = train_textual_inversion(pipe, data, ["[name] style of [filewords]"], cfg,
+                                  accelerator=acc)
+    torch.save(res.vectors, f"{out}/vec-{acc.process_index}.pt")
+    with open(f"{out}/world-{acc.process_index}.txt", "w") as f:
+        f.write(str(acc.num_processes))
+
+
 def test_two_processes_under_accelerate_end_with_the_same_embedding(tiny_pipeline_dir,
                                                                     tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
-        import torch
-        from accelerate import Accelerator
-        from nbhelpers.models import load_pipeline
-        from nbhelpers.ti.latents import LatentSet, encode_images
-        from nbhelpers.ti.train import TIConfig, train_textual_inversion
+    """Two processes with gloo on the CPU (Accelerate's own CPU launch, forked from this
+    process so nothing is imported twice): gradients are synced, so both end the same."""
+    import tempfile
 
-        acc = Accelerator(cpu=True)
-        pipe = load_pipeline({str(tiny_pipeline_dir)!r}, device="cpu")
-        g = torch.Generator().manual_seed(0)
-        images = [torch.rand(3, 64, 64, generator=g) * 2 - 1 for _ in range(4)]
-        data = LatentSet.encode(pipe.vae, images, ["a", "b", "c", "d"],
-                                cache_dir={str(tmp_path / "cache")!r})
-        cfg = TIConfig(token="<s>", init_word="style", steps=4, batch_size=2, lr="0.05")
-        res = train_textual_inversion(pipe, data, ["[name] style of [filewords]"], cfg,
-                                      accelerator=acc)
-        torch.save(res.vectors, {str(tmp_path)!r} + f"/vec-{{acc.process_index}}.pt")
-        print("world", acc.num_processes)
-    """))
-    # --multi_gpu selects the multi-process launcher (torchrun); on a machine without GPUs
-    # Accelerator(cpu=True) then runs the processes on the CPU with the gloo backend
-    # a free port rather than torchrun's fixed default 29500, which another job may hold
-    def launch() -> subprocess.CompletedProcess:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-                               "--main_process_port", str(port),
-                               "--num_processes", "2", "--num_machines", "1",
-                               "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
-                              capture_output=True, text=True, timeout=300)
+    from accelerate.launchers import PrepareForLaunch
+    from accelerate.utils import patch_environment
+    from torch.multiprocessing import start_processes
 
-    out = launch()
-    if out.returncode != 0 and "address already in use" in out.stderr.lower():
-        out = launch()  # the free port was taken between our check and the launch: once more
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("world 2") == 2
+    with socket.socket() as sock:      # a free port rather than the fixed default 29500
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.NamedTemporaryFile() as rendezvous, patch_environment(
+            world_size=2, master_addr="127.0.0.1", master_port=str(port),
+            accelerate_mixed_precision="no", accelerate_debug_rdv_file=rendezvous.name,
+            accelerate_use_cpu="yes", gloo_socket_ifname="lo"):
+        start_processes(PrepareForLaunch(_train_in_one_of_two_processes, debug=True),
+                        args=(str(tiny_pipeline_dir), str(tmp_path)), nprocs=2,
+                        start_method="fork")
+    assert [(tmp_path / f"world-{k}.txt").read_text() for k in (0, 1)] == ["2", "2"]
     v0 = torch.load(tmp_path / "vec-0.pt", weights_only=True)
     v1 = torch.load(tmp_path / "vec-1.pt", weights_only=True)
     assert torch.equal(v0, v1)
