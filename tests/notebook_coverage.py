@@ -1,7 +1,7 @@
 """Every statement of every notebook cell ran in CI, in the smoke or in the sd-cpu profile.
 
-Run by ``make notebooks`` after the notebooks ran with ``NBHELPERS_CELL_TRACE`` set (the
-records of ``tests/cell_trace/startup.py``):
+Run by ``tests/suite.py`` (``make test``) after the notebooks ran with ``NBHELPERS_CELL_TRACE``
+set (the records of ``tests/cell_trace/startup.py``):
 
     python -m pytest tests/notebook_coverage.py --trace-dir DIR
 
@@ -28,7 +28,7 @@ def records(request) -> dict[str, dict[str, set[int]]]:
     files = sorted(Path(folder).glob("trace-*.json"))
     if not files:
         pytest.fail(f"no trace-*.json in {folder}: run the notebooks with NBHELPERS_CELL_TRACE "
-                    "set (make notebooks does)")
+                    "set (tests/suite.py does)")
     merged: dict[str, dict[str, set[int]]] = {}
     for f in files:
         for source, rec in json.loads(f.read_text()).items():

@@ -1,6 +1,6 @@
 """IPython startup file that records which statements of each notebook cell ran.
 
-Installed by ``make notebooks`` into a temporary ``IPYTHONDIR`` and active when
+Installed by ``tests/suite.py`` into a temporary ``IPYTHONDIR`` and active when
 ``NBHELPERS_CELL_TRACE`` names a folder. Every cell's syntax tree gets a call before each of its
 statements (also inside functions, branches and loops a cell defines), so the record costs
 nothing outside cell code. After each cell, ``trace-<pid>.json`` in that folder maps each cell's
