@@ -80,7 +80,8 @@ define LOCAL_CPU_WHEEL
 import json, sys
 from urllib.parse import unquote, urlparse
 urls = [i["download_info"]["url"] for i in json.load(sys.stdin)["install"]]
-local = [unquote(urlparse(u).path) for u in urls if u.startswith("file:") and "+cpu" in u]
+paths = [unquote(urlparse(u).path) for u in urls if u.startswith("file:")]
+local = [p for p in paths if "+cpu" in p]
 print(local[0]) if local else sys.exit(1)
 endef
 export LOCAL_CPU_WHEEL
