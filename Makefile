@@ -49,7 +49,7 @@ $(STAMP): pyproject.toml
 	  || echo "install: uv could not be installed, so pip does the installing (slower)"
 	@$(MAKE) --no-print-directory torch
 	@echo "install: nbhelpers and what it needs (diffusers, transformers, JupyterLab, ipywidgets,"
-	@echo "         matplotlib, pytest and nbval for the tests): about 300 MB the first time"
+	@echo "         matplotlib; pytest and nbval for the tests)"
 	@$(INSTALL) --quiet -e ".[dev]"
 	@# CLIP's BPE merges (SD 1.4's tokenizer, for the rehearsal model) ship inside open-clip-torch;
 	@# only that data file is used, so its dependencies (torchvision among them) are not wanted
@@ -63,7 +63,7 @@ torch:
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 	  echo "torch: keeping $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-	  echo "torch: NVIDIA GPU found, installing the usual (CUDA) build (about 3 GB)"; \
+	  echo "torch: NVIDIA GPU found, installing the usual (CUDA) build (several GB)"; \
 	  $(INSTALL) --quiet "torch>=2.4"; \
 	elif wheel=$$($(PIP) install --dry-run --no-deps --quiet --report - "torch==$(TORCH_VERSION)" \
 	     2>/dev/null | $(PY) -c "$$LOCAL_CPU_WHEEL"); then \
