@@ -45,6 +45,9 @@ SD_NOTEBOOKS = ("04_guidance_in_stable_diffusion", "06_textual_inversion_on_your
 NB_TIMEOUT = 600   # seconds per cell
 DEFAULT_WEIGHT = {"unit": 5.0, "notebook": 60.0}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+#: Variables a job does not inherit. PYTHONDONTWRITEBYTECODE (set on the CI machines) would have
+#: every one of the jobs compile torch and diffusers again: 27 s of imports instead of 12 s.
+NOT_INHERITED = ("PYTHONDONTWRITEBYTECODE",)
 
 
 @dataclass
@@ -86,7 +89,7 @@ def split_by_weight(items: list[str], weights: dict[str, float], parts: int) -> 
 
 def make_jobs(slots: int, only: str | None, times: dict) -> list[Job]:
     py = sys.executable
-    base = {**os.environ, **ONE_THREAD}
+    base = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED} | ONE_THREAD
     jobs: list[Job] = []
     if only in (None, "unit"):
         weights = times.get("unit_files", {})
@@ -127,13 +130,22 @@ def last_line(path: Path) -> str:
     return lines[-1].strip("= ") if lines else "(no output)"
 
 
+#: Seconds between two job starts. Two kernels started at the same instant can be handed the
+#: same free ports by jupyter_client (each checks the ports in its own process), and one dies.
+START_GAP = 2.0
+#: What a notebook job's log says when its kernel died while starting; such a job runs again once
+KERNEL_START_FAILURE = "Kernel died before replying to kernel_info"
+
+
 def run_jobs(jobs: list[Job], slots: int, t0: float) -> None:
-    queue, running = list(jobs), []
+    queue, running, last_start = list(jobs), [], -START_GAP
+    retried: set[str] = set()
     try:
         while queue or running:
             while queue and len(running) < slots:
+                time.sleep(max(0.0, last_start + START_GAP - time.monotonic()))
                 job = queue.pop(0)
-                job.start = time.monotonic()
+                job.start = last_start = time.monotonic()
                 with job.log.open("wb") as out:
                     job.proc = subprocess.Popen(job.argv, cwd=ROOT, env=job.env, stdout=out,
                                                 stderr=subprocess.STDOUT,
@@ -144,6 +156,13 @@ def run_jobs(jobs: list[Job], slots: int, t0: float) -> None:
             for job in [j for j in running if j.proc.poll() is not None]:
                 running.remove(job)
                 job.rc, job.seconds = job.proc.returncode, time.monotonic() - job.start
+                if (job.rc != 0 and job.name not in retried
+                        and KERNEL_START_FAILURE in job.log.read_text(errors="replace")):
+                    retried.add(job.name)
+                    print(f"[{time.monotonic() - t0:5.0f} s] again {job.name}: its kernel died "
+                          "while starting", flush=True)
+                    queue.insert(0, job)
+                    continue
                 mark = "ok  " if job.rc == 0 else "FAIL"
                 print(f"[{time.monotonic() - t0:5.0f} s] {mark} {job.name}: {job.seconds:.0f} s"
                       f" ({last_line(job.log)})", flush=True)

@@ -190,15 +190,15 @@ def test_shipped_scaling_factor_is_the_measured_one(shipped):
 
 @needs_shipped
 def test_shipped_pipeline_follows_prompts(shipped):
-    """40 prompts, s = 7.5, 10 DDIM steps (the smoke profile's), fixed seeds: looser bars than
+    """30 prompts, s = 7.5, 10 DDIM steps (the smoke profile's), fixed seeds: looser bars than
     the model card's (90 / 90 / 80 on 200 prompts at 20 steps); at s = 0 (no prompt) near
-    chance. (Measured: 1.0 / 0.975 / 0.95 at 10 steps, 1.0 / 1.0 / 0.975 at 20.)"""
+    chance. (Measured on 40: 1.0 / 0.975 / 0.95 at 10 steps, 1.0 / 1.0 / 0.975 at 20.)"""
     toy_quality, pipe = shipped
-    acc = toy_quality.prompt_agreement(pipe, 40, 7.5, seed=0, steps=10)
+    acc = toy_quality.prompt_agreement(pipe, 30, 7.5, seed=0, steps=10)
     assert acc["shape"] >= 0.80, acc
     assert acc["colour"] >= 0.80, acc
     assert acc["style"] >= 0.65, acc
-    blind = toy_quality.prompt_agreement(pipe, 40, 0.0, seed=0, steps=10)
+    blind = toy_quality.prompt_agreement(pipe, 30, 0.0, seed=0, steps=10)
     assert all(blind[k] <= 0.45 for k in ("shape", "colour", "style")), blind
 
 
