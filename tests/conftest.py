@@ -1,7 +1,6 @@
 import os
 
 import pytest
-import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -13,6 +12,7 @@ def pytest_addoption(parser):
 
 def build_tiny_pipeline_folder(folder):
     """Save a tiny random SD-shaped pipeline (toy tokenizer, 8x8 latents) for loader tests."""
+    import torch
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -60,6 +60,8 @@ def tiny_pipeline_dir(tmp_path_factory):
 def one_torch_thread():
     """Torch on one thread for the test: tiny models (and two loops racing each other) run
     fastest that way on a busy 2-core machine."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
