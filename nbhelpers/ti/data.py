@@ -399,6 +399,23 @@ def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
             yield from _walk(p, recursive)
 
 
+def _image_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a folder, or the error that says what it is instead."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist; check the path "
+                                f"(a relative path starts at {str(Path.cwd())!r})")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{str(folder)!r} is a file, not a folder; pass the folder "
+                                 f"that holds the training images")
+    return folder
+
+
+def _is_image_file_name(p: Path) -> bool:
+    """An image extension (any case) and not hidden: the files :func:`load_folder` decodes."""
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
 def check_image_folder(path: str | os.PathLike, *, recursive: bool = False) -> int:
     """The checks of :func:`load_folder` that need no decoding, for failing before a model
     loads: ``path`` is a folder holding at least one file with an image extension.
@@ -409,16 +426,9 @@ def check_image_folder(path: str | os.PathLike, *, recursive: bool = False) -> i
     Raises:
         FileNotFoundError / NotADirectoryError / ValueError: as :func:`load_folder`.
     """
-    folder = Path(path).expanduser()
-    if not folder.exists():
-        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist; check the path "
-                                f"(a relative path starts at {str(Path.cwd())!r})")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"{str(folder)!r} is a file, not a folder; pass the folder "
-                                 f"that holds the training images")
+    folder = _image_folder(path)
     entries = [p for p in _walk(folder, recursive) if p.is_file()]
-    images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS
-              and not p.name.startswith(".")]
+    images = [p for p in entries if _is_image_file_name(p)]
     if not images:
         found = ("nothing: the folder is empty" if not entries else
                  ", ".join(sorted(p.relative_to(folder).as_posix() for p in entries)[:10])
@@ -461,13 +471,7 @@ def load_folder(
         FileNotFoundError / NotADirectoryError: ``path`` is missing or is a file.
         ValueError: no usable image at all; the message lists what was found.
     """
-    folder = Path(path).expanduser()
-    if not folder.exists():
-        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist; check the path "
-                                f"(a relative path starts at {str(Path.cwd())!r})")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"{str(folder)!r} is a file, not a folder; pass the folder "
-                                 f"that holds the training images")
+    folder = _image_folder(path)
     if size is not None:
         _check_size(size)
     elif refuse_small:
@@ -476,8 +480,7 @@ def load_folder(
     report = LoadReport(folder=folder)
     entries = list(_walk(folder, recursive))
     image_stems = {(p.parent, p.stem) for p in entries
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                   and not p.name.startswith(".")}
+                   if p.is_file() and _is_image_file_name(p)}
     for p in entries:
         rel = p.relative_to(folder).as_posix()
         if p.is_dir():
