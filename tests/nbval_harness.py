@@ -38,3 +38,28 @@ def pytest_collection_modifyitems(items):
             continue
         seen.add(id(nb_file))
         nb_file.skip_compare = tuple(nb_file.skip_compare) + ("stderr",)
+
+
+def pytest_configure(config):
+    """With ``NBHELPERS_KERNEL_ZYGOTE`` set (tests/suite.py does), the kernels nbval starts
+    for ``--nbval-current-env`` are forked from the zygote (``tests/kernel_zygote.py``)."""
+    from tests.kernel_zygote import ENV_VAR
+
+    if not os.environ.get(ENV_VAR):
+        return
+    import sys
+    from pathlib import Path
+
+    from nbval import kernel
+
+    launcher = str(Path(__file__).resolve().parent / "kernel_zygote.py")
+    original = kernel.NbvalKernelspecManager.get_kernel_spec
+
+    def get_kernel_spec(self, kernel_name):
+        spec = original(self, kernel_name)
+        if kernel_name == kernel.CURRENT_ENV_KERNEL_NAME:
+            rest = spec.argv[spec.argv.index("ipykernel_launcher") + 1:]
+            spec.argv = [sys.executable, launcher, "launch", *rest]
+        return spec
+
+    kernel.NbvalKernelspecManager.get_kernel_spec = get_kernel_spec

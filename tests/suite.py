@@ -13,6 +13,10 @@ Why processes and not threads: the toy model's tensors are small, so a second to
 adds little (a textual-inversion step of the toy model took 173 ms with two threads, 205 ms
 with one), while two one-thread processes side by side each kept the one-thread speed.
 
+The notebooks' kernels are forked from one process that imported torch, diffusers and
+transformers once (``tests/kernel_zygote.py``; about 7 s of one core saved per kernel);
+``NBHELPERS_NO_ZYGOTE=1`` starts every kernel on its own instead.
+
 The longest jobs start first, by the seconds they took in the run recorded in
 :data:`TIMES_FILE` (``--record`` rewrites it). Each notebook run records which statements of
 its cells ran (``tests/cell_trace/startup.py``); when every notebook passed,
@@ -31,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -137,6 +142,21 @@ START_GAP = 2.0
 KERNEL_START_FAILURE = "Kernel died before replying to kernel_info"
 
 
+def start_zygote(env: dict[str, str]) -> tuple[subprocess.Popen, dict[str, str]]:
+    """Start the kernel zygote (``tests/kernel_zygote.py``); returns it and the variable that
+    sends the notebook jobs' kernels to it."""
+    from tests.kernel_zygote import ENV_VAR
+
+    sock = TRACE / "zygote.sock"
+    if len(str(sock)) > 100:  # the limit of a Unix socket's path is about 107 bytes
+        sock = Path(tempfile.mkdtemp(prefix="nbz")) / "zygote.sock"
+    log = (TRACE / "logs" / "kernel-zygote.log").open("wb")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "kernel_zygote.py"), "serve",
+                             str(sock)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return proc, {ENV_VAR: str(sock)}
+
+
 def run_jobs(jobs: list[Job], slots: int, t0: float) -> None:
     queue, running, last_start = list(jobs), [], -START_GAP
     retried: set[str] = set()
@@ -205,11 +225,25 @@ def main(argv: list[str] | None = None) -> int:
     if slots < 1:
         ap.error(f"--jobs must be at least 1, got {slots}")
     t0 = time.monotonic()
+    # a SIGTERM ends the run as Ctrl-C does: the running jobs and the kernel zygote are stopped
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     prepare_trace_folder()
     jobs = make_jobs(slots, args.only, load_times())
     print(f"{len(jobs)} jobs, {slots} at a time, one torch thread each; logs in "
           f"{(TRACE / 'logs').relative_to(ROOT)}/", flush=True)
-    run_jobs(jobs, slots, t0)
+    zygote = None
+    notebook_jobs = [j for j in jobs if not j.name.startswith("unit")]
+    if notebook_jobs and not os.environ.get("NBHELPERS_NO_ZYGOTE"):
+        env = {k: v for k, v in notebook_jobs[0].env.items() if k != "NBHELPERS_PROFILE"}
+        zygote, extra = start_zygote(env)
+        for job in notebook_jobs:
+            job.env = {**job.env, **extra}
+    try:
+        run_jobs(jobs, slots, t0)
+    finally:
+        if zygote is not None:  # the zygote and any kernel of it still alive
+            os.killpg(zygote.pid, signal.SIGKILL)
+            zygote.wait()
     failed = [j for j in jobs if j.rc != 0]
     notebooks_ok = not any(not j.name.startswith("unit") for j in failed)
     coverage_rc = 0
