@@ -21,6 +21,7 @@ from nbhelpers.ti.train import (
     TIConfig,
     TIResult,
     TIState,
+    checkpoint_steps,
     train_textual_inversion,
 )
 
@@ -117,10 +118,8 @@ def train_from_items(pipe, items: Sequence[LoadedImage], cfg: TIConfig, out: str
         step = result.steps
     except (KeyboardInterrupt, NonFiniteLossError):
         # the trainer saved its checkpoint; keep the embedding as it stands, then re-raise
-        state = Path(cfg.out_dir) / "checkpoint" / "state.pt"
-        import torch
-
-        step = int(torch.load(state, weights_only=True)["step"]) if state.exists() else 0
+        steps = checkpoint_steps(Path(cfg.out_dir) / "checkpoint")
+        step = steps[0] if steps else 0
         save_embedding(_current_embedding(pipe, cfg, step, meta), out, format=format)
         raise
     emb = _current_embedding(pipe, cfg, step, meta)
