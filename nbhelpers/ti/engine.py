@@ -99,14 +99,17 @@ def train_from_items(pipe, items: Sequence[LoadedImage], cfg: TIConfig, out: str
     start = time.perf_counter()
     size = size or image_size(pipe)
     templates = load_templates(template, require_name=not cfg.overwrite)
-    pixels, captions = [], []
-    for item in items:
-        for framed in frame(item.image, size, framing, flip=flip, source=str(item.path)):
-            pixels.append(framed.tensor())
-            captions.append(item.caption)
-    if not pixels:
-        raise ValueError("no training images after framing")
-    data = LatentSet.encode(pipe.vae, pixels, captions, cache_dir=cache_dir)
+    if not items:
+        raise ValueError("no training images; give at least one")
+
+    def framed_examples():
+        # one image read, framed and handed to the encoder at a time: the encoder keeps a
+        # batch of pixels and then only latents, so the memory never holds the whole folder
+        for item in items:
+            for framed in frame(item.image, size, framing, flip=flip, source=str(item.path)):
+                yield framed.tensor(), item.caption
+
+    data = LatentSet.encode_stream(pipe.vae, framed_examples(), cache_dir=cache_dir)
     out = Path(out)
     cfg = replace(cfg, out_dir=str(work_dir_for(out)))
     meta = {"init_word": cfg.init_word, "framing": framing, "size": size,
@@ -124,7 +127,7 @@ def train_from_items(pipe, items: Sequence[LoadedImage], cfg: TIConfig, out: str
         raise
     emb = _current_embedding(pipe, cfg, step, meta)
     path = save_embedding(emb, out, format=format)
-    return TIRun(result, emb, Path(path), len(pixels), time.perf_counter() - start)
+    return TIRun(result, emb, Path(path), len(data), time.perf_counter() - start)
 
 
 def train_from_folder(data_dir: str | Path, pipe, cfg: TIConfig, out: str | Path, *,
