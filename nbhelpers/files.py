@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["WriteError", "atomic_path", "check_writable", "save_png"]
+__all__ = ["WriteError", "atomic_path", "check_writable", "save_png", "torch_bytes",
+           "write_bytes"]
 
 
 class WriteError(OSError):
@@ -95,6 +96,31 @@ def atomic_path(out: str | os.PathLike, *, durable: bool = False) -> Iterator[Pa
             raise _write_error(err, out, existed=existed) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_bytes(out: str | os.PathLike, data: bytes, *, durable: bool = False) -> Path:
+    """Write ``data`` to ``out`` through :func:`atomic_path`; returns ``out`` as a Path.
+
+    Files that libraries would write themselves (``torch.save``, safetensors) are serialised
+    in memory and written here instead, so that a full disk is the ``OSError`` that
+    :func:`atomic_path` turns into a :class:`WriteError`, not a library's own exception
+    (torch's zip writer raises ``RuntimeError``, safetensors its ``SafetensorError``).
+    """
+    out = Path(out)
+    with atomic_path(out, durable=durable) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return out
+
+
+def torch_bytes(obj, *, legacy: bool = False) -> bytes:
+    """``torch.save(obj)`` into bytes (``legacy``: the pre-1.6 non-zip format)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf, _use_new_zipfile_serialization=not legacy)
+    return buf.getvalue()
 
 
 def check_writable(out: str | os.PathLike) -> None:

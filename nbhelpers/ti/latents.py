@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from nbhelpers.files import atomic_path
+from nbhelpers.files import torch_bytes, write_bytes
 
 
 def default_cache_dir() -> Path:
@@ -128,9 +128,9 @@ class _CacheFolder:
         return None
 
     def write(self, key: str, mean: Tensor, std: Tensor) -> None:
-        with atomic_path(self.folder / f"{key}.pt") as tmp:
-            torch.save({"format": CACHE_FORMAT, "vae": self.fingerprint, "pixels": key,
-                        "mean": mean.clone(), "std": std.clone()}, tmp)
+        write_bytes(self.folder / f"{key}.pt",
+                    torch_bytes({"format": CACHE_FORMAT, "vae": self.fingerprint, "pixels": key,
+                                 "mean": mean.clone(), "std": std.clone()}))
 
     def warn_rebuilt(self) -> None:
         if self.rebuilt:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nbhelpers.files import atomic_path
+from nbhelpers.files import torch_bytes, write_bytes
 from nbhelpers.precision import compute_dtype, resolve_precision
 from nbhelpers.quiet import quiet_loading
 from nbhelpers.ti.embeddings import Embedding, add_embedding_to_pipeline
@@ -380,17 +380,17 @@ def _save_checkpoint(folder: Path, rows: TrainableRows, opt, step: int, losses: 
     files of older steps than the newest :data:`CHECKPOINTS_KEPT` and any temporary file a
     killed run left behind (each process only its own)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(_rng_file(folder, step, rank), durable=True) as tmp:
-        torch.save({"generator": gen.get_state(), "step": step}, tmp)
+    write_bytes(_rng_file(folder, step, rank),
+                torch_bytes({"generator": gen.get_state(), "step": step}), durable=True)
     if barrier is not None:
         barrier()   # every RNG file first: a state file then names a complete checkpoint
     if rank == 0:
-        with atomic_path(_state_file(folder, step), durable=True) as tmp:
-            torch.save({"vectors": rows.vectors.detach().cpu().clone(),
-                        "optimizer": opt.state_dict(), "step": step,
-                        "losses": torch.tensor(losses, dtype=torch.float64),
-                        "config": json.dumps(asdict(cfg)),
-                        **({"scaler": scaler.state_dict()} if scaler is not None else {})}, tmp)
+        state = {"vectors": rows.vectors.detach().cpu().clone(),
+                 "optimizer": opt.state_dict(), "step": step,
+                 "losses": torch.tensor(losses, dtype=torch.float64),
+                 "config": json.dumps(asdict(cfg)),
+                 **({"scaler": scaler.state_dict()} if scaler is not None else {})}
+        write_bytes(_state_file(folder, step), torch_bytes(state), durable=True)
     keep = set(sorted({*checkpoint_steps(folder), step}, reverse=True)[:CHECKPOINTS_KEPT])
     for p in folder.iterdir():
         hidden = p.name.startswith(".")   # atomic_path's temporary name: a killed write
