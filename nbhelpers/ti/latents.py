@@ -149,6 +149,7 @@ class _Group:
         self.stds: list[Tensor | None] = []
         self.captions: list[str] = []
         self.pending: dict[str, tuple[Tensor, list[int]]] = {}   # key: (pixels, slots)
+        self.seen: dict[str, int] = {}     # key: the slot that holds its posterior
         self.hits = 0
         self.encoded = 0
 
@@ -169,6 +170,7 @@ def _flush(vae, group: _Group, cache: _CacheFolder) -> None:
         cache.write(key, m, s)
         for slot in slots:
             group.means[slot], group.stds[slot] = m, s
+        group.seen[key] = slots[0]
     group.encoded += len(group.pending)
     group.pending.clear()
 
@@ -199,9 +201,14 @@ def encode_stream(vae, examples: Iterable[tuple[Tensor, str]],
         if key in group.pending:          # the same image again, already in this batch
             group.pending[key][1].append(slot)
             continue
+        if key in group.seen:             # ... or earlier in this run
+            group.means[slot], group.stds[slot] = group.means[group.seen[key]], \
+                group.stds[group.seen[key]]
+            continue
         hit = cache.read(key, latent_shape(vae, shape))
         if hit is not None:
             group.means[slot], group.stds[slot] = hit
+            group.seen[key] = slot
             group.hits += 1
             continue
         group.pending[key] = (pixels.detach().cpu(), [slot])
