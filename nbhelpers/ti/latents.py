@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,21 @@ class _CacheFolder:
         self.folder = root / self.fingerprint
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rebuilt: list[tuple[Path, str]] = []
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self, age_s: float = 3600.0) -> None:
+        """Temporary files of writers that were killed (SIGKILL runs no cleanup): never read,
+        but they would pile up. An hour old is stale: a writer takes milliseconds, so one of
+        another run that is still going is never touched."""
+        now = time.time()
+        with os.scandir(self.folder) as entries:
+            for e in entries:
+                if e.name.startswith(".") and e.name.endswith(".pt"):
+                    try:
+                        if now - e.stat().st_mtime > age_s:
+                            os.unlink(e.path)
+                    except FileNotFoundError:
+                        pass   # another process removed it first
 
     def read(self, key: str, shape: tuple[int, ...]) -> tuple[Tensor, Tensor] | None:
         entry = self.folder / f"{key}.pt"
