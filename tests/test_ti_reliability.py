@@ -127,6 +127,43 @@ def test_sigkill_at_a_random_step_resumes_to_the_same_embedding(tiny_pipeline_di
         assert resumed.step == 8 and torch.equal(resumed.vectors, straight.vectors), out
 
 
+def test_checkpoint_generations_and_what_find_checkpoint_skips(tmp_path):
+    """The files themselves, without a model: two generations kept, a killed write's
+    temporary file removed, a damaged RNG file skipped like a damaged state file, a run
+    without resume starting with none."""
+    from nbhelpers.ti.train import (
+        TIConfig,
+        TrainableRows,
+        _remove_checkpoint_files,
+        _save_checkpoint,
+        find_checkpoint,
+    )
+
+    rows = TrainableRows(torch.nn.Embedding(5, 4), [4], torch.zeros(1, 4))
+    opt = torch.optim.AdamW([rows.vectors], lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    cfg = TIConfig(token="<t>", steps=8)
+    folder = tmp_path / "checkpoint"
+    losses: list[float] = []
+    for step in (2, 4, 6):
+        losses += [1.0, 1.0]
+        _save_checkpoint(folder, rows, opt, step, losses, gen, 0, cfg)
+        if step == 4:
+            (folder / ".state-000006-x1y2z3.pt").write_bytes(b"half")   # a write killed
+    assert checkpoint_steps(folder) == [6, 4]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "rng-0-000004.pt", "rng-0-000006.pt", "state-000004.pt", "state-000006.pt"]
+    rng = folder / "rng-0-000006.pt"
+    rng.write_bytes(rng.read_bytes()[:40])
+    with pytest.warns(UserWarning, match=f"checkpoint skipped: {rng} is damaged"):
+        step, state, _ = find_checkpoint(folder, shape=(1, 4))
+    assert step == 4 and len(state["losses"]) == 4
+    with pytest.raises(ValueError, match=r"no usable checkpoint .* holds vectors of shape"):
+        find_checkpoint(folder, shape=(2, 4), max_step=4)
+    _remove_checkpoint_files(folder, 0, set())
+    assert list(folder.iterdir()) == []
+
+
 # --------------------------------------------------------------------------------------------
 # 2. The latent cache: damaged and foreign entries, and two processes at once
 # --------------------------------------------------------------------------------------------

@@ -376,9 +376,9 @@ def find_checkpoint(folder: str | Path, rank: int = 0, *, shape: tuple[int, int]
 def _save_checkpoint(folder: Path, rows: TrainableRows, opt, step: int, losses: list[float],
                      gen: torch.Generator, rank: int, cfg: TIConfig, scaler=None,
                      barrier: Callable[[], None] | None = None) -> None:
-    """Write this process's RNG file and (rank 0) the state file of ``step``, then remove the
-    files of older steps than the newest :data:`CHECKPOINTS_KEPT` and any temporary file a
-    killed run left behind (each process only its own)."""
+    """Write this process's RNG file and (rank 0) the state file of ``step``, then keep the
+    newest :data:`CHECKPOINTS_KEPT` steps up to ``step`` and remove the rest (each process only
+    its own files), with any temporary file a killed run left behind."""
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes(_rng_file(folder, step, rank),
                 torch_bytes({"generator": gen.get_state(), "step": step}), durable=True)
@@ -391,7 +391,17 @@ def _save_checkpoint(folder: Path, rows: TrainableRows, opt, step: int, losses: 
                  "config": json.dumps(asdict(cfg)),
                  **({"scaler": scaler.state_dict()} if scaler is not None else {})}
         write_bytes(_state_file(folder, step), torch_bytes(state), durable=True)
-    keep = set(sorted({*checkpoint_steps(folder), step}, reverse=True)[:CHECKPOINTS_KEPT])
+    # steps after this one are of an abandoned past (a damaged checkpoint resumed around)
+    keep = set(sorted({s for s in checkpoint_steps(folder) if s < step} | {step},
+                      reverse=True)[:CHECKPOINTS_KEPT])
+    _remove_checkpoint_files(folder, rank, keep)
+
+
+def _remove_checkpoint_files(folder: Path, rank: int, keep: set[int]) -> None:
+    """Remove this process's checkpoint files (rank 0: the state files too) of the steps not in
+    ``keep``, and the temporary files of its writes that a kill interrupted."""
+    if not folder.is_dir():
+        return
     for p in folder.iterdir():
         hidden = p.name.startswith(".")   # atomic_path's temporary name: a killed write
         base = p.name[1:] if hidden else p.name
@@ -493,6 +503,8 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     ckpt_dir = out_dir / "checkpoint" if out_dir else None
     start, losses = 0, []
+    if ckpt_dir is not None and not cfg.resume:
+        _remove_checkpoint_files(ckpt_dir, acc.process_index, set())   # a run starts anew
     if cfg.resume:
         if ckpt_dir is None:
             raise FileNotFoundError("resume asked, but the config has no out_dir to find the "
