@@ -87,17 +87,17 @@ def _add_embeddings(pipe, embeddings: Sequence) -> None:
         print(f"loaded {emb.token} ({emb.n_vectors} vector(s), {emb.width} wide) from {path}")
 
 
-def _checkpoint_step(state: Path) -> int:
-    import torch
-
-    return int(torch.load(state, map_location="cpu", weights_only=True)["step"])
-
-
 def _cmd_ti_train(args: argparse.Namespace) -> int:
+    from nbhelpers.files import check_writable
     from nbhelpers.models import load_pipeline
     from nbhelpers.ti.data import check_image_folder, load_templates
     from nbhelpers.ti.engine import train_from_folder, work_dir_for
-    from nbhelpers.ti.train import NonFiniteLossError, TIConfig
+    from nbhelpers.ti.train import (
+        NonFiniteLossError,
+        TIConfig,
+        checkpoint_steps,
+        find_checkpoint,
+    )
 
     out = Path(args.out) if args.out else Path(f"{args.token.strip('<>') or 'embedding'}"
                                                 ".safetensors")
@@ -113,18 +113,19 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
     check_image_folder(args.data_dir)
     load_templates(args.template, require_name=not args.overwrite)
     work = work_dir_for(out)
-    state = work / "checkpoint" / "state.pt"
+    check_writable(out)   # a read-only folder fails now, not after the training
+    ckpt = work / "checkpoint"
     resumed_at = None
     if args.resume:
-        if not state.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {state.parent} (the run that "
+        found = find_checkpoint(ckpt)
+        if found is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {ckpt} (the run that "
                                     f"writes {out} keeps it there); run without --resume to "
                                     "start")
-        resumed_at = _checkpoint_step(state)
+        resumed_at = found[0]
         left = (f"{cfg.steps - resumed_at} steps to go" if resumed_at < cfg.steps else
                 f"nothing left to train; give --steps above {resumed_at} to train further")
-        print(f"resuming from step {resumed_at} of {cfg.steps} (checkpoint in "
-              f"{state.parent}): {left}")
+        print(f"resuming from step {resumed_at} of {cfg.steps} (checkpoint in {ckpt}): {left}")
     # 2. the model, then the run
     try:
         pipe = load_pipeline(args.model, device=args.device)
@@ -133,7 +134,7 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
                                 format=args.format, refuse_small=args.refuse_small,
                                 cache_dir=args.cache_dir)
     except KeyboardInterrupt:
-        if out.exists() and state.exists():
+        if out.exists() and checkpoint_steps(ckpt):
             print(f"\ninterrupted: checkpoint and embedding saved ({out}); continue with the "
                   "same command plus --resume", file=sys.stderr)
         else:
@@ -605,6 +606,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             # bad input: the messages name the value and the fix; no traceback for people
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except OSError as err:
+            from nbhelpers.files import WriteError  # numpy and PIL: not at the CLI's start
+
+            if not isinstance(err, WriteError):
+                raise
+            # a full disk, a read-only folder: the message names the file and the fix, and
+            # the file was left as it was
+            print(f"error: {err.strerror}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

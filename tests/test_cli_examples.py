@@ -156,7 +156,7 @@ def outputs(argv: list[str]) -> list[str]:
         return [args.dst]
     if path == ("ti", "train"):
         out = args.out or f"{args.token.strip('<>')}.safetensors"
-        return [out, str(work_dir_for(out) / "checkpoint" / "state.pt")]
+        return [out, str(work_dir_for(out) / "checkpoint")]
     if path == ("sweep",):
         return [args.out, args.sheet or str(Path(args.out).with_suffix(".png"))]
     return [args.out] if getattr(args, "out", None) else []

@@ -33,7 +33,7 @@ def test_ti_train_convert_inspect_generate(tiny_pipeline_dir, folder, tmp_path, 
     assert "6 framed images" in text.out  # 3 images, flipped
     emb = load_embedding(out)
     assert emb.token == "<fox-style>" and emb.vectors.shape == (2, 32) and emb.step == 3
-    assert (tmp_path / "emb" / "style-run" / "checkpoint" / "state.pt").exists()
+    assert (tmp_path / "emb" / "style-run" / "checkpoint" / "state-000003.pt").exists()
 
     pt = tmp_path / "emb" / "style.pt"
     assert main(["ti", "convert", str(out), str(pt), "--format", "a1111"]) == 0

@@ -11,6 +11,8 @@ from nbhelpers.ti.train import (
     NonFiniteLossError,
     TIConfig,
     TrainableRows,
+    checkpoint_steps,
+    find_checkpoint,
     lr_at,
     parse_lr_schedule,
     train_textual_inversion,
@@ -89,7 +91,7 @@ def test_training_changes_only_the_new_rows(data, tmp_path):
     assert all(p.grad is None for p in pipe.unet.parameters())
     assert [s.step for s in seen] == [1, 2, 3, 4, 5] and len(result.losses) == 5
     assert result.token_strings == ["<shape-style>", "<shape-style>_1"]
-    assert (tmp_path / "run" / "checkpoint" / "state.pt").exists()
+    assert checkpoint_steps(tmp_path / "run" / "checkpoint") == [5]
 
 
 def test_resume_gives_the_same_embedding(tiny_pipeline_dir, data, tmp_path):
@@ -106,8 +108,7 @@ def test_resume_gives_the_same_embedding(tiny_pipeline_dir, data, tmp_path):
         train_textual_inversion(_fresh(tiny_pipeline_dir), latent_set, TEMPLATES,
                                 TIConfig(**kw, out_dir=str(tmp_path / "b"), checkpoint_every=2),
                                 callback=stop_at_3)
-    state = torch.load(tmp_path / "b" / "checkpoint" / "state.pt", weights_only=True)
-    assert state["step"] == 3
+    assert checkpoint_steps(tmp_path / "b" / "checkpoint") == [3, 2]  # the two newest kept
     resumed = train_textual_inversion(_fresh(tiny_pipeline_dir), latent_set, TEMPLATES,
                                       TIConfig(**kw, out_dir=str(tmp_path / "b"), resume=True))
     torch.testing.assert_close(resumed.vectors, straight.vectors, rtol=0, atol=1e-6)
@@ -120,7 +121,7 @@ def test_non_finite_loss_keeps_the_last_good_vectors(data, tmp_path):
                    out_dir=str(tmp_path / "nan"))
     with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
         train_textual_inversion(pipe, latent_set, TEMPLATES, cfg)
-    state = torch.load(tmp_path / "nan" / "checkpoint" / "state.pt", weights_only=True)
+    _, state, _ = find_checkpoint(tmp_path / "nan" / "checkpoint")
     assert torch.isfinite(state["vectors"]).all()
     assert torch.isfinite(pipe.text_encoder.get_input_embeddings().weight).all()
 

@@ -276,20 +276,52 @@ def _caption_file(image_path: Path) -> Path | None:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class LoadedImage:
-    """One usable image: ``image`` is RGB at its original size, EXIF orientation applied."""
+    """One usable image and its caption; ``image`` is RGB, EXIF orientation applied.
 
-    path: Path | None
-    image: Image.Image
-    caption: str
-    #: ``"txt"`` (a caption file), ``"filename"`` or ``"given"`` (:func:`items_from_images`).
-    caption_source: Literal["txt", "filename", "given"] = "given"
+    An image given in memory (:func:`items_from_images`) is held. One that
+    :func:`load_folder` found is not: it was decoded once there, to check it, and every access
+    to ``image`` reads the file again, so that a folder of any size costs the memory of one
+    image at a time. Very large JPEGs are read reduced (see :func:`load_folder`), so ``size``
+    is the size as read, the size of ``image``.
+    """
+
+    __slots__ = ("path", "caption", "caption_source", "_image", "_size", "_min_side")
+
+    def __init__(self, path: Path | None, image: Image.Image | None = None, caption: str = "",
+                 caption_source: Literal["txt", "filename", "given"] = "given", *,
+                 size: tuple[int, int] | None = None, min_side: int | None = None) -> None:
+        if image is None and (path is None or size is None):
+            raise ValueError("a LoadedImage needs its image, or the path and size of the "
+                             "file to read it from")
+        self.path = path
+        self.caption = caption
+        #: ``"txt"`` (a caption file), ``"filename"`` or ``"given"`` (:func:`items_from_images`).
+        self.caption_source = caption_source
+        self._image = image
+        self._size = tuple(size) if size is not None else image.size
+        self._min_side = min_side
+
+    @property
+    def image(self) -> Image.Image:
+        if self._image is not None:
+            return self._image
+        try:
+            rgb, _ = _open_rgb(self.path, min_side=self._min_side)
+        except _Skip as e:
+            raise ValueError(f"{self.path} could not be read again ({e}); it was readable when "
+                             f"its folder was loaded: was it changed or removed since?") from None
+        return rgb
 
     @property
     def size(self) -> tuple[int, int]:
-        """``(width, height)`` in pixels."""
-        return self.image.size
+        """``(width, height)`` in pixels, as read."""
+        return self._size
+
+    def __repr__(self) -> str:
+        held = "in memory" if self._image is not None else "read on use"
+        return (f"LoadedImage(path={str(self.path)!r}, size={self._size}, "
+                f"caption={self.caption!r}, caption_source={self.caption_source!r}, {held})")
 
 
 @dataclass(frozen=True)
@@ -359,15 +391,42 @@ def _bomb_reason(error: Exception) -> str:
             f"`PIL.Image.MAX_IMAGE_PIXELS = {limit}` (or None to switch the check off)")
 
 
-def _open_rgb(path: Path) -> tuple[Image.Image, list[str]]:
-    """Open, decode fully, apply EXIF orientation, convert to RGB. Raises :class:`_Skip`."""
+#: A JPEG whose shorter side is at least twice this many times the training size is decoded
+#: reduced (by 2, 4 or 8, in the JPEG decoder), down to no less than this many times the size.
+JPEG_DRAFT_FACTOR = 4
+
+
+def _open_rgb(path: Path, min_side: int | None = None) -> tuple[Image.Image, list[str]]:
+    """Open, decode fully, apply EXIF orientation, convert to RGB. Raises :class:`_Skip`.
+
+    ``min_side``: a JPEG is decoded at the smallest of its scales 1/2, 1/4, 1/8 whose shorter
+    side is still at least ``min_side`` (libjpeg's draft mode: the full-size pixels are never
+    in memory). That is also what lets a JPEG over Pillow's decompression-bomb limit in, as long
+    as it is under twice the limit and its reduced size is under it.
+    """
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # The warning variant (between 1x and 2x the limit) is refused like the error.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as im:
+            with warnings.catch_warnings(record=True) as at_open:
+                warnings.simplefilter("always")
+                opened = Image.open(path)   # over 2x the limit: DecompressionBombError here
+            over_limit = None
+            for w in at_open:
+                if issubclass(w.category, Image.DecompressionBombWarning):
+                    over_limit = w.message
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            with opened as im:
+                if min_side is not None and im.format in ("JPEG", "MPO"):
+                    w, h = im.size
+                    shorter = min(w, h)
+                    if shorter >= 2 * min_side:
+                        im.draft(None, (math.ceil(w * min_side / shorter),
+                                        math.ceil(h * min_side / shorter)))
+                if over_limit is not None and (Image.MAX_IMAGE_PIXELS is not None and
+                                               im.size[0] * im.size[1] > Image.MAX_IMAGE_PIXELS):
+                    raise Image.DecompressionBombWarning(str(over_limit))
                 im.load()  # decode now, so a truncated file fails here and not in training
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1:
@@ -459,12 +518,23 @@ def load_folder(
 
     Returns:
         a :class:`LoadReport`; ``report.loaded`` in file-name order, each ``image`` RGB at its
-        original size. Files are decoded fully here, so a truncated file is caught now.
+        original size (or reduced, below). Files are decoded fully here, so a truncated file
+        is caught now, and
+        then let go: ``item.image`` reads the file again, so memory holds one image at a time
+        however large the folder (:class:`LoadedImage`).
+
+    Large images, with ``size``: a JPEG whose shorter side is at least
+    ``2 * JPEG_DRAFT_FACTOR * size`` is decoded reduced by 2, 4 or 8 in the JPEG decoder, to a
+    shorter side of no less than ``JPEG_DRAFT_FACTOR * size`` (256 px for the toy model, 2048
+    for SD): more than any framing resizes it to, in a fraction of the time and memory (a
+    12000x9000 photo is read as 1500x1125). Pillow's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``, 89 Mpx by default) applies to the pixels decoded, so such a
+    JPEG up to twice the limit is read; any other image over the limit, and any image over
+    twice it, is skipped with the reason and how to raise the limit.
 
     Skipped and listed, never raised: files without an image extension (``IMAGE_EXTENSIONS``,
     any case), ``.txt`` files with no image of the same stem beside them, hidden files, corrupt
-    or truncated images, images over Pillow's decompression-bomb limit
-    (``PIL.Image.MAX_IMAGE_PIXELS``; the reason says how to raise it), sub-folders when not
+    or truncated images, images over the decompression-bomb limit (above), sub-folders when not
     ``recursive``.
 
     Raises:
@@ -477,6 +547,7 @@ def load_folder(
     elif refuse_small:
         raise ValueError("refuse_small=True needs the training size: pass size=... as well")
 
+    min_side = None if size is None else JPEG_DRAFT_FACTOR * size
     report = LoadReport(folder=folder)
     entries = list(_walk(folder, recursive))
     image_stems = {(p.parent, p.stem) for p in entries
@@ -505,7 +576,7 @@ def load_folder(
                    f"{', '.join(sorted(IMAGE_EXTENSIONS))})"))
             continue
         try:
-            rgb, notes = _open_rgb(p)
+            rgb, notes = _open_rgb(p, min_side=min_side)
         except _Skip as e:
             report.skipped.append(SkippedFile(p, str(e)))
             continue
@@ -526,8 +597,10 @@ def load_folder(
             caption, source = caption_from_filename(p.name), "filename"
             report.warnings.append(f"{rel}: caption file unreadable ({e}); caption taken "
                                    f"from the file name; save the .txt as UTF-8")
-        report.loaded.append(LoadedImage(path=p, image=rgb, caption=caption,
-                                         caption_source=source))
+        # not kept: read again when used, so a folder of any size fits in memory
+        report.loaded.append(LoadedImage(path=p, caption=caption, caption_source=source,
+                                         size=rgb.size, min_side=min_side))
+        del rgb
 
     if not report.loaded:
         found = (" nothing: the folder is empty" if not entries else

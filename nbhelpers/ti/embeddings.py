@@ -59,7 +59,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from nbhelpers.files import atomic_path
+from nbhelpers.files import torch_bytes, write_bytes
 
 EmbeddingFormat = Literal["diffusers", "a1111", "kohya"]
 FORMATS: tuple[str, ...] = ("diffusers", "a1111", "kohya")
@@ -252,7 +252,7 @@ def save_embedding(emb: Embedding, path: str | os.PathLike,
     ``format="a1111"`` or ``"kohya"``. The vectors keep their dtype and go to the CPU. NaN or
     inf values are refused. A kohya file carries no token name (and, as ``.pt``, no step).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     if not isinstance(emb, Embedding):
         raise TypeError(f"save_embedding needs an Embedding, got {type(emb).__name__}")
@@ -266,27 +266,29 @@ def save_embedding(emb: Embedding, path: str | os.PathLike,
     vectors = emb.vectors.detach().to("cpu").contiguous().clone()
     header = {"nbhelpers_format": format, "token": emb.token, "step": str(emb.step),
               "meta": meta_json}
-    with atomic_path(path) as tmp:
-        if format == "diffusers":
-            save_file({emb.token: vectors}, str(tmp), metadata=header)
-        elif format == "kohya" and path.suffix.lower() == ".safetensors":
-            save_file({"emb_params": vectors}, str(tmp), metadata=header)
-        elif format == "kohya":
-            _save_pt({"emb_params": vectors}, tmp)
-        else:
-            _save_pt({
-                "string_to_token": {"*": A1111_STAR_ID},
-                "string_to_param": {"*": vectors},
-                "name": emb.token,
-                "step": emb.step,
-                "sd_checkpoint": _str_or_none(emb.meta.get("sd_checkpoint")),
-                "sd_checkpoint_name": _str_or_none(emb.meta.get("model_name")),
-                _META_KEY: meta_json,
-            }, tmp)
+    if format == "diffusers":
+        data = safetensors_bytes({emb.token: vectors}, metadata=header)
+    elif format == "kohya" and path.suffix.lower() == ".safetensors":
+        data = safetensors_bytes({"emb_params": vectors}, metadata=header)
+    elif format == "kohya":
+        data = _pt_bytes({"emb_params": vectors})
+    else:
+        data = _pt_bytes({
+            "string_to_token": {"*": A1111_STAR_ID},
+            "string_to_param": {"*": vectors},
+            "name": emb.token,
+            "step": emb.step,
+            "sd_checkpoint": _str_or_none(emb.meta.get("sd_checkpoint")),
+            "sd_checkpoint_name": _str_or_none(emb.meta.get("model_name")),
+            _META_KEY: meta_json,
+        })
+    # written by us, not the libraries: a full disk or a read-only folder is then a WriteError
+    # that names the file and the fix, and the previous file is kept
+    write_bytes(path, data, durable=True)
     return path
 
 
-def _save_pt(obj: dict, path: Path) -> None:
+def _pt_bytes(obj: dict) -> bytes:
     """``torch.save`` in the legacy (pre-1.6, non-zip) format, which every reader accepts.
 
     A1111's safe unpickler allows only the zip entries ``version``, ``data.pkl`` and
@@ -294,7 +296,7 @@ def _save_pt(obj: dict, path: Path) -> None:
     refused there. The legacy format is pickles and raw storage bytes; ``torch.load(...,
     weights_only=True)`` and diffusers read it with identical values.
     """
-    torch.save(obj, path, _use_new_zipfile_serialization=False)
+    return torch_bytes(obj, legacy=True)
 
 
 def _str_or_none(value: Any) -> str | None:

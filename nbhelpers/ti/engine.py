@@ -21,6 +21,7 @@ from nbhelpers.ti.train import (
     TIConfig,
     TIResult,
     TIState,
+    checkpoint_steps,
     train_textual_inversion,
 )
 
@@ -98,14 +99,17 @@ def train_from_items(pipe, items: Sequence[LoadedImage], cfg: TIConfig, out: str
     start = time.perf_counter()
     size = size or image_size(pipe)
     templates = load_templates(template, require_name=not cfg.overwrite)
-    pixels, captions = [], []
-    for item in items:
-        for framed in frame(item.image, size, framing, flip=flip, source=str(item.path)):
-            pixels.append(framed.tensor())
-            captions.append(item.caption)
-    if not pixels:
-        raise ValueError("no training images after framing")
-    data = LatentSet.encode(pipe.vae, pixels, captions, cache_dir=cache_dir)
+    if not items:
+        raise ValueError("no training images; give at least one")
+
+    def framed_examples():
+        # one image read, framed and handed to the encoder at a time: the encoder keeps a
+        # batch of pixels and then only latents, so the memory never holds the whole folder
+        for item in items:
+            for framed in frame(item.image, size, framing, flip=flip, source=str(item.path)):
+                yield framed.tensor(), item.caption
+
+    data = LatentSet.encode_stream(pipe.vae, framed_examples(), cache_dir=cache_dir)
     out = Path(out)
     cfg = replace(cfg, out_dir=str(work_dir_for(out)))
     meta = {"init_word": cfg.init_word, "framing": framing, "size": size,
@@ -117,15 +121,13 @@ def train_from_items(pipe, items: Sequence[LoadedImage], cfg: TIConfig, out: str
         step = result.steps
     except (KeyboardInterrupt, NonFiniteLossError):
         # the trainer saved its checkpoint; keep the embedding as it stands, then re-raise
-        state = Path(cfg.out_dir) / "checkpoint" / "state.pt"
-        import torch
-
-        step = int(torch.load(state, weights_only=True)["step"]) if state.exists() else 0
+        steps = checkpoint_steps(Path(cfg.out_dir) / "checkpoint")
+        step = steps[0] if steps else 0
         save_embedding(_current_embedding(pipe, cfg, step, meta), out, format=format)
         raise
     emb = _current_embedding(pipe, cfg, step, meta)
     path = save_embedding(emb, out, format=format)
-    return TIRun(result, emb, Path(path), len(pixels), time.perf_counter() - start)
+    return TIRun(result, emb, Path(path), len(data), time.perf_counter() - start)
 
 
 def train_from_folder(data_dir: str | Path, pipe, cfg: TIConfig, out: str | Path, *,
