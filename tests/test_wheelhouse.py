@@ -154,14 +154,18 @@ def test_torch_build_is_read_from_the_wheel(tmp_path):
 
 def test_wheelhouse_for_another_python_or_platform_is_refused(tmp_path):
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    with pytest.raises(wh.WheelhouseError, match=f"is for Python 3.99.*PYTHON_VERSION={here}"):
+    fix = f"PLATFORM={wh.this_machine()} PYTHON_VERSION={here}"
+    with pytest.raises(wh.WheelhouseError, match=f"is for x / Python 3.99.*{fix}.*python3.99"):
         wh.check_fits_this_machine({"python": "3.99", "platform": "x"}, tmp_path)
     other = "windows-x86_64" if wh.this_machine() != "windows-x86_64" else "linux-x86_64"
     tag = "win_amd64" if other == "windows-x86_64" else "manylinux_2_28_x86_64"
-    torch = f"torch-2.13.0-cp{here.replace('.', '')}-cp{here.replace('.', '')}-{tag}.whl"
-    manifest = {"python": here, "platform": other, "torch": {"wheel": torch}}
-    with pytest.raises(wh.WheelhouseError, match=f"is for {other}.*PLATFORM={wh.this_machine()}"):
+    cp = "cp" + here.replace(".", "")
+    manifest = {"python": here, "platform": other,
+                "torch": {"wheel": f"torch-2.13.0-{cp}-{cp}-{tag}.whl"}}
+    with pytest.raises(wh.WheelhouseError, match=f"is for {other}.*cannot install.*{fix}$"):
         wh.check_fits_this_machine(manifest, tmp_path)
+    wh.check_fits_this_machine({**manifest, "platform": wh.this_machine(), "torch": {}},
+                               tmp_path)
 
 
 def test_missing_wheel_is_named_from_uvs_own_words(tmp_path):
@@ -172,3 +176,8 @@ def test_missing_wheel_is_named_from_uvs_own_words(tmp_path):
                            "tqdm>=4.66"], capture_output=True, text=True)
     assert proc.returncode != 0
     assert wh.missing_package(proc.stdout + proc.stderr) == "tqdm"
+
+
+def test_ci_runs_the_offline_install_after_make_test():
+    run = (ROOT / ".ci" / "run").read_text()
+    assert run.index("\nmake test\n") < run.index("\nmake test-wheelhouse\n")

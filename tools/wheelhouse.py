@@ -496,24 +496,28 @@ def missing_package(output: str) -> str | None:
 def check_fits_this_machine(manifest: dict, folder: Path) -> None:
     """The wheelhouse was built for this Python and platform, or a clear error."""
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
-    want = manifest["python"]
-    if want != here:
-        raise WheelhouseError(
-            f"WHEELHOUSE={folder} is for Python {want}; this environment runs Python {here}. "
-            f"Build one for it ({BUILD_HINT.format(dir=folder, platform='')} "
-            f"PYTHON_VERSION={here}) or make the environment with Python {want} "
-            f"(make install PYTHON=python{want} WHEELHOUSE=...)")
+    python_fits = manifest["python"] == here
+    torch = manifest.get("torch", {}).get("wheel")
+    platform_fits = True
     try:
         from pip._vendor.packaging.tags import sys_tags
         from pip._vendor.packaging.utils import parse_wheel_filename
     except ImportError:     # no pip to ask: the installer will say
+        pass
+    else:
+        if torch:
+            platform_fits = bool(set(parse_wheel_filename(torch)[3]) & set(sys_tags()))
+    if python_fits and platform_fits:
         return
-    torch = manifest.get("torch", {}).get("wheel")
-    if torch and not set(parse_wheel_filename(torch)[3]) & set(sys_tags()):
-        raise WheelhouseError(
-            f"WHEELHOUSE={folder} is for {manifest['platform']} ({torch}), which this machine "
-            f"({this_machine()}) cannot install. Build one for it: "
-            + BUILD_HINT.format(dir=folder, platform=f" PLATFORM={this_machine()}"))
+    fix = BUILD_HINT.format(dir=folder, platform=f" PLATFORM={this_machine()}")
+    msg = (f"WHEELHOUSE={folder} is for {manifest['platform']} / Python {manifest['python']}, "
+           f"and this is {this_machine()} / Python {here}"
+           + ("" if platform_fits else f", which cannot install its {torch}")
+           + f". Build one for this machine: {fix} PYTHON_VERSION={here}")
+    if platform_fits:
+        msg += (f"; or make the environment with Python {manifest['python']}: "
+                f"make install PYTHON=python{manifest['python']} WHEELHOUSE={folder}")
+    raise WheelhouseError(msg)
 
 
 def install(folder: Path, project: Path, extras: str, open_clip_version: str,
