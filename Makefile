@@ -41,6 +41,10 @@ help:
 	@echo "              (smoke; sd-cpu too for 04 and 06) as parallel jobs, a table of seconds last"
 	@echo "make unit, make notebooks, make lint - the parts of make test"
 	@echo "make bench  - run the CPU benchmarks and update docs/benchmarks.md"
+	@echo "make wheelhouse [WHEELHOUSE=dir] [PLATFORM=windows-x86_64] [PYTHON_VERSION=3.12] - every"
+	@echo "               wheel make install needs, for a classroom without internet;"
+	@echo "               make install WHEELHOUSE=dir installs from it with no network"
+	@echo "make test-wheelhouse - build a wheelhouse, install a fresh venv from it offline"
 	@echo "make test-browser - the sliders in JupyterLab under headless Chromium (needs chromium,"
 	@echo "                    chromium-driver: .ci/run installs them); screenshots: artifacts/browser/"
 
@@ -48,6 +52,12 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { echo "install: a virtual environment in $(VENV)"; $(PYTHON) -m venv $(VENV); }
+ifneq ($(strip $(WHEELHOUSE)),)
+	@# everything from the wheelhouse folder, nothing from the network (see "wheelhouse" below)
+	@$(PY) tools/wheelhouse.py install "$(WHEELHOUSE)" --extras dev \
+	  --open-clip-version $(OPEN_CLIP_VERSION)
+	@touch $(STAMP)
+else
 	@test -x $(UV) || $(PIP) install --quiet uv 2>/dev/null \
 	  || echo "install: uv could not be installed, so pip does the installing (slower)"
 	@$(MAKE) --no-print-directory torch
@@ -60,6 +70,7 @@ $(STAMP): pyproject.toml
 	@$(INSTALL) --quiet --no-deps "open-clip-torch==$(OPEN_CLIP_VERSION)"
 	@touch $(STAMP)
 	@echo "install: done"
+endif
 
 .PHONY: torch
 torch:
@@ -89,6 +100,30 @@ print(local[0]) if local else sys.exit(1)
 endef
 export LOCAL_CPU_WHEEL
 
+# An offline classroom install (README, "Classroom install without Wi-Fi"): make wheelhouse
+# collects every wheel that make install installs, for one platform, into a folder (CPU torch,
+# the extras, open-clip-torch, uv, pip, the build requirements) with a manifest.json;
+# make install WHEELHOUSE=dir installs from that folder alone (tools/wheelhouse.py).
+# PLATFORM: linux-x86_64, linux-aarch64, macos-arm64, windows-x86_64 (default: this machine's);
+# PYTHON_VERSION: the laptops' Python, e.g. 3.12 (default: the venv's).
+WHEELHOUSE     ?=
+PLATFORM       ?=
+PYTHON_VERSION ?=
+
+.PHONY: wheelhouse test-wheelhouse
+wheelhouse:
+	@test -x $(PY) || { echo "wheelhouse: a virtual environment in $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@test -x $(UV) || $(PIP) install --quiet uv
+	@$(PY) tools/wheelhouse.py build --out "$(or $(WHEELHOUSE),wheelhouse)" \
+	  --platform "$(PLATFORM)" --python-version "$(PYTHON_VERSION)" --uv $(UV) \
+	  --torch-version $(TORCH_VERSION) --torch-index $(TORCH_INDEX) \
+	  --open-clip-version $(OPEN_CLIP_VERSION)
+
+# a wheelhouse built in a temporary folder, then a fresh venv installed from it with the
+# network cut off (a network namespace where unshare -n works), and a smoke test in that venv
+test-wheelhouse: install
+	@bash tools/test_wheelhouse.sh
+
 lab: install
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(LAB_PORT) $(ALLOW_ROOT) $(LAB_ARGS)
 
@@ -102,7 +137,7 @@ test: install lint
 	@$(SUITE)
 
 lint: install
-	$(VENV)/bin/ruff check nbhelpers tests bench
+	$(VENV)/bin/ruff check nbhelpers tests bench tools
 
 unit: install
 	@$(SUITE) --only unit
