@@ -26,12 +26,17 @@
 #    their signal-to-noise ratio;
 # 4. noise a real photograph with a slider for $t$;
 # 5. **check** that our scaled-linear schedule is exactly the one `diffusers` uses for Stable
-#    Diffusion.
+#    Diffusion, and see where its sampler starts;
+# 6. run the process backwards: the DDPM posterior, ancestral sampling and DDIM, **checked**
+#    against `diffusers`' own samplers.
 #
 # Notation (the same everywhere in the series): $\beta_t$ is the noise added at step $t$,
 # $\alpha_t = 1-\beta_t$, $\bar\alpha_t = \prod_{i \le t} \alpha_i$ is the signal kept, and
 # $\epsilon \sim \mathcal N(0, I)$ is standard Gaussian noise. Steps run $t = 0, \dots, T-1$ with
-# $T = 1000$, as in `diffusers`.
+# $T = 1000$, as in `diffusers`. Mind the first index: $x_0$ is the clean data, but the
+# timestep $t = 0$ of a schedule is already one step of noise ($\bar\alpha_0 = 1 - \beta_0$), so
+# "$t = 0$" in a panel title means one step noised; `nbhelpers` writes clean data as the
+# timestep $-1$ ($\bar\alpha = 1$).
 
 # %%
 import torch
@@ -139,8 +144,12 @@ for t in show_at[1:]:
 # How fast the signal fades is set by the schedule $\beta_t$. Three are in common use:
 #
 # * **linear** (Ho et al. 2020): $\beta$ from $10^{-4}$ to $0.02$, evenly spaced;
-# * **cosine** (Nichol and Dhariwal 2021, eq. 17): chosen so that
-#   $\bar\alpha_t = \cos^2\!\big(\tfrac{t/T + 0.008}{1.008}\tfrac{\pi}{2}\big)$ falls smoothly;
+# * **cosine** (Nichol and Dhariwal 2021, eq. 17): $\bar\alpha$ is *defined* to fall smoothly,
+#   $\bar\alpha(u) = f(u)/f(0)$ with $f(u) = \cos^2\!\big(\tfrac{u + 0.008}{1.008}\tfrac{\pi}{2}\big)$
+#   and $u$ the fraction of the $T$ steps applied (the division by $f(0)$ makes $\bar\alpha = 1$
+#   before the first step). The betas follow as $\beta = 1 - \bar\alpha(u)/\bar\alpha(u - 1/T)$,
+#   clipped to at most $0.999$ as in the paper and in `D.cosine_betas`: without the clip the last
+#   step would be $\beta = 1$ ($f(1) = 0$), a step that deletes the signal and cannot be inverted;
 # * **scaled-linear** (Rombach et al. 2022, Stable Diffusion): linear in $\sqrt\beta$, from
 #   $0.00085$ to $0.012$.
 #
@@ -178,12 +187,21 @@ for name, ab in schedules.items():
 #   reaches pure noise**: at $t = 999$, $\bar\alpha = 4.66 \times 10^{-3}$, a $\log\mathrm{SNR}$ of
 #   $-5.36$.
 #
-# Why does Stable Diffusion use it? SD denoises a $4 \times 64 \times 64$ *latent* from its
-# autoencoder rather than pixels, and the Latent Diffusion authors kept the schedule that worked
-# best for their latent models. Its gentle end means sampling starts from $x_T$ that still holds a
-# trace of the image: this is why SD struggles to make very dark or very bright images (Lin et al.
-# 2024, *Common Diffusion Noise Schedules and Sample Steps are Flawed*, fix it by rescaling the
-# schedule to zero terminal SNR). Keep this in mind in notebook 04.
+# Scaled-linear is gentler than linear only *later* on: its first $\beta$ is $8.5 \times 10^{-4}$,
+# more than eight times the linear schedule's $10^{-4}$, but it grows only to $0.012$ instead of
+# $0.02$. Stable Diffusion denoises a $4 \times 64 \times 64$ *latent* of its autoencoder rather
+# than pixels, and uses the schedule of the Latent Diffusion models it descends from.
+#
+# Its end has a flaw (Lin et al. 2024, *Common Diffusion Noise Schedules and Sample Steps are
+# Flawed*). In **training**, the noisiest input the model ever sees, at $t = 999$, still holds a
+# trace of the image: $\bar\alpha_{999} = 4.66 \times 10^{-3}$, so the mean brightness of the
+# picture leaks through the noise. In **sampling**, the chain starts from pure $\mathcal N(0, I)$,
+# which holds no such trace. The model learned to read the overall brightness off its input and
+# is never given one, so it keeps to medium brightness: this is why SD 1.x struggles to make very
+# dark or very bright images. Lin et al. fix it by rescaling the schedule to zero terminal SNR.
+# Their second flaw is in the sampler: with `diffusers`' default "leading" spacing and SD's
+# `steps_offset=1`, a sampler with few steps does not even start at the last training step; the
+# check of section 5 prints where it starts. Keep both in mind in notebook 04.
 
 # %% [markdown]
 # ## 4. A real photograph
@@ -240,22 +258,137 @@ print("t = 999 (linear) is uncorrelated with it (|correlation| < 0.1):",
       abs(correlation(last, clean)) < 0.1)
 
 # %% [markdown]
-# ## 5. Check: our scaled-linear schedule is Stable Diffusion's
+# ## 5. Check: our scaled-linear schedule is Stable Diffusion's, and where its sampler starts
 #
 # Stable Diffusion 1.x ships a scheduler configuration with `beta_schedule="scaled_linear"`,
 # `beta_start=0.00085`, `beta_end=0.012` and 1000 training steps. `diffusers` turns that into
 # `alphas_cumprod`. Ours is computed in float64; `diffusers` works in float32, so we allow
-# $10^{-6}$.
+# $10^{-6}$. Then the sampler's timesteps: `D.inference_timesteps` against `diffusers`'
+# `DDIMScheduler` configured as SD 1.4 ships it ("leading" spacing, `steps_offset=1`).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from diffusers import DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler
 
+alpha_bar_sd = schedules["scaled_linear"]
 sd_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
                              beta_start=0.00085, beta_end=0.012)
 diff = (schedules["scaled_linear"] - sd_scheduler.alphas_cumprod.double()).abs().max().item()
 assert diff < 1e-6, diff
 print("scaled-linear alpha_bar equals diffusers' to within 1e-6:", diff < 1e-6)
+
+# where SD's DDIM sampler starts: "leading" spacing, steps_offset=1 (SD 1.4's scheduler config)
+for n_steps in (10, 20, 50):
+    sd_ddim = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
+                            beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                            set_alpha_to_one=False, clip_sample=False)
+    sd_ddim.set_timesteps(n_steps)
+    ours = D.inference_timesteps(n_steps, spacing="leading", offset=1)
+    assert sd_ddim.timesteps.tolist() == ours
+    print(f"{n_steps} DDIM steps start at t = {ours[0]} (alpha_bar = {alpha_bar_sd[ours[0]]:.2e}, "
+          f"not t = 999), end at t = {ours[-1]}; same timesteps as diffusers: True")
+
+# %% [markdown]
+# The first step of an $n$-step sampler is $t = T - T/n + 1$: almost one whole spacing short of
+# $t = 999$ (18 timesteps for 50 steps, 98 for 10), where $\bar\alpha$ (printed) is larger
+# still than at $t = 999$. So on top of the schedule's own flaw, a short sampler hands the model
+# pure noise where, in training, an input at that $t$ held even more of the image. Lin et al.
+# recommend "trailing" spacing, which starts at $t = 999$
+# (`D.inference_timesteps(n, spacing="trailing")`).
+#
+# ## 6. Running the film backwards: the reverse process and two samplers
+#
+# Generating data runs the chain in reverse: from $x_T \sim \mathcal N(0, I)$ step by step down to
+# clean data. The reverse of one forward step, $q(x_{t-1} \mid x_t)$, depends on the whole data
+# distribution and is unknown. But *given the clean point* $x_0$ it is a Gaussian in closed form,
+# the **posterior** of the forward process (Ho et al. 2020, eqs. 6-7):
+#
+# $$ q(x_{t-1} \mid x_t, x_0) = \mathcal N\big(\tilde\mu_t(x_t, x_0),\; \tilde\beta_t I\big),
+# \qquad \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1-\bar\alpha_t}\, x_0
+# + \frac{\sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})}{1-\bar\alpha_t}\, x_t,
+# \qquad \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t . $$
+#
+# We do not know $x_0$, but a diffusion model predicts the noise, $\hat\epsilon(x_t, t)$, and the
+# closed form of section 2 solved for $x_0$ turns that into an estimate (eq. 15):
+#
+# $$ \hat x_0 = \frac{x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon}{\sqrt{\bar\alpha_t}} . $$
+#
+# * **Ancestral sampling (DDPM).** Put $\hat x_0$ into the posterior and draw from it:
+#   $x_{t-1} = \tilde\mu_t(x_t, \hat x_0) + \sqrt{\tilde\beta_t}\, z$ with $z \sim \mathcal N(0, I)$,
+#   and no noise on the last step. So one step is: $\hat\epsilon \to \hat x_0 \to$ mean, plus noise
+#   (`D.ddpm_step`). A sampler with fewer steps than $T$ jumps from $t$ to an earlier $t'$; the
+#   same formulas hold with $\bar\alpha_{t-1}$ replaced by $\bar\alpha_{t'}$ and $\beta_t$ by the
+#   effective $1 - \bar\alpha_t / \bar\alpha_{t'}$, which is what `ddpm_step` does.
+# * **DDIM** (Song et al. 2021, eq. 12). Take the same $\hat x_0$ and noise it back to level $t'$,
+#   re-using the predicted noise for most of the way:
+#   $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}-\sigma_t^2}\,\hat\epsilon
+#   + \sigma_t z$, with
+#   $\sigma_t = \eta\,\sqrt{(1-\bar\alpha_{t'})/(1-\bar\alpha_t)}\,\sqrt{1-\bar\alpha_t/\bar\alpha_{t'}}$
+#   (eq. 16). With $\eta = 0$ the step is deterministic: the same starting noise always gives the
+#   same sample, which is why the sliders of notebooks 04 to 06 can move $s$ and keep the picture.
+#   With $\eta = 1$, $\sigma_t^2 = \tilde\beta_t$ and the step is the DDPM step (`D.ddim_step`).
+#
+# Here the "model" is exact: on our 2-D world the best possible prediction,
+# $\hat\epsilon = \mathbb E[\epsilon \mid x_t]$, is known in closed form (`world.eps_model`;
+# notebook 02 explains why it is the right target). Both samplers, 50 steps on Stable Diffusion's
+# schedule, from the same pure noise:
+
+# %%
+ts = D.inference_timesteps(50, spacing="trailing")        # 999, 979, ..., 19
+x_T = torch.randn(2000, 2, generator=torch.Generator().manual_seed(2), dtype=x0.dtype)
+exact_eps = world.eps_model(alpha_bar_sd)                  # (x_t, t) -> E[eps | x_t]
+generated = {m: D.sample_loop(exact_eps, x_T, alpha_bar_sd, ts, method=m,
+                              generator=torch.Generator().manual_seed(3))
+             for m in ("ddpm", "ddim")}
+panels = [x_T, generated["ddpm"], generated["ddim"], x0]
+scatter_panels(panels, ["x_T: pure noise", "DDPM, 50 steps", "DDIM (eta = 0), 50 steps",
+                        "the data"],
+               colors=[world.class_posterior(p)[:, 1] for p in panels]);   # red: class 1
+
+# %% [markdown]
+# Both samplers turn the same cloud of noise back into six blobs. Notebook 03 uses the DDPM
+# sampler with trained networks in place of the exact $\hat\epsilon$; notebooks 04 to 07 use DDIM
+# with $\eta = 0$, as Stable Diffusion users mostly do.
+#
+# ### Check: our steps are `diffusers`' steps
+#
+# One step of each sampler on a random $x_t$ and a random "prediction" $\hat\epsilon$ (only the
+# arithmetic is tested, so any numbers do), against `DDPMScheduler.step` and
+# `DDIMScheduler.step` configured with SD's schedule, with the same noise $z$; and the exact
+# identity above: DDIM with $\eta = 1$ is the DDPM step.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+g = torch.Generator().manual_seed(4)
+x_t, eps_hat = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+z = torch.randn(2, 4, 8, 8, generator=g)
+ab32 = alpha_bar_sd.float()
+config = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+              beta_end=0.012, clip_sample=False)
+
+ddpm = DDPMScheduler(**config)
+ddpm.set_timesteps(50)
+t, t_prev = (int(v) for v in ddpm.timesteps[10:12])
+theirs = ddpm.step(eps_hat, t, x_t, generator=torch.Generator().manual_seed(5)).prev_sample
+ours = D.ddpm_step(x_t, eps_hat, t, t_prev, ab32, generator=torch.Generator().manual_seed(5))
+gap_ddpm = (ours.x_prev - theirs).abs().max().item()
+
+ddim = DDIMScheduler(**config, steps_offset=1, set_alpha_to_one=False)
+ddim.set_timesteps(50)
+t, t_prev = (int(v) for v in ddim.timesteps[10:12])
+gap_ddim = max((D.ddim_step(x_t, eps_hat, t, t_prev, ab32, eta=eta, noise=z).x_prev
+                - ddim.step(eps_hat, t, x_t, eta=eta, variance_noise=z).prev_sample)
+               .abs().max().item() for eta in (0.0, 1.0))
+
+same = (D.ddim_step(x_t.double(), eps_hat.double(), t, t_prev, alpha_bar_sd, eta=1.0,
+                    noise=z.double()).x_prev
+        - D.ddpm_step(x_t.double(), eps_hat.double(), t, t_prev, alpha_bar_sd,
+                      noise=z.double()).x_prev).abs().max().item()
+assert gap_ddpm < 1e-5 and gap_ddim < 1e-5 and same < 1e-12, (gap_ddpm, gap_ddim, same)
+print("ddpm_step equals diffusers' DDPMScheduler.step (within 1e-5):", gap_ddpm < 1e-5)
+print("ddim_step equals diffusers' DDIMScheduler.step, eta = 0 and 1 (within 1e-5):",
+      gap_ddim < 1e-5)
+print("DDIM with eta = 1 is the DDPM step (float64, within 1e-12):", same < 1e-12)
 
 # %% [markdown]
 # ## Try it

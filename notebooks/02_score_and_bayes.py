@@ -20,7 +20,7 @@
 # float precision instead of taking it on trust. You will:
 #
 # 1. meet the *score* $\nabla_x \log q_t(x)$ and see why a network trained to predict noise
-#    $\epsilon$ has learned it: $\text{score} = -\epsilon / \sigma_t$;
+#    $\epsilon$ has learned it: $\text{score} = -\mathbb E[\epsilon \mid x_t] / \sigma_t$;
 # 2. split the conditional score into the unconditional score plus a classifier's gradient:
 #    $\nabla \log p(x \mid y) = \nabla \log p(x) + \nabla \log p(y \mid x)$;
 # 3. see what happens when the classifier term is multiplied by a *guidance scale* $s$: the
@@ -79,6 +79,12 @@ density_panels(xs, ys, densities, [f"q_t(x), t = {t}" for t in show]);
 #
 # $$ \mathbb E[\epsilon \mid x_t] = -\sigma_t\, \nabla_x \log q_t(x_t)
 # \qquad\Longleftrightarrow\qquad \text{score} = -\frac{\hat\epsilon}{\sigma_t}. $$
+#
+# Mind which $\epsilon$: it is the *optimal prediction* $\hat\epsilon = \mathbb E[\epsilon \mid x_t]$,
+# the average of all the noises that could have produced $x_t$, that gives the score of the noised
+# data $q_t$. The one noise $\epsilon$ actually drawn for a training pair gives
+# $-\epsilon/\sigma_t$, the score of $q(x_t \mid x_0)$ for that pair's own $x_0$: a noisy, unbiased
+# target whose average over $x_0$ is the score we want.
 #
 # (Sketch: $q_t(x) = \int p(x_0)\, \mathcal N(x; \sqrt{\bar\alpha_t}x_0, \sigma_t^2 I)\,dx_0$;
 # differentiate under the integral, and $\nabla_x \mathcal N = -\frac{x - \sqrt{\bar\alpha_t}x_0}
@@ -190,8 +196,11 @@ density_panels(xs, ys, tilted, [f"p(x) p(y|x)^{s}" for s in scales]);
 
 # %% [markdown]
 # How much of the tilted density lies where the class is "right" (where the exact posterior puts
-# more than one half on it)? At $s = 0$ it is just the class prior; at $s = 1$ it is the fraction of
-# the class's own mass on its side of the boundary; beyond that it climbs toward 1.
+# more than one half on it)? At $s = 0$ it is the mass of the whole world $p(x)$ on that side:
+# close to the class prior printed at the top, but equal to it only if as much of "left" spills
+# onto the right side as of "right" onto the left, which our overlapping blobs need not do. At
+# $s = 1$ it is the fraction of the class's own mass on its side of the boundary; beyond that it
+# climbs toward 1.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -287,8 +296,14 @@ print("slider frame at s = 1 shows p(x | y) (colour levels within 1):", max_leve
 #
 # With $s < 0$ the factor $p(y \mid x)^{s}$ *rewards* points the classifier thinks are *not* class
 # $y$: the mass moves to the left-class blobs, and most strongly to those furthest from the
-# boundary. This is exactly what a *negative prompt* does in Stable Diffusion (notebook 04): guide
-# away from a description.
+# boundary: guidance away from a class.
+#
+# This is **not** what a *negative prompt* does in Stable Diffusion, though the two are often
+# confused. A negative prompt $c_-$ keeps $s > 1$ and replaces the *unconditional* branch by
+# $c_-$: $\tilde\epsilon = \hat\epsilon(x, c_-) + s\,[\hat\epsilon(x, c) - \hat\epsilon(x, c_-)]$,
+# the score of $p(x \mid c_-)^{1-s}\,p(x \mid c)^s$ (notebook 04, section 5). It pulls toward $c$
+# and away from $c_-$ at once; a negative $s$ with the empty prompt as reference pushes away from
+# $c$ and toward nothing in particular.
 # </details>
 #
 # **2. Where is the classifier gradient small?** In the field plot at $t = 0$, the middle column
