@@ -83,6 +83,27 @@ print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps")
 # well the image matches the text. The "classifier" is never trained; it is the difference between
 # the model's two answers.
 #
+# ### What the loop leaves implicit
+#
+# * **Latent diffusion.** `x` is not an image but a *latent* of the VAE: $4 \times 64 \times 64$
+#   numbers for a 512-pixel SD image, 48 times fewer than its pixels (Rombach et al. 2022). The
+#   encoder's latents are multiplied by a **scaling factor** before diffusion, chosen so that
+#   they have about unit variance, which the variance-preserving forward process of notebook 01
+#   assumes; the loop divides by it again before decoding. SD 1.x's factor is 0.18215; the next
+#   cell prints this model's, read from its VAE config.
+# * **Why the empty prompt is the unconditional model.** Classifier-free guidance needs
+#   $\hat\epsilon(x_t, \varnothing)$, the model with no condition (notebook 03's null label).
+#   SD 1.x was fine-tuned with the text conditioning dropped 10% of the time (its model card), the
+#   caption replaced by the empty prompt, so the encoding of `""` is a condition it was trained
+#   on: the null label. The toy model was trained the same way (its card's `p_uncond`, printed
+#   below).
+# * **Guidance doubles the work.** Each step runs the UNet on two rows per image, unconditional
+#   and conditional, in one batched call: twice the network evaluations of an unguided sampler.
+#   The check after section 2 counts them.
+# * **A 77-token budget.** CLIP's text encoder reads 77 positions: a start token, 75 for the
+#   prompt, an end token. Longer prompts are cut. A textual-inversion word with 16 vectors
+#   (notebook 05) takes 16 of the 75.
+#
 # ### Check: the hand loop is the pipeline
 #
 # With the same scheduler, seed and scale, our loop and `diffusers`' pipeline give the same image.
@@ -95,6 +116,18 @@ print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps")
 # $\hat\epsilon_u + s\,(\hat\epsilon_c - \hat\epsilon_u)$, are equal as algebra but round
 # differently at every step. So the check runs on a float32 copy of the model (on the CPU it
 # already is float32): it tests the math, not the rounding.
+
+# %%
+from nbhelpers.toy.model import read_card
+
+print(f"this model's VAE scaling factor: {pipe.vae.config.scaling_factor:.5g} "
+      f"(Stable Diffusion 1.x: 0.18215)")
+if TOY:
+    print(f"toy model: captions replaced by the empty prompt with probability "
+          f"{read_card()['config']['p_uncond']} in training")
+budget = pipe.tokenizer.model_max_length
+print(f"token budget: {budget} positions, {budget - 2} for the prompt; "
+      f"'{PROMPT}' uses {len(pipe.tokenizer(PROMPT).input_ids) - 2}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -122,8 +155,10 @@ with float32_pipeline(pipe) as p32:    # equality is a float32 fact (see above)
 # guided one commits to the prompt first.
 
 # %%
-seen = []
-sample_cfg(pipe, PROMPT, 7.5, num_steps=STEPS, seed=0, callback=seen.append)
+seen, unet_rows = [], []
+counting = pipe.unet.register_forward_pre_hook(lambda m, args: unet_rows.append(len(args[0])))
+sample_cfg(pipe, PROMPT, 7.5, num_steps=STEPS, seed=0, callback=seen.append)   # one image
+counting.remove()
 picks = sorted(set(np.linspace(0, STEPS - 1, 5).round().astype(int).tolist()))
 rows = {"unconditional x0": "x0_uncond", "conditional x0": "x0_cond", "guided x0": "x0_guided"}
 frames = []
@@ -132,6 +167,12 @@ for attr in rows.values():
     frames += list((decode_latents(pipe, latents) * 255).round().astype(np.uint8))
 image_grid(frames, titles=[f"step {i + 1}, t = {seen[i].t}" for i in picks] * 3,
            ncols=len(picks), row_labels=list(rows));
+
+# %%
+# NBVAL_CHECK_OUTPUT
+assert sum(unet_rows) == 2 * len(seen)
+print("classifier-free guidance: two UNet rows per image and step (unconditional and "
+      "conditional):", sum(unet_rows) == 2 * len(seen))
 
 # %% [markdown]
 # ## 3. Sliders for $s$, and a sweep
@@ -187,6 +228,7 @@ seeds = range(2 if P.name == "smoke" else 8)
 
 if TOY:
     results = guidance_curves(pipe, targets, MEASURE, seeds=seeds, num_steps=STEPS)
+    print(f"{len(targets)} prompts x {len(seeds)} seeds for each s")
     print(f"{'s':>5}{'adherence':>11}{'shape':>8}{'diversity':>11}{'saturation':>12}")
     for s, r in results.items():
         print(f"{s:>5}{r['adherence']:>11.2f}{r['shape']:>8.2f}{r['diversity']:>11.3f}"
@@ -231,8 +273,8 @@ if TOY:
           f"from s = {plateau}; shape present at s = 30: {results[30]['shape']:.2f}")
 
 # %% [markdown]
-# **Reading the numbers.** On the toy model the cell above prints them (the smoke profile uses
-# three seeds, so its curves are rough). On Stable Diffusion these measuring cells do nothing:
+# **Reading the numbers.** On the toy model the cells above print them (the smoke profile uses
+# few seeds per prompt, printed above the table, so its curves are rough). On Stable Diffusion these measuring cells do nothing:
 # the evaluator reads only the shapes world, so there the sliders and the sweep are the
 # evidence. Compare with the claims:
 #
@@ -248,6 +290,16 @@ if TOY:
 #   $s = 30$ the "shape present" curve dips: the evaluator no longer finds the prompted shape in
 #   some images.
 #
+# **Why a large $s$ saturates.** The guided prediction
+# $\tilde\epsilon = \hat\epsilon_u + s\,(\hat\epsilon_c - \hat\epsilon_u)$ grows linearly with
+# $s$ along the difference of the two branches, so at large $s$ it is larger than any noise the
+# model saw in training. The estimate of the clean latent,
+# $\hat x_0 = (x_t - \sigma_t \tilde\epsilon)/\sqrt{\bar\alpha_t}$, then overshoots the range of
+# real latents, most at the noisy early steps where $1/\sqrt{\bar\alpha_t}$ is large, and the
+# sampler carries the overshoot to the end. The decoder turns out-of-range latents into pixel
+# values outside $[0, 1]$, which are clipped: flat, saturated colours and burnt textures.
+# Guidance rescale, below, attacks the first link of that chain.
+#
 # ## 5. Variants
 #
 # **Negative prompt.** Replace the empty prompt by a description to steer away from:
@@ -261,8 +313,11 @@ if TOY:
 # that predict $v$ under a zero-terminal-SNR schedule; the toy model, like SD 1.4, predicts
 # $\epsilon$. We measure whether it helps here.
 #
-# **Guidance in an interval** (Kynkäänniemi et al. 2024): guidance at the noisiest steps mostly
-# collapses diversity; applying it only in a middle range of noise levels keeps more of it.
+# **Guidance in an interval** (Kynkäänniemi et al. 2024): they find guidance *harmful* at the
+# highest noise levels, where it collapses diversity (pulling every sample toward a few layouts),
+# and largely unnecessary at the lowest; applying it only in a middle range of noise levels keeps
+# more diversity for the same prompt adherence. In `sample_cfg` that is the keyword
+# `interval=(t_low, t_high)`: the scale $s$ inside, $s = 1$ (the conditional model) outside.
 
 # %%
 variants = {
@@ -324,14 +379,19 @@ print("with phi = 1, std(guided) = std(conditional) at every step:", matched)
 # more the larger $s$ is.
 # </details>
 #
-# **3. Where does adherence come from?** Using the callback, switch guidance off (s = 1) for the
-# last half of the steps (`interval=(500, 999)`) and measure adherence at $s = 7.5$ with
-# `guidance_curves`.
-# Predict whether it drops much.
+# **3. Where does adherence come from?** Switch guidance off ($s = 1$) for the last, least noisy
+# half of the steps with the keyword `interval=(500, 999)` (of `sample_cfg`; `guidance_curves`
+# passes it on), and measure adherence at $s = 7.5$ with `guidance_curves`. Predict whether it
+# drops much, and what happens to diversity.
 #
 # <details><summary>Answer</summary>
 #
-# Little: the layout (which shape, where, which colour) is decided in the noisy first half of the
-# steps, so guidance there is what makes the image follow the prompt; late guidance mostly sharpens
-# texture and raises saturation. This is the observation behind interval guidance.
+# Adherence drops little: the layout (which shape, where, which colour) is decided in the noisy
+# first half of the steps, so guidance there is what makes the image follow the prompt; late
+# guidance mostly sharpens texture and raises saturation. But this interval keeps exactly the
+# part that Kynkäänniemi et al. found *harmful*: guidance at the highest noise levels is what
+# collapses diversity, so expect the diversity across seeds to stay about as low as with guidance
+# everywhere. Their interval does the opposite at the top: it drops guidance at the noisiest
+# steps (the variant above uses `interval=(200, 800)`). Try `interval=(0, 500)` as well and
+# compare adherence and diversity for the three.
 # </details>
