@@ -245,27 +245,44 @@ assert share_with.p > share_without.p
 print("the learned word calls up the mosaic style more often than the same prompts without it:",
       share_with.p > share_without.p)
 
+# %%
+from IPython.display import Markdown
+
+def pct(share):
+    return f"{share.p:.0%} (95% interval {share.lo:.0%} to {share.hi:.0%})"
+
+Markdown(f"In this run ({P.name} profile, {N_EVAL} prompts, {STEPS} steps) the word gives "
+         f"{pct(share_with)} mosaics against {pct(share_without)} for the same prompts without "
+         f"it; the training captions' own description, \"{phrase}\", gives {pct(share_phrase)}.")
+
 # %% [markdown]
-# In the cpu profile (128 prompts, 300 steps) the word gives 98% mosaics against 8% for the same
-# prompts without it, and the training captions' own description, "checkered outlined", gives
-# 100%. The learned word does about as well as that description, and it was found from the 50
+# The learned word does about as well as the captions' own description when the run is long
+# enough (the cpu profile's figures are in `docs/benchmarks.md`, section "Textual inversion of
+# the unnamed style", written by `bench/ti_unnamed_style.py`), and it was found from the 50
 # pictures alone: the optimiser never read a caption that describes a mosaic.
 #
 # Where does the learned vector sit among the words the model knows? Its nearest neighbours by
 # cosine similarity in the embedding table:
 
 # %%
-print(format_inspection(inspect_embedding(run1.embedding, pipe1, k=5)))
+inspection1 = inspect_embedding(run1.embedding, pipe1, k=5)
+print(format_inspection(inspection1))
 table = pipe1.text_encoder.get_input_embeddings().weight.detach().numpy()
 a, b = (table[pipe1.tokenizer(w).input_ids[1]] for w in ("checkered", "outlined"))
-print(f"for comparison, the starting row ('checkered') against 'outlined': "
-      f"{a @ b / np.linalg.norm(a) / np.linalg.norm(b):.2f}")
+start_cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+print(f"for comparison, the starting row ('checkered') against 'outlined': {start_cos:.2f}")
+
+# %%
+nearest = inspection1["nearest"][0]
+Markdown(f"The vector started as a copy of \"checkered\", whose row has a cosine of "
+         f"{start_cos:.2f} with \"outlined\". In this run, after {STEPS} steps, its nearest "
+         "words are " + ", ".join(f"\"{w['word']}\" ({w['cosine']:.2f})" for w in nearest[:3])
+         + ".")
 
 # %% [markdown]
-# The vector started as a copy of "checkered", whose row has nothing in common with "outlined"
-# (cosine -0.01). In the cpu profile, after 300 steps, its nearest words are "checkered" (0.63)
-# and "outlined" (0.49): from pictures alone, the search moved toward the other word of the
-# description the training captions used for mosaics.
+# In the cpu profile's run in `docs/benchmarks.md`, the nearest words of the learned vector are
+# "checkered" and "outlined": from pictures alone, the search moved toward the other word of the
+# description that the training captions used for mosaics. Compare this run's.
 
 # %% [markdown]
 # And at several guidance scales: below 1 the word has little effect (the unconditional model
@@ -287,14 +304,21 @@ pipe_s, run_s = learn(data, "<mosaic-s>", init_word="style", steps=SIDE_STEPS, t
 share_s, _ = style_share(pipe_s, [f"{p}, in <mosaic-s> style" for p in plain])
 print("mosaic with the word learned from 'checkered':", share_with)
 print("mosaic with the word learned from 'style':    ", share_s)
-print(format_inspection(inspect_embedding(run_s.embedding, pipe_s, k=5)))
+inspection_s = inspect_embedding(run_s.embedding, pipe_s, k=5)
+print(format_inspection(inspection_s))
+
+# %%
+nearest_s = inspection_s["nearest"][0][0]
+Markdown(f"In this run the word started from \"style\" ({SIDE_STEPS} steps) gives "
+         f"{pct(share_s)} mosaics, against {pct(share_with)} from \"checkered\" ({STEPS} steps). "
+         f"Its nearest word is now \"{nearest_s['word']}\" ({nearest_s['cosine']:.2f}).")
 
 # %% [markdown]
-# In the cpu profile the word started from "style" reaches 15% mosaics, against 98% from
-# "checkered" in the same 300 steps. Its nearest word is now "checkered" (0.49), not "style": it
-# moved the right way, but had further to go. So choose the init word as you would describe your
-# style in the model's own words (Gal et al. used a coarse descriptor such as "sculpture"), and
-# look at the nearest words of a learned vector to see where the search went.
+# The word started from "style" moved the right way, but had further to go (in the cpu
+# profile's run of `docs/benchmarks.md` it stays far below the word started from "checkered").
+# So choose the init word as you would describe your style in the model's own words (Gal et al.
+# used a coarse descriptor such as "sculpture"), and look at the nearest words of a learned
+# vector to see where the search went.
 
 # %% [markdown]
 # ## 5. One vector or sixteen? (claim C3)
@@ -317,11 +341,20 @@ keep16 = agreement(read(img16), wanted, ("shape", "colour"))["all"]
 print(f" 1 vector:  mosaic {share_with};  prompt's shape and colour kept {keep1}")
 print(f"16 vectors: mosaic {share16};  prompt's shape and colour kept {keep16}")
 
+
+# %%
+def overlap(x, y):
+    return "overlap" if x.lo <= y.hi and y.lo <= x.hi else "do not overlap"
+
+Markdown(f"Read the two lines together: the intervals say how much of any difference is "
+         f"sampling noise at this number of images. In this run, 1 against 16 vectors gives "
+         f"{share_with.p:.0%} against {share16.p:.0%} mosaics (intervals "
+         f"{overlap(share_with, share16)}), and the prompt's shape and colour kept in "
+         f"{keep1.p:.0%} against {keep16.p:.0%} of images (intervals {overlap(keep1, keep16)}).")
+
 # %% [markdown]
-# Read the two lines together: the intervals say how much of any difference is sampling noise at
-# this number of images. In the cpu profile they cannot be told apart: 98% against 99% mosaics,
-# and the prompt's shape and colour kept in 98% against 100% of images. Claim C3 does not show
-# on this model. Its style is a simple texture that one 128-wide vector already carries, and its
+# Where the intervals overlap, as in the cpu profile's runs so far, claim C3 does not show on
+# this model. Its style is a simple texture that one 128-wide vector already carries, and its
 # training pictures hold nothing idiosyncratic for extra vectors to copy beyond their shapes and
 # colours, which the prompts name anyway. A painter's pictures on Stable Diffusion give sixteen
 # 768-wide vectors far more to hold, wanted and unwanted, so repeat this measurement there before
@@ -333,16 +366,22 @@ print(f"16 vectors: mosaic {share16};  prompt's shape and colour kept {keep16}")
 # evaluator: the share of mosaics, and the fraction of clipped pixel values (saturation).
 
 # %%
+c4 = {}
 for s in (7, 14):
     share, images = style_share(pipe1, with_word, scale=s)
-    clipped = float(((images <= 0) | (images >= 1)).mean())
-    print(f"s = {s:>2}: mosaic {share};  clipped pixel values {clipped:.1%}")
+    c4[s] = (share, float(((images <= 0) | (images >= 1)).mean()))
+    print(f"s = {s:>2}: mosaic {share};  clipped pixel values {c4[s][1]:.1%}")
+
+# %%
+(m7, clip7), (m14, clip14) = c4[7], c4[14]
+Markdown(f"In this run, $s = 14$ gives {m14.p:.0%} mosaics against {m7.p:.0%} at $s = 7$ "
+         f"(intervals {overlap(m7, m14)}), and {clip14:.1%} clipped pixel values against "
+         f"{clip7:.1%}.")
 
 # %% [markdown]
-# In the cpu profile, $s = 14$ gives fewer mosaics than $s = 7$ (93% against 99%; the intervals
-# only just overlap) and about as many clipped pixel values (0.4% against 0.3%). Neither half of
-# claim C4 reproduces on this model: once the word has settled the style, more guidance does not
-# make it look more like the style, and this small decoder barely saturates either way.
+# In the cpu profile's runs so far neither half of claim C4 reproduced on this model: once the
+# word has settled the style, more guidance did not make it look more like the style, and this
+# small decoder barely saturates either way. Check whether this run agrees.
 #
 # ## 7. How many images? (claim C1)
 #
@@ -377,16 +416,19 @@ ax.legend(fontsize=8);
 #
 # <details><summary>Answer</summary>
 #
-# Closer to "style": with the cpu profile's settings it reached 17% mosaics
-# (`python bench/ti_unnamed_style.py --init-word outlined --compare-init '' --n 128`). "Outlined"
+# Closer to "style", when we ran it with the cpu profile's settings; measure it yourself with
+# `python bench/ti_unnamed_style.py --init-word outlined --compare-init '' --n 128`. "Outlined"
 # alone never leads to mosaics (prompts "in outlined style" draw none), while "checkered" at
 # least shares the grid of tiles. Half of a description is not half of the way there; the nearest
 # words of the learned vector show where the search went.
 # </details>
 #
 # **2. Another unnamed thing.** The world has no word for "a shape in the top-left corner".
-# Render 30 images with `world.random_scene(rng, ...)` whose `x` and `y` are small, name the files
-# by what they show, and learn `<corner>`. Does the word move shapes?
+# Draw 30 scenes with `world.random_scene(rng, toy=False)`, move each into the corner with
+# `dataclasses.replace(scene, x=scene.size + 1, y=scene.size + 1)` (`x` and `y` are the centre
+# in pixels, `size` the half-extent), save them with `world.save_scenes(scenes, folder)`, which
+# names each file by what it shows, and learn `<corner>` from that folder. Does the word move
+# shapes?
 #
 # <details><summary>Answer</summary>
 #
