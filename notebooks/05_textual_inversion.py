@@ -425,8 +425,9 @@ ax.legend(fontsize=8);
 #
 # **2. Another unnamed thing.** The world has no word for "a shape in the top-left corner".
 # Draw 30 scenes with `world.random_scene(rng, toy=False)`, move each into the corner with
-# `dataclasses.replace(scene, x=scene.size + 1, y=scene.size + 1)` (`x` and `y` are the centre
-# in pixels, `size` the half-extent), save them with `world.save_scenes(scenes, folder)`, which
+# `dataclasses.replace(scene, size=11.0, x=15.0, y=15.0)` (`x` and `y` are the centre in pixels;
+# the smallest size lets every shape sit that close to the edge, and a position outside the frame
+# fails with the range that fits), save them with `world.save_scenes(scenes, folder)`, which
 # names each file by what it shows, and learn `<corner>` from that folder. Does the word move
 # shapes?
 #
