@@ -31,7 +31,7 @@ INSTALL = $$(if test -x $(UV); then echo "$(UV) pip install --python $(PY)"; \
              else echo "$(PIP) install"; fi)
 STAMP := $(VENV)/.installed
 
-.PHONY: install lab test unit notebooks lint bench clean help test-browser
+.PHONY: install lab test unit notebooks lint bench clean help test-browser sync
 
 help:
 	@echo "make install - create .venv and install the package with its extras (the others do it"
@@ -45,6 +45,8 @@ help:
 	@echo "               wheel make install needs, for a classroom without internet;"
 	@echo "               make install WHEELHOUSE=dir installs from it with no network"
 	@echo "make test-wheelhouse - build a wheelhouse, install a fresh venv from it offline"
+	@echo "make sync   - rewrite each notebook's text pair (notebooks/NAME.py, jupytext py:percent)"
+	@echo "              from the .ipynb, which is the source of truth"
 	@echo "make test-browser - the sliders in JupyterLab under headless Chromium (needs chromium,"
 	@echo "                    chromium-driver: .ci/run installs them); screenshots: artifacts/browser/"
 
@@ -148,6 +150,11 @@ notebooks: install
 # Debian's chromium + chromium-driver must be there (.ci/run installs them); never skipped.
 test-browser: install
 	$(PY) -m pytest tests/browser -q
+
+# The .ipynb is the source of truth (nbval runs it, learners open it); the .py beside it is its
+# text form for review and diffs, and a unit test fails when the two disagree.
+sync: install
+	$(PY) -m tests.notebook_tools sync notebooks/*.ipynb
 
 bench: install
 	$(PY) bench/ti_throughput.py --model toy

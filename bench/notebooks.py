@@ -1,10 +1,13 @@
 """Wall time of every notebook, executed top to bottom, in the smoke and cpu profiles.
 
-    python bench/notebooks.py [--profiles smoke cpu] [NOTEBOOK ...]
+    python bench/notebooks.py [NOTEBOOK ...] [--profiles smoke cpu]   # notebooks first
 
 Runs each notebook in a fresh kernel (kernel start included) and writes the table to the
-section "Notebook wall times" of docs/benchmarks.md. Targets from the issues: every notebook in
-the smoke profile within the 10-minute `make test`; notebook 01 in the cpu profile under 2 min.
+section "Notebook wall times" of docs/benchmarks.md, and the same table into the instructor's
+guide, docs/teaching.md, between its markers (TEACHING_START, TEACHING_END). A run of some
+notebooks or some profiles replaces those figures and keeps the others. Targets from the
+issues: every notebook in the smoke profile within the 10-minute `make test`; notebook 01 in
+the cpu profile under 2 min.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, markdown_table, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+TEACHING = ROOT / "docs" / "teaching.md"
+TEACHING_START = "<!-- run times: written by bench/notebooks.py -->"
+TEACHING_END = "<!-- end of run times -->"
+NOT_MEASURED = "not measured"
+#: marks a figure kept from an earlier run (another date, machine, load or notebook version)
+EARLIER = " *"
 
 
 def run_notebook(path: Path, profile: str) -> float:
@@ -34,21 +43,56 @@ def run_notebook(path: Path, profile: str) -> float:
     return time.perf_counter() - start
 
 
-def _merge_rows(new_rows: list[list[str]], n_profiles: int) -> list[list[str]]:
-    """The rows of the table now in docs/benchmarks.md, with ``new_rows`` replacing or
-    joining them (same number of profile columns only), sorted by notebook name."""
-    doc = ROOT / "docs" / "benchmarks.md"
+def _table_now(doc: Path) -> dict[str, dict[str, str]]:
+    """``{notebook: {profile: "12.3 s"}}`` from the table in the section "Notebook wall
+    times" of ``doc`` (empty when there is none)."""
     text = doc.read_text() if doc.exists() else ""
     start = text.find("## Notebook wall times")
     end = text.find("\n## ", start + 1) if start >= 0 else -1
     section = text[start:end if end >= 0 else None] if start >= 0 else ""
-    rows: dict[str, list[str]] = {}
+    header: list[str] = []
+    table: dict[str, dict[str, str]] = {}
     for line in section.splitlines():
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[0].endswith(".ipynb") and len(cells) == n_profiles + 1:
-            rows[cells[0]] = cells
-    rows.update({r[0]: r for r in new_rows})
-    return [rows[k] for k in sorted(rows)]
+        if cells[0] == "notebook":
+            header = cells[1:]
+        elif cells[0].endswith(".ipynb") and len(cells) == len(header) + 1:
+            table[cells[0]] = dict(zip(header, cells[1:], strict=True))
+    return table
+
+
+def merged_table(new: dict[str, dict[str, str]], profiles: list[str],
+                 doc: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: the figures now in ``doc`` with ``new`` replacing or joining them.
+    Rows only for notebooks that exist (a renamed notebook's old row goes); profiles in the
+    order first seen, ``profiles`` first."""
+    table = {name: {c: v if v == NOT_MEASURED or v.endswith(EARLIER) else v + EARLIER
+                    for c, v in times.items()}
+             for name, times in _table_now(doc).items()}
+    for name, times in new.items():
+        table.setdefault(name, {}).update(times)
+    present = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    columns = list(profiles)
+    for times in table.values():
+        columns += [c for c in times if c not in columns]
+    rows = [[name, *(table.get(name, {}).get(c, NOT_MEASURED) for c in columns)]
+            for name in present]
+    return ["notebook", *columns], rows
+
+
+def write_teaching_table(body: str, doc: Path = TEACHING) -> None:
+    """Put ``body`` between the markers of the instructor's guide; written atomically."""
+    text = doc.read_text()
+    start, end = text.find(TEACHING_START), text.find(TEACHING_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{doc}: the markers {TEACHING_START!r} and {TEACHING_END!r} are "
+                         "missing or out of order; put them back where the table belongs")
+    text = text[:start + len(TEACHING_START)] + "\n\n" + body.strip() + "\n\n" + text[end:]
+    tmp = doc.with_name(f".{doc.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(doc)
 
 
 def main() -> None:
@@ -57,21 +101,26 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=["smoke", "cpu"])
     args = parser.parse_args()
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
-    rows = []
+    load = os.getloadavg()[0]   # wall times on a busy machine are long; the table says how busy
+    new: dict[str, dict[str, str]] = {}
     for path in paths:
-        times = []
         for profile in args.profiles:
             seconds = run_notebook(path, profile)
             print(f"{path.name:<40} {profile:<6} {seconds:7.1f} s", flush=True)
-            times.append(f"{seconds:.1f} s")
-        rows.append([path.name, *times])
-    if args.notebooks:  # a partial run updates its rows and keeps the others' figures
-        rows = _merge_rows(rows, len(args.profiles))
-    table = markdown_table(["notebook", *args.profiles], rows)
+            new.setdefault(path.name, {})[profile] = f"{seconds:.1f} s"
+    header, rows = merged_table(new, args.profiles, ROOT / "docs" / "benchmarks.md")
+    table = markdown_table(header, rows)
     print(table)
-    write_section("Notebook wall times",
-                  f"Machine: {machine()}.\n\nEach notebook executed top to bottom in a fresh "
-                  f"kernel (kernel start included), by `python bench/notebooks.py`.\n\n{table}")
+    where = (f"Machine: {machine()}; load average {load:.1f} when the latest run started.\n\n"
+             f"Each notebook executed top to bottom in a fresh kernel (kernel start included), "
+             f"by `python bench/notebooks.py`")
+    marks = "" if not any(EARLIER.strip() in c for r in rows for c in r[1:]) else (
+        f" Figures marked `{EARLIER.strip()}` are kept from an earlier run (another date, machine, "
+        "load or version of the notebook; the git history of this file says which): rerun "
+        "`python bench/notebooks.py` for a table of one run.")
+    write_section("Notebook wall times", f"{where}.{marks}\n\n{table}")
+    write_teaching_table(f"{where}; \"{NOT_MEASURED}\": not run in that profile yet.{marks}"
+                         f"\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ symbol          meaning
 ==============  ===========================================================================
 ``T``           number of training timesteps (1000 for Stable Diffusion)
 ``t``           integer timestep, ``0 <= t < T``; index into every schedule tensor
+                (``t = 0`` is already one step noised; ``t = -1`` means clean data)
 ``beta``        ``beta[t]``, variance of the noise added at step t (Ho et al. 2020, eq. 2)
 ``alpha``       ``1 - beta``
 ``alpha_bar``   ``alpha_bar[t] = prod_{i<=t} alpha[i]``: the signal kept after step t
@@ -19,7 +20,10 @@ symbol          meaning
 ``eps``         the Gaussian noise in ``x_t = sqrt(alpha_bar) x0 + sigma eps``
 ``eps_hat``     a model's prediction of ``eps``; ``x0_hat`` the matching estimate of ``x0``
 ``v``           ``sqrt(alpha_bar) eps - sigma x0`` (Salimans and Ho 2022)
-``score``       ``grad_x log q_t(x)`` = ``-eps / sigma`` (Song et al. 2021)
+``score``       ``grad_x log q_t(x)`` = ``-E[eps | x_t] / sigma`` (Song et al. 2021; Tweedie):
+                the optimal ``eps_hat`` (the conditional mean of ``eps``) gives the score
+                of the noised data ``q_t``; the sampled ``eps`` itself gives
+                ``-eps / sigma``, the score of ``q(x_t | x0)`` for its own ``x0``
 ``s``           guidance scale, as diffusers' ``guidance_scale``: s = 0 unconditional,
                 s = 1 conditional, s > 1 extrapolates. Papers that write ``w``
                 (Ho and Salimans 2022) mean ``s = w + 1``.

@@ -3,9 +3,17 @@
     python -m tests.notebook_tools run NOTEBOOK...    # execute (smoke profile), then strip
     python -m tests.notebook_tools strip NOTEBOOK...  # drop outputs outside check cells
     python -m tests.notebook_tools check NOTEBOOK...  # exit 1 if a notebook is not stored stripped
+    python -m tests.notebook_tools sync NOTEBOOK...   # rewrite each notebook's text pair
 
 A check cell starts with ``# NBVAL_CHECK_OUTPUT``; its stored text output is what nbval
 compares against. Other cells are stored without outputs, so diffs stay readable.
+
+Every notebook has a text pair beside it, ``NAME.py`` in jupytext's ``py:percent`` format (the
+cells without outputs), for review and diffs. The ``.ipynb`` is the source of truth: it is what
+nbval runs and what learners open; ``run``, ``strip`` and ``sync`` (``make sync``) rewrite the
+pair from it. To edit a notebook as text instead, edit the ``.py`` and then carry the change
+into the notebook with ``jupytext --update --to ipynb notebooks/NAME.py`` (``--update`` keeps
+the stored outputs), then ``make sync``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,49 @@ import nbformat
 
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 MAX_BYTES = 1_000_000
+#: jupytext format of the text pair of every notebook, and its file suffix
+TEXT_FORMAT = "py:percent"
+TEXT_SUFFIX = ".py"
+
+
+def text_pair(path: Path) -> Path:
+    """The text file paired with the notebook at ``path``: same folder and stem, ``.py``."""
+    return path.with_suffix(TEXT_SUFFIX)
+
+
+def write_text_pair(nb, path: Path) -> Path:
+    """Write the text pair of notebook ``nb`` (stored at ``path``), through a temporary name."""
+    import jupytext
+
+    target = text_pair(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(jupytext.writes(nb, fmt=TEXT_FORMAT), encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+def _cells(nb) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source) for c in nb.cells]
+
+
+def pair_problems(path: Path) -> list[str]:
+    """Why the notebook at ``path`` and its text pair disagree (cell types and sources; outputs
+    are ignored); empty when they agree."""
+    import jupytext
+
+    pair, fix = text_pair(path), "run `make sync` (the .ipynb is the source of truth)"
+    if not pair.exists():
+        return [f"{path}: no text pair {pair.name} beside it; {fix}"]
+    nb_cells = _cells(nbformat.read(path, as_version=4))
+    text_cells = _cells(jupytext.read(pair, fmt=TEXT_FORMAT))
+    for i, (a, b) in enumerate(zip(nb_cells, text_cells, strict=False)):
+        if a != b:
+            what = "type" if a[0] != b[0] else "source"
+            return [f"{path}: cell {i} differs from {pair.name} in its {what}; {fix}, or carry "
+                    f"an edit of {pair.name} over with `jupytext --update --to ipynb {pair}`"]
+    if len(nb_cells) != len(text_cells):
+        return [f"{path}: {len(nb_cells)} cells, {pair.name} {len(text_cells)}; {fix}"]
+    return []
 
 
 def is_check_cell(cell) -> bool:
@@ -86,10 +137,11 @@ def run(path: Path, timeout: int = 1200) -> None:
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     strip(nb)
     nbformat.write(nb, path)
+    write_text_pair(nb, path)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("run", "strip", "check"):
+    if len(argv) < 2 or argv[0] not in ("run", "strip", "check", "sync"):
         print(__doc__)
         return 2
     cmd, paths = argv[0], [Path(p) for p in argv[1:]]
@@ -101,8 +153,11 @@ def main(argv: list[str]) -> int:
             nb = nbformat.read(path, as_version=4)
             strip(nb)
             nbformat.write(nb, path)
+            write_text_pair(nb, path)
+        elif cmd == "sync":
+            write_text_pair(nbformat.read(path, as_version=4), path)
         else:
-            bad += problems(path)
+            bad += problems(path) + pair_problems(path)
     print("\n".join(bad) if bad else f"{cmd}: {len(paths)} notebook(s) ok")
     return 1 if bad else 0
 

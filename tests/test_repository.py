@@ -11,7 +11,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from tests.notebook_tools import is_check_cell, problems
+from tests.notebook_tools import TEXT_SUFFIX, is_check_cell, pair_problems, problems
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -31,6 +31,19 @@ def test_notebook_is_stored_stripped_and_has_checks(path):
     nb = nbformat.read(path, as_version=4)
     assert any(is_check_cell(c) for c in nb.cells), "every notebook proves something"
     assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_and_its_text_pair_agree(path):
+    """Same cell types and sources in NAME.ipynb and NAME.py (outputs ignored)."""
+    found = pair_problems(path)
+    assert not found, "\n".join(found)
+
+
+def test_every_text_file_in_notebooks_is_a_pair():
+    stems = {p.stem for p in NOTEBOOKS}
+    orphans = [p.name for p in (ROOT / "notebooks").glob(f"*{TEXT_SUFFIX}") if p.stem not in stems]
+    assert orphans == [], f"{orphans}: no notebook of that name; delete them or rename the pair"
 
 
 def test_environment_yml_installs_the_package_with_extras():
@@ -55,3 +68,12 @@ def test_pyproject_declares_what_the_series_imports():
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_instructors_guide_covers_every_notebook_and_has_the_bench_markers():
+    guide = (ROOT / "docs" / "teaching.md").read_text()
+    missing = [p.name for p in NOTEBOOKS if f"### {p.name[:2]} · " not in guide]
+    assert not missing, f"docs/teaching.md has no section for {missing}"
+    start = guide.find("<!-- run times: written by bench/notebooks.py -->")
+    assert 0 <= start < guide.find("<!-- end of run times -->"), \
+        "docs/teaching.md lost the markers that bench/notebooks.py writes the run times between"

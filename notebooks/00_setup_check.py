@@ -1,0 +1,100 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Setup check
+#
+# Run this notebook first, ideally the day before the workshop. It takes a few seconds and answers
+# four questions:
+#
+# 1. Are the packages the series needs installed, and which versions?
+# 2. Which device will the notebooks use (a GPU, or the CPU)?
+# 3. Which **runtime profile** is active, and therefore which model and how many steps?
+# 4. Do interactive widgets render in this JupyterLab? (The series lives on sliders.)
+#
+# Run every cell from the top (*Run → Run All Cells*).
+
+# %%
+from nbhelpers.info import collect_info, format_info
+from nbhelpers.profile import PROFILE_NAMES, get_profile
+from nbhelpers.widgets import setup_check_slider
+
+info = collect_info()
+print(format_info(info))
+
+# %% [markdown]
+# ## Reading the report
+#
+# * **device**: `cuda:0 ...` means the notebooks can use Stable Diffusion 1.x on your GPU; `cpu`
+#   means they use the small model that ships inside `nbhelpers` and run everything on the CPU.
+#   Every lesson works on both.
+# * **profile**: how much work each notebook does. `smoke` is for automated tests (tiny step
+#   counts), `cpu` runs the embedded toy model with full step counts (minutes), `gpu` runs
+#   Stable Diffusion 1.x, and `sd-cpu` rehearses the `gpu` profile's cells on the CPU with a model
+#   that has Stable Diffusion 1.4's structure and random weights (it draws noise; automated tests
+#   use it so that no cell goes untested). The default is `gpu` when CUDA *and* SD 1.x weights are on this machine,
+#   otherwise `cpu`. To choose, set the environment variable before starting JupyterLab, for
+#   example `NBHELPERS_PROFILE=cpu make lab`.
+# * **SD 1.x weights**: the notebooks never download weights during a lesson. If you want Stable
+#   Diffusion 1.4 on a GPU machine, download it once beforehand, for example with
+#   `hf download CompVis/stable-diffusion-v1-4` (the `hf` command comes with the install), or
+#   point `NBHELPERS_SD_MODEL` at a local pipeline folder.
+# * **toy model**: the tiny Stable Diffusion that ships inside the package, used whenever SD 1.x
+#   is not available.
+#
+# The next cell turns the report into checks: it fails loudly if something essential is missing.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import torch
+
+versions = info["versions"]
+for name in ("torch", "diffusers", "transformers", "ipywidgets", "matplotlib"):
+    assert versions[name] != "not installed", f"{name} is missing: run `make lab` again"
+assert not str(info["profile"]).startswith("ERROR"), info["profile"]
+profile = get_profile()
+assert profile.device == "cpu" or torch.cuda.is_available()
+print("packages: ok")
+print(f"profile is one of {'/'.join(PROFILE_NAMES)}:", profile.name in PROFILE_NAMES)
+
+# %% [markdown]
+# ## Do widgets work here?
+#
+# Drag the slider below. **The blue dot must move and the number under it must change.**
+#
+# If instead you see a line of text such as `ImageSlider(children=(IntSlider(...` or nothing at
+# all, this JupyterLab cannot display widgets. The usual causes, in order:
+#
+# 1. The notebook is running in a different environment from the one `make lab` installed: check
+#    that the kernel in the top-right corner is *Python 3 (ipykernel)* and restart JupyterLab with
+#    `make lab`.
+# 2. An old browser tab: reload the page.
+# 3. A JupyterLab older than 4 or an `ipywidgets` older than 8: `make lab` installs current ones.
+
+# %%
+setup_check_slider()
+
+# %% [markdown]
+# ## If something failed
+#
+# * `ModuleNotFoundError`: the kernel is not the environment `make lab` made. Stop JupyterLab and
+#   run `make lab` from the repository folder.
+# * `profile: ERROR ...`: `NBHELPERS_PROFILE` holds something other than `smoke`, `cpu`, `gpu` or
+#   `sd-cpu`;
+#   the message says what it saw.
+# * `gpu` chosen but no CUDA: the machine has no usable NVIDIA GPU, or torch is a CPU build.
+#   Use `NBHELPERS_PROFILE=cpu`; every notebook works there (or `sd-cpu` to rehearse the SD
+#   cells).
+#
+# The same report is available in a terminal: `nbhelpers info`.
