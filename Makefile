@@ -31,7 +31,7 @@ INSTALL = $$(if test -x $(UV); then echo "$(UV) pip install --python $(PY)"; \
              else echo "$(PIP) install"; fi)
 STAMP := $(VENV)/.installed
 
-.PHONY: install lab test unit notebooks lint bench clean help test-browser
+.PHONY: install lab test unit notebooks lint bench clean help test-browser book test-book
 
 help:
 	@echo "make install - create .venv and install the package with its extras (the others do it"
@@ -43,6 +43,10 @@ help:
 	@echo "make bench  - run the CPU benchmarks and update docs/benchmarks.md"
 	@echo "make test-browser - the sliders in JupyterLab under headless Chromium (needs chromium,"
 	@echo "                    chromium-driver: .ci/run installs them); screenshots: artifacts/browser/"
+	@echo "make book   - the notebooks as a static site in build/book/html, from their executed"
+	@echo "              copies in book/executed (npm fetches MathJax once); open"
+	@echo "              build/book/html/index.html"
+	@echo "make test-book - make book, then every page of it checked in headless Chromium"
 
 install: $(STAMP)
 
@@ -113,6 +117,22 @@ notebooks: install
 # Debian's chromium + chromium-driver must be there (.ci/run installs them); never skipped.
 test-browser: install
 	$(PY) -m pytest tests/browser -q
+
+# The book: built from the executed notebooks in book/executed (refreshed by
+# `python bench/notebooks.py --profiles cpu --save-executed book/executed`), nothing executed.
+BOOK_STAMP := $(VENV)/.book-installed
+
+$(BOOK_STAMP): pyproject.toml $(STAMP)
+	@echo "book: installing the book extra (Sphinx, MyST-NB, the Sphinx Book Theme)"
+	@$(INSTALL) --quiet -e ".[dev,book]"
+	@touch $(BOOK_STAMP)
+
+book: install $(BOOK_STAMP)
+	$(PY) book/build.py
+
+# Debian's chromium + chromium-driver, as for test-browser; screenshots: artifacts/book/
+test-book: book
+	$(PY) -m pytest tests/book -q
 
 bench: install
 	$(PY) bench/ti_throughput.py --model toy

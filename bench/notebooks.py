@@ -1,10 +1,14 @@
 """Wall time of every notebook, executed top to bottom, in the smoke and cpu profiles.
 
-    python bench/notebooks.py [--profiles smoke cpu] [NOTEBOOK ...]
+    python bench/notebooks.py [--profiles smoke cpu] [--save-executed DIR] [NOTEBOOK ...]
 
 Runs each notebook in a fresh kernel (kernel start included) and writes the table to the
 section "Notebook wall times" of docs/benchmarks.md. Targets from the issues: every notebook in
 the smoke profile within the 10-minute `make test`; notebook 01 in the cpu profile under 2 min.
+
+``--save-executed DIR`` also keeps each executed notebook of the last profile listed, for the
+book (``make book``; ``book/cache.py``): ``--profiles cpu --save-executed book/executed``. That
+run sets ``NBHELPERS_STATIC_FRAMES`` so the sliders render frames for the static page too.
 """
 
 from __future__ import annotations
@@ -22,16 +26,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, markdown_table, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+BOOK_FRAMES = "9"  # frames per slider in the book's copies (NBHELPERS_STATIC_FRAMES)
 
 
-def run_notebook(path: Path, profile: str) -> float:
+def run_notebook(path: Path, profile: str, save_to: Path | None = None) -> float:
     nb = nbformat.read(path, as_version=4)
     os.environ["NBHELPERS_PROFILE"] = profile
     os.environ["TQDM_DISABLE"] = "1"
+    if save_to is not None:
+        os.environ["NBHELPERS_STATIC_FRAMES"] = BOOK_FRAMES
     start = time.perf_counter()
-    NotebookClient(nb, timeout=1800, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    return time.perf_counter() - start
+    try:
+        NotebookClient(nb, timeout=1800, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        os.environ.pop("NBHELPERS_STATIC_FRAMES", None)
+    seconds = time.perf_counter() - start
+    if save_to is not None:
+        sys.path.insert(0, str(ROOT))
+        from book.cache import save_executed
+
+        print(f"saved {save_executed(nb, path, profile, seconds, save_to)}", flush=True)
+    return seconds
 
 
 def _merge_rows(new_rows: list[list[str]], n_profiles: int) -> list[list[str]]:
@@ -55,13 +71,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--profiles", nargs="+", default=["smoke", "cpu"])
+    parser.add_argument("--save-executed", type=Path, metavar="DIR",
+                        help="keep the executed notebooks of the last profile in DIR (the "
+                             "book's cache: book/executed)")
     args = parser.parse_args()
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     rows = []
     for path in paths:
         times = []
         for profile in args.profiles:
-            seconds = run_notebook(path, profile)
+            keep = args.save_executed if profile == args.profiles[-1] else None
+            seconds = run_notebook(path, profile, keep)
             print(f"{path.name:<40} {profile:<6} {seconds:7.1f} s", flush=True)
             times.append(f"{seconds:.1f} s")
         rows.append([path.name, *times])
