@@ -14,6 +14,7 @@ import base64
 import copy
 import datetime as dt
 import hashlib
+import html
 import io
 import json
 import re
@@ -78,15 +79,56 @@ def _shrink_outputs(cell) -> None:
                 lambda m: "data:image/png;base64," + _shrink_b64(m.group(1)), text)
 
 
+def widget_html(model_id: str, models: dict, depth: int = 0) -> str | None:
+    """The final state of a simple widget (boxes of HTML, labels and progress bars, as
+    tqdm's notebook bar is) as HTML, from the widget state the executor saved; None for any
+    other widget."""
+    model = models.get(model_id)
+    if model is None or depth > 8:
+        return None
+    name, state = model.get("model_name", ""), model.get("state", {})
+    if name in ("HBoxModel", "VBoxModel", "BoxModel"):
+        parts = [widget_html(str(c).removeprefix("IPY_MODEL_"), models, depth + 1)
+                 for c in state.get("children", [])]
+        if not parts or any(p is None for p in parts):
+            return None
+        row = "display:flex;gap:8px;align-items:center" if name == "HBoxModel" else ""
+        return f'<div class="nbh-static nbh-widget" style="{row}">{"".join(parts)}</div>'
+    if name in ("HTMLModel", "HTMLMathModel"):
+        return f"<span>{state.get('value', '')}</span>"
+    if name == "LabelModel":
+        return f"<span>{html.escape(str(state.get('value', '')))}</span>"
+    if name in ("FloatProgressModel", "IntProgressModel"):
+        return (f'<progress value="{state.get("value", 0)}" max="{state.get("max", 100)}">'
+                f'</progress>')
+    return None
+
+
+def _static_widgets(nb) -> None:
+    """Give each widget output without a ``text/html`` view one made from its final state
+    (:func:`widget_html`), where it is a simple widget."""
+    saved = nb.metadata.get("widgets", {}).get(
+        "application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET_VIEW in data and "text/html" not in data:
+                shown = widget_html(str(data[WIDGET_VIEW].get("model_id", "")), saved)
+                if shown is not None:
+                    data["text/html"] = shown
+
+
 def save_executed(executed, source: Path, profile: str, seconds: float,
                   out_dir: Path = CACHE) -> Path:
     """Write the executed notebook ``executed`` (of ``source``) to ``out_dir`` for the book.
 
     The widgets' saved state is dropped, and so is the widget view of every output that also
-    has a ``text/html`` view (:mod:`nbhelpers.static`): a static page has no widget manager.
-    Large PNGs are stored with a palette (:func:`shrink_png`).
+    has a ``text/html`` view (:mod:`nbhelpers.static`; progress bars get one from their final
+    state): a static page has no widget manager. Large PNGs are stored with a palette
+    (:func:`shrink_png`).
     """
     nb = copy.deepcopy(executed)
+    _static_widgets(nb)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         _shrink_outputs(cell)
