@@ -67,7 +67,7 @@ readme
 def check_cache(notebooks: list[Path], cache: Path) -> None:
     reasons = [r for r in (stale_reason(p, cache) for p in notebooks) if r]
     if reasons:
-        sys.exit("book: cannot build from stale executed notebooks:\n  - "
+        sys.exit("book: cannot build: executed notebooks missing or stale (book/executed):\n  - "
                  + "\n  - ".join(reasons))
 
 

@@ -193,7 +193,8 @@ def test_every_page_of_the_book_in_chromium(tmp_path):
                         links.setdefault(href, set()).add(page)
                 if page.startswith("notebooks/") and "profile" not in got["note"]:
                     problems.append(f"{page}: no note naming the profile its outputs ran in")
-                if page in ("index.html", "notebooks/04_guidance_in_stable_diffusion.html"):
+                if page in ("index.html", "notebooks/01_forward_diffusion.html",
+                            "notebooks/04_guidance_in_stable_diffusion.html"):
                     driver.save_screenshot(str(shots / (page.replace("/", "_") + ".png")))
 
             # (a) every internal link: a file the server has, and an anchor its page has
