@@ -73,7 +73,7 @@ def check_cache(notebooks: list[Path], cache: Path) -> None:
 
 def profile_note(meta: dict) -> nbformat.NotebookNode:
     text = (f":::{{note}}\nThis page shows the outputs of one run of the notebook in the "
-            f"**{meta['profile']}** profile ({meta['executed']}, {meta['seconds']:g} s), "
+            f"**{meta['profile']}** profile ({meta['executed']}), "
             f"kept in `book/executed/`. Its sliders scrub through frames cached in that run; "
             f"in JupyterLab (`make lab`) they are live.\n:::")
     return nbformat.v4.new_markdown_cell(text)
