@@ -106,7 +106,7 @@ test: install lint
 	@$(SUITE)
 
 lint: install
-	$(VENV)/bin/ruff check nbhelpers tests bench
+	$(VENV)/bin/ruff check nbhelpers tests bench book
 
 unit: install
 	@$(SUITE) --only unit
