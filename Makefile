@@ -31,7 +31,7 @@ INSTALL = $$(if test -x $(UV); then echo "$(UV) pip install --python $(PY)"; \
              else echo "$(PIP) install"; fi)
 STAMP := $(VENV)/.installed
 
-.PHONY: install lab test unit notebooks lint bench clean help test-browser sync
+.PHONY: install lab test unit notebooks lint bench clean help test-browser sync book test-book
 
 help:
 	@echo "make install - create .venv and install the package with its extras (the others do it"
@@ -49,6 +49,10 @@ help:
 	@echo "              from the .ipynb, which is the source of truth"
 	@echo "make test-browser - the sliders in JupyterLab under headless Chromium (needs chromium,"
 	@echo "                    chromium-driver: .ci/run installs them); screenshots: artifacts/browser/"
+	@echo "make book   - the notebooks as a static site in build/book/html, from their executed"
+	@echo "              copies in book/executed (npm fetches MathJax once); open"
+	@echo "              build/book/html/index.html"
+	@echo "make test-book - make book, then every page of it checked in headless Chromium"
 
 install: $(STAMP)
 
@@ -139,7 +143,7 @@ test: install lint
 	@$(SUITE)
 
 lint: install
-	$(VENV)/bin/ruff check nbhelpers tests bench tools
+	$(VENV)/bin/ruff check nbhelpers tests bench tools book
 
 unit: install
 	@$(SUITE) --only unit
@@ -155,6 +159,22 @@ test-browser: install
 # text form for review and diffs, and a unit test fails when the two disagree.
 sync: install
 	$(PY) -m tests.notebook_tools sync notebooks/*.ipynb
+
+# The book: built from the executed notebooks in book/executed (refreshed by
+# `python bench/notebooks.py --profiles cpu --save-executed book/executed`), nothing executed.
+BOOK_STAMP := $(VENV)/.book-installed
+
+$(BOOK_STAMP): pyproject.toml $(STAMP)
+	@echo "book: installing the book extra (Sphinx, MyST-NB, the Sphinx Book Theme)"
+	@$(INSTALL) --quiet -e ".[dev,book]"
+	@touch $(BOOK_STAMP)
+
+book: install $(BOOK_STAMP)
+	$(PY) book/build.py
+
+# Debian's chromium + chromium-driver, as for test-browser; screenshots: artifacts/book/
+test-book: book
+	$(PY) -m pytest tests/book -q
 
 bench: install
 	$(PY) bench/ti_throughput.py --model toy

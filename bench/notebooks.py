@@ -1,6 +1,6 @@
 """Wall time of every notebook, executed top to bottom, in the smoke and cpu profiles.
 
-    python bench/notebooks.py [NOTEBOOK ...] [--profiles smoke cpu]   # notebooks first
+    python bench/notebooks.py [NOTEBOOK ...] [--profiles smoke cpu] [--save-executed DIR]
 
 Runs each notebook in a fresh kernel (kernel start included) and writes the table to the
 section "Notebook wall times" of docs/benchmarks.md, and the same table into the instructor's
@@ -8,6 +8,10 @@ guide, docs/teaching.md, between its markers (TEACHING_START, TEACHING_END). A r
 notebooks or some profiles replaces those figures and keeps the others. Targets from the
 issues: every notebook in the smoke profile within the 10-minute `make test`; notebook 01 in
 the cpu profile under 2 min.
+
+``--save-executed DIR`` also keeps each executed notebook of the last profile listed, for the
+book (``make book``; ``book/cache.py``): ``--profiles cpu --save-executed book/executed``. That
+run sets ``NBHELPERS_STATIC_FRAMES`` so the sliders render frames for the static page too.
 """
 
 from __future__ import annotations
@@ -31,16 +35,28 @@ TEACHING_END = "<!-- end of run times -->"
 NOT_MEASURED = "not measured"
 #: marks a figure kept from an earlier run (another date, machine, load or notebook version)
 EARLIER = " *"
+BOOK_FRAMES = "9"  # frames per slider in the book's copies (NBHELPERS_STATIC_FRAMES)
 
 
-def run_notebook(path: Path, profile: str) -> float:
+def run_notebook(path: Path, profile: str, save_to: Path | None = None) -> float:
     nb = nbformat.read(path, as_version=4)
     os.environ["NBHELPERS_PROFILE"] = profile
     os.environ["TQDM_DISABLE"] = "1"
+    if save_to is not None:
+        os.environ["NBHELPERS_STATIC_FRAMES"] = BOOK_FRAMES
     start = time.perf_counter()
-    NotebookClient(nb, timeout=1800, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    return time.perf_counter() - start
+    try:
+        NotebookClient(nb, timeout=1800, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        os.environ.pop("NBHELPERS_STATIC_FRAMES", None)
+    seconds = time.perf_counter() - start
+    if save_to is not None:
+        sys.path.insert(0, str(ROOT))
+        from book.cache import save_executed
+
+        print(f"saved {save_executed(nb, path, profile, seconds, save_to)}", flush=True)
+    return seconds
 
 
 def _table_now(doc: Path) -> dict[str, dict[str, str]]:
@@ -99,13 +115,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--profiles", nargs="+", default=["smoke", "cpu"])
+    parser.add_argument("--save-executed", type=Path, metavar="DIR",
+                        help="keep the executed notebooks of the last profile in DIR (the "
+                             "book's cache: book/executed)")
     args = parser.parse_args()
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     load = os.getloadavg()[0]   # wall times on a busy machine are long; the table says how busy
     new: dict[str, dict[str, str]] = {}
     for path in paths:
         for profile in args.profiles:
-            seconds = run_notebook(path, profile)
+            keep = args.save_executed if profile == args.profiles[-1] else None
+            seconds = run_notebook(path, profile, keep)
             print(f"{path.name:<40} {profile:<6} {seconds:7.1f} s", flush=True)
             new.setdefault(path.name, {})[profile] = f"{seconds:.1f} s"
     header, rows = merged_table(new, args.profiles, ROOT / "docs" / "benchmarks.md")

@@ -8,6 +8,8 @@ only a real browser proves the picture moves.
 from __future__ import annotations
 
 import copy
+import html
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +21,13 @@ import torch
 from nbhelpers.diffusion import q_sample
 from nbhelpers.images import density_image, hstack, png_bytes, scatter_image, to_uint8
 from nbhelpers.mixtures import GaussianMixture2D, grid
+from nbhelpers.static import (
+    STATIC_ENV,
+    panel_html,
+    scrubber_html,
+    spread_values,
+    static_frame_count,
+)
 
 Render = Callable[[float], np.ndarray]
 
@@ -36,6 +45,9 @@ class ImageSlider(widgets.VBox):
     Attributes:
         slider, image, caption_html: the three child widgets; ``slider.value = v`` re-renders
         from Python too (that is how the tests drive it).
+        static_values: the values whose frames the page view without a kernel shows
+            (:meth:`static_html`); None: ``$NBHELPERS_STATIC_FRAMES`` values spread over the
+            range, or only the frame on screen when that is unset.
     """
 
     def __init__(self, render: Render, *, description: str, min: float, max: float,
@@ -56,9 +68,36 @@ class ImageSlider(widgets.VBox):
         self.caption_html = widgets.HTML()
         self.render = render
         self._caption = caption
+        self.static_values: Sequence[float] | None = None
         super().__init__([self.slider, self.image, self.caption_html])
         self.slider.observe(lambda change: self.update(change["new"]), names="value")
         self.update(self.slider.value)
+
+    def static_html(self) -> str:
+        """The slider as a page without a kernel shows it: a scrubber over cached frames (the
+        ``text/html`` of its display bundle; JupyterLab shows the live widget instead)."""
+        now = self.slider.value
+        n = static_frame_count()
+        if self.static_values is not None and n > 1:
+            values = sorted({*self.static_values, now})
+        elif n > 1:
+            values = spread_values(self.slider.min, self.slider.max, self.slider.step, n, now)
+        else:
+            values = [now]
+        frames = []
+        for v in values:
+            png = self.image.value if v == now else png_bytes(self.render(v))
+            frames.append((png, self._caption(v) if self._caption else
+                           f"{self.slider.description} = {v:g}"))
+        note = ("Frames cached when the notebook ran: drag to scrub. In JupyterLab this is "
+                "a live slider." if len(frames) > 1 else
+                "In JupyterLab this is a live slider; the page shows the frame it opened on.")
+        return scrubber_html(self.slider.description, frames, values.index(now), note)
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        bundle["text/html"] = self.static_html()
+        return bundle
 
     def update(self, value: float) -> None:
         """Render ``value`` into the image; an error shows under the image, the old image stays."""
@@ -228,6 +267,7 @@ def cached_scale_slider(pipe, prompt: str, scales: Sequence[float], *, seed: int
                        caption=lambda k: f"s = <b>{scales[int(k)]:g}</b> &mdash; {prompt!r}")
     view.slider.readout = False
     view.frames, view.scales = frames, scales
+    view.static_values = list(range(len(scales)))  # already rendered: the page gets them all
     return view
 
 
@@ -313,6 +353,28 @@ class LiveGuidanceSlider(widgets.VBox):
     def _values(self) -> tuple:
         return (self.prompt.value, self.s.value, self.seed.value, self.steps.value)
 
+    def static_html(self) -> str:
+        """Without a kernel: frames for ``$NBHELPERS_STATIC_FRAMES`` values of ``s`` (rendered
+        now, the other controls as they are), or only the picture on screen when it is unset."""
+        prompt, s, seed, steps = self._values()
+        n = static_frame_count()
+        values = spread_values(0.0, float(self.s.max), 0.5, n, s) if n > 1 else [s]
+        frames = []
+        for v in values:
+            png = self.image.value if v == s else png_bytes(upscale(render_guided(
+                self.pipe, prompt, v, seed, steps)))
+            frames.append((png, f"s = <b>{v:g}</b>, seed {seed}, {steps} steps &mdash; "
+                                f"{html.escape(repr(prompt))}"))
+        return scrubber_html("s", frames, values.index(s),
+                             "A live slider in JupyterLab (any s, seed, steps or prompt, "
+                             "rendered as you move it); here, frames rendered when the "
+                             "notebook ran.")
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        bundle["text/html"] = self.static_html()
+        return bundle
+
     def request(self) -> None:
         """Ask for a render of the current control values (debounced)."""
         self.status.value = "<i>rendering...</i>"
@@ -371,7 +433,25 @@ class TrainingMonitor(widgets.VBox):
         self.status = widgets.HTML(f"<b>{title}</b> waiting for the first step")
         self.curve = widgets.Image(format="png", value=png_bytes(loss_curve_image([], total)))
         self.preview = widgets.Image(format="png", layout=widgets.Layout(max_width="420px"))
+        self._handle = None  # the display it was shown in (see _ipython_display_)
         super().__init__([self.status, widgets.HBox([self.curve, self.preview])])
+
+    def static_html(self) -> str:
+        """The monitor as a page without a kernel shows it: its status, curve and preview."""
+        return panel_html([(self.curve.value, "loss curve"), (self.preview.value, "preview")],
+                          [self.status.value], "The training monitor as it stood when the "
+                          "notebook ran (in JupyterLab it follows the run live).")
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        bundle["text/html"] = self.static_html()
+        return bundle
+
+    def _ipython_display_(self) -> None:
+        # shown with a display id, so that the static view can follow the run (see __call__)
+        from IPython.display import display
+
+        self._handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
 
     def __call__(self, state) -> None:
         self.losses.append(float(state.loss))
@@ -384,3 +464,7 @@ class TrainingMonitor(widgets.VBox):
                                                           title=self.title))
             self.status.value = (f"<b>{self.title}</b> step {step} / {self.total}, loss "
                                  f"{np.mean(self.losses[-20:]):.4f} (mean of the last 20)")
+            if self._handle is not None and os.environ.get(STATIC_ENV):
+                # executed for a static page: its text/html must show the run, not its start
+                # (only then: in JupyterLab an update would rebuild the live view)
+                self._handle.update(self._repr_mimebundle_(), raw=True)

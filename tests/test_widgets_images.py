@@ -194,6 +194,8 @@ def test_loss_curve_image_and_training_monitor():
         mon(SimpleNamespace(step=k, loss=1.0 / k, preview=preview))
     assert len(mon.losses) == 12 and mon.curve.value != first
     assert "step 12 / 12" in mon.status.value and mon.preview.value  # preview shown
+    page = mon._repr_mimebundle_()["text/html"]  # its static view (the book): the same run
+    assert "step 12 / 12" in page and page.count("<img ") == 2  # curve and preview
     with pytest.raises(ValueError, match="at least 1"):
         TrainingMonitor(0)
 

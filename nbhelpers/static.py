@@ -1,0 +1,104 @@
+"""What a widget shows on a page without a kernel: a ``text/html`` view of its pictures.
+
+An ipywidgets view needs its JavaScript manager and a live kernel. The widgets of
+:mod:`nbhelpers.widgets` therefore also carry a ``text/html`` entry in their display bundle:
+JupyterLab ignores it (it prefers the widget view, which it can render), while a static page
+(the book, ``make book``) shows it. For a slider that entry is a scrubber over cached frames: a
+plain ``<input type="range">`` whose inline handler shows one ``<figure>`` at a time, no script
+file, no server.
+
+How many frames a slider renders for that view is set by the environment variable
+``NBHELPERS_STATIC_FRAMES`` (the book's executor sets it): unset, the view holds only the
+frame already on screen, so a notebook opened in JupyterLab sends no extra pictures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from collections.abc import Sequence
+
+#: Frames per slider in the static view; unset means only the frame on screen.
+STATIC_ENV = "NBHELPERS_STATIC_FRAMES"
+
+# One figure is shown at a time: the range input hides the others (style.display, which no
+# theme's CSS overrides, unlike the hidden attribute).
+_ON_INPUT = ("for (const f of this.closest('.nbh-scrubber').querySelectorAll('.nbh-frame')) "
+             "f.style.display = f.dataset.k === this.value ? '' : 'none';")
+
+
+def static_frame_count() -> int:
+    """Frames a slider renders for its static view: ``$NBHELPERS_STATIC_FRAMES``, or 1."""
+    raw = os.environ.get(STATIC_ENV, "").strip()
+    if not raw:
+        return 1
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        raise ValueError(f"{STATIC_ENV} must be a whole number of frames from 1 to 64, got "
+                         f"{raw!r}; unset it to show only the frame on screen")
+    return n
+
+
+def spread_values(lo: float, hi: float, step: float, n: int, current: float) -> list[float]:
+    """``n`` values from ``lo`` to ``hi`` on the slider's ``step`` grid, ``current`` among them
+    (sorted, without repeats; ints when all inputs are ints)."""
+    integer = all(isinstance(v, int) for v in (lo, hi, step, current))
+    values = {current}
+    for i in range(n):
+        v = lo + (hi - lo) * i / max(n - 1, 1)
+        v = lo + round((v - lo) / step) * step
+        v = min(max(v, lo), hi)
+        values.add(int(round(v)) if integer else round(float(v), 10))
+    return sorted(values)
+
+
+def img_tag(png: bytes, alt: str, css: str = "") -> str:
+    """An ``<img>`` holding ``png`` inline (a data URL), so the page needs no other file."""
+    data = base64.b64encode(png).decode("ascii")
+    style = f' style="{css}"' if css else ""
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{style}>'
+
+
+def scrubber_html(label: str, frames: Sequence[tuple[bytes, str]], start: int = 0,
+                  note: str = "") -> str:
+    """A range input over ``frames`` (``(png, caption_html)`` each), showing frame ``start``.
+
+    With one frame it is just that picture and its caption (no input to move).
+    """
+    if not frames:
+        raise ValueError("a scrubber needs at least one frame, got none")
+    if not 0 <= start < len(frames):
+        raise ValueError(f"start must index one of the {len(frames)} frames, got {start}")
+    parts = [f'<div class="nbh-static nbh-scrubber" data-frames="{len(frames)}">']
+    if len(frames) > 1:
+        parts.append(f'<label class="nbh-scrub-label">{html.escape(label)} '
+                     f'<input type="range" class="nbh-scrub" min="0" max="{len(frames) - 1}" '
+                     f'step="1" value="{start}" aria-label="{html.escape(label)}" '
+                     f'oninput="{html.escape(_ON_INPUT)}" style="width:320px"></label>')
+    for k, (png, caption) in enumerate(frames):
+        hide = "" if k == start else "display:none;"
+        parts.append(f'<figure class="nbh-frame" data-k="{k}" style="{hide}margin:4px 0">'
+                     f'{img_tag(png, f"{label}: frame {k + 1} of {len(frames)}")}'
+                     f'<figcaption>{caption}</figcaption></figure>')
+    if note:
+        parts.append(f'<p class="nbh-static-note"><i>{note}</i></p>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def panel_html(pictures: Sequence[tuple[bytes, str]], texts: Sequence[str] = (),
+               note: str = "") -> str:
+    """Pictures side by side (``(png, alt)`` each; empty PNGs left out) under ``texts``."""
+    parts = ['<div class="nbh-static nbh-panel">']
+    parts += [f"<div>{t}</div>" for t in texts if t]
+    imgs = [img_tag(png, alt, "margin-right:8px") for png, alt in pictures if png]
+    if imgs:
+        parts.append("<div>" + "".join(imgs) + "</div>")
+    if note:
+        parts.append(f'<p class="nbh-static-note"><i>{note}</i></p>')
+    parts.append("</div>")
+    return "".join(parts)
