@@ -349,6 +349,8 @@ def _all_parsers(parser: argparse.ArgumentParser):
 _MODEL_HELP = ("'toy' (default: the embedded model), 'auto' (the runtime profile's), a local "
                "pipeline folder or a hub id in the local cache")
 _DEVICE_HELP = "cpu, cuda or auto (default: CUDA when available; the toy model stays on the CPU)"
+_VERBOSE_HELP = ("show what the libraries print while a model loads: progress bars and "
+                 "notices (default: quiet; NBHELPERS_VERBOSE=1 does the same)")
 _FRAMING_HELP = ("how each picture becomes square training images: center (the middle square; "
                  "cuts the ends of the long side), focal (the square around the most detailed "
                  "part), tiles (overlapping squares covering the whole picture), buckets (the "
@@ -587,17 +589,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
     for each in _all_parsers(parser):
         each.formatter_class = _HelpFormatter
+        # before or after the subcommand; a subcommand's own default must not undo the first
+        each.add_argument("--verbose", action="store_true",
+                          default=False if each is parser else argparse.SUPPRESS,
+                          help=_VERBOSE_HELP)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # transformers warns at import about optional image backends the CLI never uses
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from nbhelpers.quiet import VERBOSE_ENV
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    before = os.environ.get(VERBOSE_ENV)
+    if args.verbose:  # read where models load (nbhelpers.quiet); as it was after the command
+        os.environ[VERBOSE_ENV] = "1"
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
@@ -615,6 +624,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # the file was left as it was
             print(f"error: {err.strerror}", file=sys.stderr)
             return 1
+        finally:
+            if args.verbose and before is None:
+                del os.environ[VERBOSE_ENV]
+            elif args.verbose:
+                os.environ[VERBOSE_ENV] = before
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,8 +5,10 @@ Used by ``nbhelpers info`` in a terminal and by notebook 00; both print the same
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
+from collections.abc import Container, Mapping
 from importlib import metadata
 
 #: Distributions whose versions the report lists, in this order.
@@ -25,6 +27,29 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def hosted_kernel(environ: Mapping[str, str] | None = None,
+                  modules: Container[str] | None = None) -> str | None:
+    """Which hosted service runs this kernel: ``"Colab"``, ``"JupyterHub"``, or None (a
+    machine of one's own).
+
+    Colab: its ``google.colab`` module is loaded in every Colab kernel, and its runtimes set
+    ``COLAB_*`` variables. A JupyterHub: the hub gives each user's server ``JUPYTERHUB_*``
+    variables (``JUPYTERHUB_USER``, ``JUPYTERHUB_API_URL``, ...). Notebook 00's first cell
+    decides the same way without importing nbhelpers, which may not be installed yet there.
+
+    Args:
+        environ: the environment variables (default ``os.environ``).
+        modules: the names of the loaded modules (default ``sys.modules``).
+    """
+    environ = os.environ if environ is None else environ
+    modules = sys.modules if modules is None else modules
+    if "google.colab" in modules or any(k.startswith("COLAB_") for k in environ):
+        return "Colab"
+    if any(k.startswith("JUPYTERHUB_") for k in environ):
+        return "JupyterHub"
+    return None
 
 
 def device_summary() -> str:
@@ -56,6 +81,7 @@ def collect_info() -> dict[str, object]:
     return {
         "python": f"{platform.python_version()} ({sys.executable})",
         "platform": platform.platform(),
+        "hosted": hosted_kernel() or "no (a machine of its own)",
         "versions": package_versions(),
         "device": device_summary(),
         "profile": profile,
@@ -68,7 +94,8 @@ def collect_info() -> dict[str, object]:
 def format_info(info: dict[str, object] | None = None) -> str:
     """The report as aligned text lines."""
     info = collect_info() if info is None else info
-    rows = [("python", info["python"]), ("platform", info["platform"])]
+    rows = [("python", info["python"]), ("platform", info["platform"]),
+            ("hosted", info["hosted"])]
     rows += [(name, ver) for name, ver in info["versions"].items()]  # type: ignore[union-attr]
     rows += [("device", info["device"]), ("profile", info["profile"]),
              ("SD 1.x weights", info["sd_weights"]), ("toy model", info["toy_model"])]

@@ -186,8 +186,9 @@ def load_pipeline(model: str = "auto", device: str = "auto",
         dtype: weights' dtype, one for every component; ``"auto"`` is float32 on the CPU and
             bf16 (native) or fp16 on a GPU.
 
-    Loading prints nothing. On CUDA the VAE decodes one image at a time (slicing), so decoding
-    a batch never needs more memory than decoding one.
+    Loading prints nothing (no progress bars, no library notices; ``NBHELPERS_VERBOSE=1``
+    shows them: :mod:`nbhelpers.quiet`). On CUDA the VAE decodes one image at a time
+    (slicing), so decoding a batch never needs more memory than decoding one.
 
     Raises:
         FileNotFoundError: the model is not on this machine; the message says how to get it.
@@ -195,9 +196,11 @@ def load_pipeline(model: str = "auto", device: str = "auto",
             without loading).
     """
     import torch
-    from diffusers import StableDiffusionPipeline
 
     from nbhelpers.precision import weights_dtype
+
+    with quiet_loading():  # the pipeline's module touches transformers' image processors
+        from diffusers import StableDiffusionPipeline
 
     if model == "auto":
         from nbhelpers.profile import get_profile

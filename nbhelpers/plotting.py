@@ -50,14 +50,19 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
 def scatter_panels(points: Sequence[torch.Tensor | np.ndarray], titles: Sequence[str],
                    colors: Sequence | None = None, lim: float = 3.5,
                    size: float = 2.6) -> Figure:
-    """One 2-D scatter per panel (same axes limits), e.g. a data set at several noise levels."""
+    """One 2-D scatter per panel (same axes limits), e.g. a data set at several noise levels.
+
+    ``colors[i]`` colours panel ``i``'s points: one value in [0, 1] per point (the coolwarm
+    colour map), or one RGB(A) row per point.
+    """
     fig, axes = plt.subplots(1, len(points), figsize=(size * len(points), size + 0.3),
                              squeeze=False)
     for i, (ax, pts) in enumerate(zip(axes[0], points, strict=True)):
         pts = np.asarray(pts)
         c = None if colors is None else np.asarray(colors[i])
-        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4, c=c, cmap="coolwarm",
-                   vmin=0, vmax=1, linewidths=0)
+        # a colour map only for values: given RGB rows, matplotlib warns that it ignores one
+        values = {"cmap": "coolwarm", "vmin": 0, "vmax": 1} if c is not None and c.ndim == 1 else {}
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4, c=c, linewidths=0, **values)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")

@@ -198,8 +198,10 @@ def build_pipeline(size: RehearsalSize = "mini", seed: int = 0):
     SD 1.4's folder also holds a safety checker and its image preprocessor; the rehearsal model
     has neither (the notebooks never use them; ``load_pipeline`` leaves them out for SD too).
     """
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import PNDMScheduler
 
+    with quiet_loading():  # the pipeline's module touches transformers' image processors
+        from diffusers import StableDiffusionPipeline
     parts = build_components(size, seed)
     return StableDiffusionPipeline(
         vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=sd14_tokenizer(),

@@ -212,7 +212,10 @@ def count_parameters(module: nn.Module) -> int:
 
 def assemble_pipeline(tokenizer, text_encoder, vae, unet, scheduler=None):
     """A ``StableDiffusionPipeline`` of the given components, without a safety checker."""
-    from diffusers import StableDiffusionPipeline
+    from nbhelpers.quiet import quiet_loading
+
+    with quiet_loading():  # the pipeline's module touches transformers' image processors
+        from diffusers import StableDiffusionPipeline
 
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
@@ -283,14 +286,17 @@ def load_pipeline(folder: str | os.PathLike | None = None, device: str = "cpu"):
     Args:
         folder: a pipeline folder; the shipped tiny model if None.
     """
-    from diffusers import StableDiffusionPipeline
+    from nbhelpers.quiet import quiet_loading
 
     folder = Path(folder) if folder is not None else SHIPPED_DIR
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"no pipeline at {folder}; rebuild the tiny model with "
                                 f"`python -m nbhelpers.toy.train --out {folder}`")
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32,
-                                                   local_files_only=True)
+    with quiet_loading():  # no progress bars, no notices (nbhelpers.quiet)
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32,
+                                                       local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
