@@ -26,6 +26,29 @@
 # Run every cell from the top (*Run → Run All Cells*).
 
 # %%
+# On Colab or a JupyterHub, nbhelpers may not be installed yet: this cell needs nothing
+# installed, says whether it is, and gives the line that installs it. INSTALL = True runs that
+# line here (a few minutes); restart the kernel if Colab or pip asks you to, then run on.
+import importlib.util
+import os
+import sys
+
+INSTALL = False
+REPOSITORY = "https://github.com/OWNER/REPOSITORY"   # the series' repository: ask your teacher
+SPEC = f"nbhelpers @ git+{REPOSITORY}"
+
+colab = "google.colab" in sys.modules or any(k.startswith("COLAB_") for k in os.environ)
+hub = any(k.startswith("JUPYTERHUB_") for k in os.environ)
+host = "Colab" if colab else "a JupyterHub" if hub else "this machine"
+missing = importlib.util.find_spec("nbhelpers") is None
+unset = "OWNER/REPOSITORY" in REPOSITORY
+print(f"On {host}, this kernel has {'no ' if missing else ''}nbhelpers installed."
+      + (f' To install it, run this line in a cell:\n    %pip install "{SPEC}"' if missing else "")
+      + ("\nFirst put the series' repository in REPOSITORY above." if missing and unset else ""))
+installed_now = INSTALL and missing and not unset and get_ipython().run_line_magic(
+    "pip", f'install "{SPEC}"')
+
+# %%
 from nbhelpers.info import collect_info, format_info
 from nbhelpers.profile import PROFILE_NAMES, get_profile
 from nbhelpers.widgets import setup_check_slider
