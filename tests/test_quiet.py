@@ -10,6 +10,7 @@ loading bars back. The notebooks get the same check in ``tests/nbval_harness.py`
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -136,7 +137,24 @@ def test_cli_verbose_is_accepted_before_and_after_the_subcommand_and_undone(monk
     assert quiet.VERBOSE_ENV not in os.environ
 
 
-def test_hidden_notices_are_only_those_listed(monkeypatch, capfd):
+@pytest.fixture
+def library_log():
+    """What diffusers' and transformers' loggers emit at warning level, read from a handler of
+    this test's own: their stderr handlers may hold a stream of an earlier test's capture."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.WARNING)
+    yield stream
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.removeHandler(handler)
+        lg.setLevel(level)
+
+
+def test_hidden_notices_are_only_those_listed(monkeypatch, library_log):
     """The filters drop the listed texts of their logger and nothing else; verbose keeps all."""
     from transformers.utils import logging as transformers_logging
 
@@ -151,13 +169,13 @@ def test_hidden_notices_are_only_those_listed(monkeypatch, capfd):
     log.warning("a warning of the same library about something else")
     monkeypatch.setenv(quiet.VERBOSE_ENV, "1")
     log.warning(f"verbose: {notice.text}")
-    err = capfd.readouterr().err
+    err = library_log.getvalue()
     assert notice.text not in err.split("verbose:")[0]
     assert "about something else" in err and f"verbose: {notice.text}" in err
     assert all(n.why for n in quiet.NOTICES)
 
 
-def test_casting_a_model_is_quiet(monkeypatch, capfd):
+def test_casting_a_model_is_quiet(monkeypatch, library_log):
     """diffusers' notice on every cast (an empty list of float32 modules) is hidden; verbose
     shows it."""
     import torch
@@ -168,7 +186,7 @@ def test_casting_a_model_is_quiet(monkeypatch, capfd):
     quiet.hide_notices()
     monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
     vae.to(torch.float64)
-    assert "kept in float32" not in capfd.readouterr().err
+    assert "kept in float32" not in library_log.getvalue()
     monkeypatch.setenv(quiet.VERBOSE_ENV, "1")
     vae.to(torch.float32)
-    assert "should be kept in float32: []" in capfd.readouterr().err
+    assert "should be kept in float32: []" in library_log.getvalue()
