@@ -113,6 +113,7 @@ def serve(path: str) -> None:
         print(f"kernel zygote: {len(threads)} threads after the imports, not serving",
               file=sys.stderr)
         return
+    baked = _read_at_import(os.environ)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -134,12 +135,25 @@ def serve(path: str) -> None:
         except (EOFError, OSError, ValueError):
             conn.close()
             continue
+        if _read_at_import(request.get("env", {})) != baked:
+            # tqdm took its TQDM_* settings from the zygote's environment at import: a kernel
+            # that asks for others starts on its own
+            _send(conn, {"alone": "TQDM_* variables differ from the zygote's"})
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            continue
         if os.fork() == 0:
             server.close()
             _become_kernel(conn, request, fds)  # never returns
         for fd in fds:
             os.close(fd)
         conn.close()
+
+
+def _read_at_import(env) -> dict[str, str]:
+    """The variables a preloaded library read once, at import (tqdm's ``TQDM_*``)."""
+    return {k: v for k, v in env.items() if k.startswith("TQDM_")}
 
 
 def _watch_launcher(conn: socket.socket) -> None:
@@ -241,7 +255,7 @@ def launch(argv: list[str]) -> int:
         _start_alone(argv)
     try:
         _send(conn, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
-        pid = _recv(conn)[0]["pid"]
+        pid = _recv(conn)[0]["pid"]  # no "pid" (KeyError): the zygote says start alone
     except (EOFError, OSError, ValueError, KeyError):
         conn.close()
         _start_alone(argv)

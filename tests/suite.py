@@ -14,7 +14,8 @@ adds little (a textual-inversion step of the toy model took 173 ms with two thre
 with one), while two one-thread processes side by side each kept the one-thread speed.
 
 The notebooks' kernels are forked from one process that imported torch, diffusers and
-transformers once (``tests/kernel_zygote.py``; about 7 s of one core saved per kernel);
+transformers once (``tests/kernel_zygote.py``; about 7 s of one core saved per kernel; it is
+started with the notebook jobs' environment, as tqdm reads ``TQDM_DISABLE`` at import);
 ``NBHELPERS_NO_ZYGOTE=1`` starts every kernel on its own instead.
 
 The longest jobs start first, by the seconds they took in the run recorded in

@@ -32,7 +32,7 @@ def zygote(tmp_path):
     proc.wait()
 
 
-def _kernel(tmp_path, sock, marker: str):
+def _kernel(tmp_path, sock, marker: str, **extra_env: str):
     from jupyter_client import KernelManager
     from jupyter_client.kernelspec import KernelSpecManager
 
@@ -45,7 +45,8 @@ def _kernel(tmp_path, sock, marker: str):
                        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_dir.parent)]))
     work = tmp_path / f"work-{marker}"
     work.mkdir()
-    env = {**os.environ, "NBHELPERS_KERNEL_ZYGOTE": str(sock), "ZYGOTE_TEST_MARKER": marker}
+    env = {**os.environ, "NBHELPERS_KERNEL_ZYGOTE": str(sock), "ZYGOTE_TEST_MARKER": marker,
+           **extra_env}
     km.start_kernel(cwd=str(work), env=env)
     kc = km.client()
     kc.start_channels()
@@ -104,3 +105,14 @@ def _probe_fresh_kernel(tmp_path) -> dict:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
+
+
+def test_a_kernel_with_other_tqdm_settings_starts_alone(tmp_path, zygote):
+    """tqdm read TQDM_* in the zygote at import: a kernel asking for others is not forked."""
+    km, kc, _ = _kernel(tmp_path, zygote, "t", TQDM_MININTERVAL="5")
+    try:
+        info = json.loads(_run(kc, PROBE))
+        assert info["pid"] == km.provisioner.process.pid and info["marker"] == "t"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
