@@ -2,6 +2,7 @@
 
     python tests/kernel_zygote.py serve SOCKET      # tests/suite.py starts this
     python tests/kernel_zygote.py launch -f CONN    # the kernel command nbval runs
+    python tests/kernel_zygote.py run -m pytest ... # a unit-test job of tests/suite.py
 
 Every notebook's first cells import torch, diffusers and transformers: about 10 s of one core
 per kernel, ten kernels in a ``make test``. The *zygote* (``serve``) imports them once, then
@@ -15,6 +16,11 @@ The launcher stays the process jupyter_client knows: it passes SIGINT and SIGTER
 kernel and exits with the kernel's exit status; when the launcher dies (SIGKILL), the kernel
 sees its socket close and exits too. Where the zygote cannot be reached, the launcher becomes
 an ordinary kernel (``exec`` of ``ipykernel_launcher``), so a test never depends on it.
+``run -m MODULE`` does the same for ``python -m MODULE`` (the suite's unit-test jobs, pytest).
+
+One difference stays: a library notice printed once, at import (transformers' torchvision
+fallback), is printed by the zygote (its log: ``.nbtrace/logs/kernel-zygote.log``), not by its
+children; ``tests/test_quiet.py`` checks in a fresh process that nbhelpers hides it.
 
 What a forked kernel shares with a fresh one: the environment (replaced by the launcher's),
 the working folder, ``sys.path`` (IPython adds the working folder back), unseeded random
@@ -145,7 +151,7 @@ def serve(path: str) -> None:
             continue
         if os.fork() == 0:
             server.close()
-            _become_kernel(conn, request, fds)  # never returns
+            _become_child(conn, request, fds)  # never returns
         for fd in fds:
             os.close(fd)
         conn.close()
@@ -171,7 +177,8 @@ def _watch_launcher(conn: socket.socket) -> None:
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
-def _become_kernel(conn: socket.socket, request: dict, fds: list[int]) -> None:
+def _become_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    """The IPython kernel (``request["module"]`` None) or ``python -m MODULE ARGS``."""
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -188,13 +195,21 @@ def _become_kernel(conn: socket.socket, request: dict, fds: list[int]) -> None:
         # working folder first again
         here = os.path.dirname(os.path.abspath(__file__))
         sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) not in (here, os.getcwd())]
-        sys.argv = [sys.executable, *request["argv"]]
+        module = request.get("module")
+        if module is not None:  # as ``python -m``: the working folder first
+            sys.path.insert(0, os.getcwd())
+        sys.argv = [sys.executable if module is None else module, *request["argv"]]
         _send(conn, {"pid": os.getpid()})
         _watch_launcher(conn)
-        from ipykernel import kernelapp
-
         try:
-            kernelapp.launch_new_instance()
+            if module is None:
+                from ipykernel import kernelapp
+
+                kernelapp.launch_new_instance()
+            else:
+                import runpy
+
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -248,17 +263,19 @@ def _starting(path: str) -> bool:
         return False
 
 
-def launch(argv: list[str]) -> int:
+def launch(argv: list[str], module: str | None = None) -> int:
+    """Have the zygote fork the kernel (or ``python -m module``) with ``argv``; its exit status."""
     path = os.environ.get(ENV_VAR, "")
     conn = _connect(path) if path else None
     if conn is None:
-        _start_alone(argv)
+        _start_alone(argv, module)
     try:
-        _send(conn, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
+        request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "module": module}
+        _send(conn, request, [0, 1, 2])
         pid = _recv(conn)[0]["pid"]  # no "pid" (KeyError): the zygote says start alone
     except (EOFError, OSError, ValueError, KeyError):
         conn.close()
-        _start_alone(argv)
+        _start_alone(argv, module)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda s, _frame: os.kill(pid, s))
     try:
@@ -267,8 +284,8 @@ def launch(argv: list[str]) -> int:
         return 1  # the kernel died without a word (a crash, or it was killed)
 
 
-def _start_alone(argv: list[str]) -> None:
-    os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *argv])
+def _start_alone(argv: list[str], module: str | None = None) -> None:
+    os.execv(sys.executable, [sys.executable, "-m", module or "ipykernel_launcher", *argv])
 
 
 def main(argv: list[str]) -> int:
@@ -277,6 +294,8 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["launch"]:
         return launch(argv[1:])
+    if argv[:2] == ["run", "-m"] and len(argv) > 2:
+        return launch(argv[3:], module=argv[2])
     print(__doc__.split("\n\n")[1], file=sys.stderr)
     return 2
 

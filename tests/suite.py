@@ -13,10 +13,10 @@ Why processes and not threads: the toy model's tensors are small, so a second to
 adds little (a textual-inversion step of the toy model took 173 ms with two threads, 205 ms
 with one), while two one-thread processes side by side each kept the one-thread speed.
 
-The notebooks' kernels are forked from one process that imported torch, diffusers and
-transformers once (``tests/kernel_zygote.py``; about 7 s of one core saved per kernel; it is
-started with the notebook jobs' environment, as tqdm reads ``TQDM_DISABLE`` at import);
-``NBHELPERS_NO_ZYGOTE=1`` starts every kernel on its own instead.
+The notebooks' kernels and the unit-test processes are forked from one process that imported
+torch, diffusers and transformers once (``tests/kernel_zygote.py``): about 7 s of one core
+saved per process, and from a fresh clone only that process compiles their bytecode.
+``NBHELPERS_NO_ZYGOTE=1`` starts every process on its own instead.
 
 The longest jobs start first, by the seconds they took in the run recorded in
 :data:`TIMES_FILE` (``--record`` rewrites it). Each notebook run records which statements of
@@ -54,6 +54,8 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 #: Variables a job does not inherit. PYTHONDONTWRITEBYTECODE (set on the CI machines) would have
 #: every one of the jobs compile torch and diffusers again: 27 s of imports instead of 12 s.
 NOT_INHERITED = ("PYTHONDONTWRITEBYTECODE",)
+#: no progress bars in the jobs' logs (tests that look at bars start processes without it)
+QUIET_BARS = {"TQDM_DISABLE": "1"}
 
 
 @dataclass
@@ -95,7 +97,7 @@ def split_by_weight(items: list[str], weights: dict[str, float], parts: int) -> 
 
 def make_jobs(slots: int, only: str | None, times: dict) -> list[Job]:
     py = sys.executable
-    base = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED} | ONE_THREAD
+    base = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED} | ONE_THREAD | QUIET_BARS
     jobs: list[Job] = []
     if only in (None, "unit"):
         weights = times.get("unit_files", {})
@@ -106,7 +108,7 @@ def make_jobs(slots: int, only: str | None, times: dict) -> list[Job]:
                                           f"--junitxml={junit}", *group],
                             base, sum(weights.get(g, DEFAULT_WEIGHT["unit"]) for g in group)))
     if only in (None, "notebooks"):
-        nb_env = {**base, "TQDM_DISABLE": "1", "IPYTHONDIR": str(TRACE / "ipython"),
+        nb_env = {**base, "IPYTHONDIR": str(TRACE / "ipython"),
                   "NBHELPERS_CELL_TRACE": str(TRACE / "records")}
         nbval = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.nbval_harness",
                  "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={NB_TIMEOUT}",
@@ -141,6 +143,13 @@ def last_line(path: Path) -> str:
 START_GAP = 2.0
 #: What a notebook job's log says when its kernel died while starting; such a job runs again once
 KERNEL_START_FAILURE = "Kernel died before replying to kernel_info"
+
+
+def zygote_env() -> dict[str, str]:
+    """The environment of the zygote: every job's, with tqdm off (tqdm reads ``TQDM_*`` at
+    import, so a child asking for other ``TQDM_*`` values would start on its own)."""
+    return ({k: v for k, v in os.environ.items() if k not in NOT_INHERITED} | ONE_THREAD
+            | QUIET_BARS)
 
 
 def start_zygote(env: dict[str, str]) -> tuple[subprocess.Popen, dict[str, str]]:
@@ -233,12 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(jobs)} jobs, {slots} at a time, one torch thread each; logs in "
           f"{(TRACE / 'logs').relative_to(ROOT)}/", flush=True)
     zygote = None
-    notebook_jobs = [j for j in jobs if not j.name.startswith("unit")]
-    if notebook_jobs and not os.environ.get("NBHELPERS_NO_ZYGOTE"):
-        env = {k: v for k, v in notebook_jobs[0].env.items() if k != "NBHELPERS_PROFILE"}
-        zygote, extra = start_zygote(env)
-        for job in notebook_jobs:
+    if jobs and not os.environ.get("NBHELPERS_NO_ZYGOTE"):
+        zygote, extra = start_zygote(zygote_env())
+        launcher = str(ROOT / "tests" / "kernel_zygote.py")
+        for job in jobs:
             job.env = {**job.env, **extra}
+            if job.name.startswith("unit"):  # python -m pytest ... forked from the zygote
+                # (anyio's pytest plugin came in with ipykernel: too late to rewrite, harmless)
+                job.argv = [job.argv[0], launcher, "run", *job.argv[1:3],
+                            "-W", "ignore::pytest.PytestAssertRewriteWarning", *job.argv[3:]]
     try:
         run_jobs(jobs, slots, t0)
     finally:

@@ -76,14 +76,23 @@ def test_forward_frame_is_closed_form_noising():
     assert view.image.value != first and "0.0" in view.caption_html.value
 
 
-def test_progress_bar_follows_callbacks():
-    from nbhelpers.progress import ProgressBar
+def test_progress_bar_follows_callbacks(monkeypatch):
+    import functools
+    import io
+
+    from tqdm.std import tqdm
+
+    from nbhelpers import progress
     from nbhelpers.toy2d import TrainState
 
-    with ProgressBar(total=10, desc="t") as bar:
+    # a text bar that is on whatever TQDM_DISABLE says (tqdm reads it once, at import)
+    out = io.StringIO()
+    monkeypatch.setattr(progress, "tqdm", functools.partial(tqdm, disable=False, file=out))
+    with progress.ProgressBar(total=10, desc="t") as bar:
         for i in range(10):
             bar(TrainState(i, 1.0 / (i + 1)))
     assert bar.bar.n == 10
+    assert "t: 100%" in out.getvalue() and "10/10" in out.getvalue()
 
 
 def test_density_and_scatter_images():
