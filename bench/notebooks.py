@@ -11,7 +11,8 @@ the cpu profile under 2 min.
 
 ``--save-executed DIR`` also keeps each executed notebook of the last profile listed, for the
 book (``make book``; ``book/cache.py``): ``--profiles cpu --save-executed book/executed``. That
-run sets ``NBHELPERS_STATIC_FRAMES`` so the sliders render frames for the static page too.
+run sets ``NBHELPERS_STATIC_FRAMES`` so the sliders render frames for the static page too,
+which is more work than a learner's run: its times are printed, not written to the tables.
 """
 
 from __future__ import annotations
@@ -128,6 +129,12 @@ def main() -> None:
             seconds = run_notebook(path, profile, keep)
             print(f"{path.name:<40} {profile:<6} {seconds:7.1f} s", flush=True)
             new.setdefault(path.name, {})[profile] = f"{seconds:.1f} s"
+    if args.save_executed is not None:
+        # the book's copies render every slider's frames for the static page
+        # (NBHELPERS_STATIC_FRAMES): more work than a learner's run, so no table is written
+        print("times of a run for the book (sliders render extra frames): not written to "
+              "docs/benchmarks.md or docs/teaching.md")
+        return
     header, rows = merged_table(new, args.profiles, ROOT / "docs" / "benchmarks.md")
     table = markdown_table(header, rows)
     print(table)
