@@ -321,8 +321,8 @@ for n_steps in (10, 20, 50):
 #   effective $1 - \bar\alpha_t / \bar\alpha_{t'}$, which is what `ddpm_step` does.
 # * **DDIM** (Song et al. 2021, eq. 12). Take the same $\hat x_0$ and noise it back to level $t'$,
 #   re-using the predicted noise for most of the way:
-#   $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}-\sigma_t^2}\,\hat\epsilon
-#   + \sigma_t z$, with
+#   $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}-\sigma_t^2}\,\hat\epsilon +
+#   \sigma_t z$, with
 #   $\sigma_t = \eta\,\sqrt{(1-\bar\alpha_{t'})/(1-\bar\alpha_t)}\,\sqrt{1-\bar\alpha_t/\bar\alpha_{t'}}$
 #   (eq. 16). With $\eta = 0$ the step is deterministic: the same starting noise always gives the
 #   same sample, which is why the sliders of notebooks 04 to 06 can move $s$ and keep the picture.
