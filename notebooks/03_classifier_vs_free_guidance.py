@@ -253,13 +253,6 @@ print("classifier-free: within-mode spread at s = 8 is below s = 1:", spread_fal
 #
 # How do the learned methods compare with the exact guided score at the largest $s$? The next cell
 # states what this run measured:
-#
-# ## 5. Guided sampling is not sampling $p(x)\,p(y \mid x)^s$
-#
-# Notebook 02 said the guided score is the score of the tilted density $p(x)\,p(y \mid x)^s$. It is
-# tempting to conclude that the sampler draws from that density. It does not, for $s \ne 0, 1$. We
-# can draw exact samples of the tilted density (from its values on a fine grid) and compare them
-# with the **exact** guided sampler, which has no learning error at all.
 
 # %%
 from IPython.display import Markdown
@@ -281,6 +274,13 @@ Markdown(f"At $s = {sweep[-1]}$ in this run ({P.name} profile), the within-mode 
 # error in that difference is extrapolated along with the signal. Whether that is what happens
 # here is not something this notebook tests; the exact row is the reference that lets you see the
 # size of the effect at all.
+#
+# ## 5. Guided sampling is not sampling $p(x)\,p(y \mid x)^s$
+#
+# Notebook 02 said the guided score is the score of the tilted density $p(x)\,p(y \mid x)^s$. It is
+# tempting to conclude that the sampler draws from that density. It does not, for $s \ne 0, 1$. We
+# can draw exact samples of the tilted density (from its values on a fine grid) and compare them
+# with the **exact** guided sampler, which has no learning error at all.
 
 # %%
 tilted = {s: world.sample_tilted(N, Y, s, generator=torch.Generator().manual_seed(11))
