@@ -32,7 +32,18 @@ from nbhelpers.static import (
 Render = Callable[[float], np.ndarray]
 
 
-class ImageSlider(widgets.VBox):
+class _WithStaticView(widgets.VBox):
+    """A widget whose display also carries ``static_html()`` as ``text/html``: JupyterLab shows
+    the live widget, a page without a kernel (the book) the static view. Subclasses define
+    ``static_html``."""
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        bundle["text/html"] = self.static_html()
+        return bundle
+
+
+class ImageSlider(_WithStaticView):
     """A slider above an image; moving the slider re-renders the image.
 
     Args:
@@ -93,11 +104,6 @@ class ImageSlider(widgets.VBox):
                 "a live slider." if len(frames) > 1 else
                 "In JupyterLab this is a live slider; the page shows the frame it opened on.")
         return scrubber_html(self.slider.description, frames, values.index(now), note)
-
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        bundle["text/html"] = self.static_html()
-        return bundle
 
     def update(self, value: float) -> None:
         """Render ``value`` into the image; an error shows under the image, the old image stays."""
@@ -322,7 +328,7 @@ class Debouncer:
         return False
 
 
-class LiveGuidanceSlider(widgets.VBox):
+class LiveGuidanceSlider(_WithStaticView):
     """Re-render on every change of ``s``, seed, steps or prompt: debounced, stale requests
     dropped, the render itself is :func:`render_guided`.
 
@@ -370,11 +376,6 @@ class LiveGuidanceSlider(widgets.VBox):
                              "rendered as you move it); here, frames rendered when the "
                              "notebook ran.")
 
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        bundle["text/html"] = self.static_html()
-        return bundle
-
     def request(self) -> None:
         """Ask for a render of the current control values (debounced)."""
         self.status.value = "<i>rendering...</i>"
@@ -417,7 +418,7 @@ def loss_curve_image(losses: Sequence[float], total: int | None = None, width: f
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-class TrainingMonitor(widgets.VBox):
+class TrainingMonitor(_WithStaticView):
     """A live view of a training run, driven by the trainer's callback: the loss curve
     (redrawn every ``every`` steps) and the latest preview grid, if the trainer makes one.
 
@@ -441,11 +442,6 @@ class TrainingMonitor(widgets.VBox):
         return panel_html([(self.curve.value, "loss curve"), (self.preview.value, "preview")],
                           [self.status.value], "The training monitor as it stood when the "
                           "notebook ran (in JupyterLab it follows the run live).")
-
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        bundle["text/html"] = self.static_html()
-        return bundle
 
     def _ipython_display_(self) -> None:
         # shown with a display id, so that the static view can follow the run (see __call__)

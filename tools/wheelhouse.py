@@ -318,22 +318,12 @@ def supported_tags(platform: Platform, python: str) -> list:
 def take_from_cache(dest: Path, pins: list[str], tags: list, cache: Path) -> list[str]:
     """Link (or copy) into ``dest`` the cached wheel that pip would pick for each
     ``name==version`` pin; returns the pins the cache has no fitting wheel of."""
-    from pip._vendor.packaging.utils import (
-        InvalidWheelFilename,
-        canonicalize_name,
-        parse_wheel_filename,
-    )
+    from pip._vendor.packaging.utils import canonicalize_name
     from pip._vendor.packaging.version import Version
 
-    rank = {t: i for i, t in enumerate(tags)}
     best: dict[tuple, tuple[int, Path]] = {}
-    for path in cache.glob("*.whl") if cache.is_dir() else ():
-        try:
-            name, version, _, wheel_tags = parse_wheel_filename(path.name)
-        except InvalidWheelFilename:
-            continue
-        r = min((rank[t] for t in wheel_tags if t in rank), default=None)
-        if r is not None and ((name, version) not in best or r < best[name, version][0]):
+    for r, name, version, path in _fitting_wheels(cache, "*.whl", tags):
+        if (name, version) not in best or r < best[name, version][0]:
             best[name, version] = (r, path)
     missing = []
     for pin in pins:
@@ -349,19 +339,25 @@ def take_from_cache(dest: Path, pins: list[str], tags: list, cache: Path) -> lis
 def cached_torch(cache: Path, version: str, tags: list) -> Path | None:
     """A CPU wheel of torch ``version`` (any local label, such as +cpu) in the cache that fits
     ``tags``, the best fit first; None if there is none."""
+    fits = [(r, path) for r, name, v, path in _fitting_wheels(cache, "torch-*.whl", tags)
+            if name == "torch" and v.public == version]
+    return next((p for _, p in sorted(fits) if torch_build(p) == "cpu"), None)
+
+
+def _fitting_wheels(cache: Path, pattern: str, tags: list):
+    """``(rank, name, version, path)`` of each wheel in ``cache`` matching ``pattern`` that
+    fits one of ``tags``; rank is the position of its best tag (0: what pip prefers most)."""
     from pip._vendor.packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
     rank = {t: i for i, t in enumerate(tags)}
-    fits = []
-    for path in cache.glob("torch-*.whl") if cache.is_dir() else ():
+    for path in cache.glob(pattern) if cache.is_dir() else ():
         try:
-            name, v, _, wheel_tags = parse_wheel_filename(path.name)
+            name, version, _, wheel_tags = parse_wheel_filename(path.name)
         except InvalidWheelFilename:
             continue
         r = min((rank[t] for t in wheel_tags if t in rank), default=None)
-        if name == "torch" and v.public == version and r is not None:
-            fits.append((r, path))
-    return next((p for _, p in sorted(fits) if torch_build(p) == "cpu"), None)
+        if r is not None:
+            yield r, name, version, path
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
