@@ -109,7 +109,7 @@ def _check_T(T: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _at(schedule: Tensor, t: int | Tensor, like: Tensor) -> Tensor:
+def schedule_at(schedule: Tensor, t: int | Tensor, like: Tensor) -> Tensor:
     """``schedule[t]`` shaped to broadcast against ``like`` (batch first), in its dtype.
 
     ``t`` is an int, a 0-d tensor, or a ``(B,)`` tensor of per-sample timesteps. ``t = -1``
@@ -138,7 +138,7 @@ def q_sample(x0: Tensor, t: int | Tensor, alpha_bar: Tensor, eps: Tensor) -> Ten
         alpha_bar: schedule, shape ``(T,)``.
         eps: standard normal noise, same shape as ``x0``.
     """
-    ab = _at(alpha_bar, t, x0)
+    ab = schedule_at(alpha_bar, t, x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
 
@@ -148,13 +148,13 @@ def q_step(x_prev: Tensor, t: int | Tensor, betas: Tensor, eps: Tensor) -> Tenso
     ``x_t = sqrt(1 - beta[t]) x_{t-1} + sqrt(beta[t]) eps``. Iterating it from ``x0`` gives
     the same distribution as :func:`q_sample` (the closed form the notebooks verify).
     """
-    b = _at(betas, t, x_prev)
+    b = schedule_at(betas, t, x_prev)
     return (1 - b).sqrt() * x_prev + b.sqrt() * eps
 
 
 def q_mean_std(x0: Tensor, t: int | Tensor, alpha_bar: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and standard deviation of ``q(x_t | x0)`` ([DDPM] eq. 4)."""
-    ab = _at(alpha_bar, t, x0)
+    ab = schedule_at(alpha_bar, t, x0)
     return ab.sqrt() * x0, (1 - ab).sqrt().expand_as(x0)
 
 
@@ -246,8 +246,8 @@ def ddpm_step(x_t: Tensor, eps_hat: Tensor, t: int, t_prev: int, alpha_bar: Tens
         alpha_bar: schedule, shape ``(T,)``.
         noise: standard normal noise to add; drawn with ``generator`` when None.
     """
-    ab_t = _at(alpha_bar, t, x_t)
-    ab_prev = _at(alpha_bar, t_prev, x_t)
+    ab_t = schedule_at(alpha_bar, t, x_t)
+    ab_prev = schedule_at(alpha_bar, t_prev, x_t)
     beta_t = 1 - ab_t / ab_prev  # effective beta across the (possibly skipped) interval
     x0_hat = _x0_hat(x_t, eps_hat, ab_t, clip_x0)
     # eq. 7: posterior mean as a blend of x0_hat and x_t
@@ -282,8 +282,8 @@ def ddim_step(x_t: Tensor, eps_hat: Tensor, t: int, t_prev: int, alpha_bar: Tens
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0 (0 is deterministic DDIM), got {eta}")
-    ab_t = _at(alpha_bar, t, x_t)
-    ab_prev = _at(alpha_bar, t_prev, x_t)
+    ab_t = schedule_at(alpha_bar, t, x_t)
+    ab_prev = schedule_at(alpha_bar, t_prev, x_t)
     x0_hat = _x0_hat(x_t, eps_hat, ab_t, clip_x0)
     sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).sqrt()
     x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma ** 2).sqrt() * eps_hat

@@ -17,6 +17,12 @@ from PIL import Image
 EXAMPLE_PHOTO = "grace_hopper.jpg"
 
 
+def vae_scale_factor(vae) -> int:
+    """How many pixels one latent cell spans per side: the VAE halves the image at each level
+    but the last (8 for Stable Diffusion's four levels, as diffusers' ``vae_scale_factor``)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def example_photo(size: int = 128) -> Image.Image:
     """The example photograph, centre-cropped to a square and resized to ``size`` pixels."""
     from matplotlib import cbook

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nbhelpers.diffusion import EpsModel, _at, score_to_eps
+from nbhelpers.diffusion import EpsModel, schedule_at, score_to_eps
 
 CLASS_NAMES: tuple[str, ...] = ("left", "right")
 """Names of :func:`default_world`'s classes 0 and 1 (plotted blue and red)."""
@@ -429,7 +429,7 @@ class GaussianMixture2D:
         out = torch.empty_like(x)
         for tv in t.unique():
             rows = t == tv
-            ab = _at(alpha_bar, tv, x)
+            ab = schedule_at(alpha_bar, tv, x)
             world = self.noised(ab)
             if y is None:
                 score = world.score(x[rows])

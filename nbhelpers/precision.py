@@ -20,6 +20,8 @@ from typing import Literal
 
 import torch
 
+from nbhelpers.images import vae_scale_factor
+
 Precision = Literal["no", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("no", "bf16", "fp16")
 ENV_VAR = "NBHELPERS_PRECISION"
@@ -112,7 +114,7 @@ def fit_batch(free_bytes: int | None, per_item_bytes: float, upper: int) -> int:
 
 def _size_factor(pipe, height: int | None, width: int | None) -> float:
     """Latent pixels relative to SD's 64x64, times bytes per weight relative to 2."""
-    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    vae_factor = vae_scale_factor(pipe.vae)
     side = pipe.unet.config.sample_size * vae_factor
     h, w = (height or side) // vae_factor, (width or side) // vae_factor
     return (h * w) / 64**2 * pipe.unet.dtype.itemsize / 2

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from nbhelpers.diffusion import eps_to_x0
 from nbhelpers.guidance import cfg_combine, interval_scale, rescale_guidance
+from nbhelpers.images import vae_scale_factor
 from nbhelpers.precision import decode_batch_size, unet_batch_size
 
 
@@ -125,7 +126,7 @@ def initial_latents(pipe, seeds: Sequence[int], height: int | None = None,
     """One starting latent per seed, drawn as diffusers draws it (CPU generator, then moved):
     ``(len(seeds), 4, height / 8, width / 8)`` on the UNet's device and dtype."""
     unet = pipe.unet
-    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    vae_factor = vae_scale_factor(pipe.vae)
     height = height or unet.config.sample_size * vae_factor
     width = width or unet.config.sample_size * vae_factor
     if height % vae_factor or width % vae_factor:
@@ -228,7 +229,7 @@ def decode_latents(pipe, latents: Tensor, batch: int | None = None) -> np.ndarra
     most 16 (:func:`nbhelpers.precision.decode_batch_size`).
     """
     vae = pipe.vae
-    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae_factor = vae_scale_factor(vae)
     batch = batch or decode_batch_size(pipe, latents.shape[-2] * vae_factor,
                                        latents.shape[-1] * vae_factor)
     scale = vae.config.scaling_factor

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from nbhelpers.diffusion import EpsModel, _at, q_sample
+from nbhelpers.diffusion import EpsModel, q_sample, schedule_at
 from nbhelpers.guidance import cfg_combine, classifier_guided_eps
 from nbhelpers.mixtures import GaussianMixture2D
 
@@ -203,7 +203,7 @@ def classifier_guided_eps_model(denoiser: Denoiser2D, classifier: NoisyClassifie
         with torch.no_grad():
             eps = denoiser(x.float(), t).to(x.dtype)
         grad = classifier.grad_log_prob(x.float(), t, y).to(x.dtype)
-        return classifier_guided_eps(eps, grad, _at(alpha_bar, t, x), s)
+        return classifier_guided_eps(eps, grad, schedule_at(alpha_bar, t, x), s)
     return eps_model
 
 

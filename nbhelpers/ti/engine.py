@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nbhelpers.images import vae_scale_factor
 from nbhelpers.ti.data import LoadedImage, LoadReport, frame, load_folder, load_templates
 from nbhelpers.ti.embeddings import Embedding, save_embedding
 from nbhelpers.ti.latents import LatentSet
@@ -46,7 +47,7 @@ def work_dir_for(out: str | Path) -> Path:
 
 def image_size(pipe) -> int:
     """The pipeline's native image side: UNet sample size times the VAE's downsampling."""
-    return int(pipe.unet.config.sample_size) * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    return int(pipe.unet.config.sample_size) * vae_scale_factor(pipe.vae)
 
 
 def model_name(pipe) -> str | None:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from nbhelpers.files import torch_bytes, write_bytes
+from nbhelpers.images import vae_scale_factor
 
 
 def default_cache_dir() -> Path:
@@ -74,7 +75,7 @@ CACHE_FORMAT = 2
 
 def latent_shape(vae, pixel_shape: Sequence[int]) -> tuple[int, int, int]:
     """``(channels, h / f, w / f)``: the posterior's shape for ``(3, h, w)`` pixels."""
-    f = 2 ** (len(vae.config.block_out_channels) - 1)
+    f = vae_scale_factor(vae)
     return int(vae.config.latent_channels), int(pixel_shape[-2]) // f, int(pixel_shape[-1]) // f
 
 
