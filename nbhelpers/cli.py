@@ -60,7 +60,8 @@ def _kohya_needs(err, how: str) -> ValueError:
 
 
 def _load_for_cli(path: str, token: str | None, how: str):
-    from nbhelpers.ti.embeddings import TokenRequiredError, load_embedding
+    from nbhelpers.ti.embeddings import TokenRequiredError
+    from nbhelpers.ti.formats import load_embedding
 
     try:
         return load_embedding(path, token=token)
@@ -80,7 +81,7 @@ def _read_embeddings(paths: Sequence[str] | None) -> list:
 
 
 def _add_embeddings(pipe, embeddings: Sequence) -> None:
-    from nbhelpers.ti.embeddings import add_embedding_to_pipeline
+    from nbhelpers.ti.pipeline import add_embedding_to_pipeline
 
     for path, emb in embeddings:
         add_embedding_to_pipeline(pipe, emb)
@@ -158,7 +159,7 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_ti_convert(args: argparse.Namespace) -> int:
-    from nbhelpers.ti.embeddings import save_embedding
+    from nbhelpers.ti.formats import save_embedding
 
     emb = _load_for_cli(args.src, args.token, "--token '{token}'")
     save_embedding(emb, args.dst, format=args.format)
@@ -168,13 +169,9 @@ def _cmd_ti_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_ti_inspect(args: argparse.Namespace) -> int:
-    from nbhelpers.ti.embeddings import (
-        TokenRequiredError,
-        check_token,
-        format_inspection,
-        inspect_embedding,
-        load_embedding,
-    )
+    from nbhelpers.ti.embeddings import TokenRequiredError, check_token
+    from nbhelpers.ti.formats import load_embedding
+    from nbhelpers.ti.pipeline import format_inspection, inspect_embedding
 
     if args.k < 1:
         raise ValueError(f"--k must be at least 1, got {args.k}")

@@ -56,9 +56,9 @@ def encode_prompts(pipe, prompts: Sequence[str]) -> Tensor:
 
     Prompts are padded to the tokenizer's ``model_max_length`` (77) and cut there. A
     placeholder the model has not learned (``<my-style>`` before its embedding is loaded) gets
-    an :class:`~nbhelpers.ti.embeddings.UnknownTokenWarning`.
+    an :class:`~nbhelpers.ti.pipeline.UnknownTokenWarning`.
     """
-    from nbhelpers.ti.embeddings import warn_unknown_placeholders
+    from nbhelpers.ti.pipeline import warn_unknown_placeholders
 
     tok = pipe.tokenizer
     warn_unknown_placeholders(tok, prompts, stacklevel=4)

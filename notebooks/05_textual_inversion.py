@@ -58,7 +58,7 @@ from nbhelpers.plotting import image_grid
 from nbhelpers.profile import get_profile
 from nbhelpers.sampling import sample_prompts
 from nbhelpers.ti.data import caption_from_filename, frame, kept_fraction, load_folder
-from nbhelpers.ti.embeddings import expand_prompt, format_inspection, inspect_embedding
+from nbhelpers.ti.pipeline import expand_prompt, format_inspection, inspect_embedding
 from nbhelpers.ti.engine import train_from_folder
 from nbhelpers.ti.train import TIConfig
 from nbhelpers.toy import world

@@ -151,8 +151,8 @@ def test_gpu_profile_on_a_cpu_machine_is_the_error_info_gives(no_model_loads, mo
 
 def test_unknown_placeholder_warns_with_the_fix(one_torch_thread, tmp_path, capsys):
     from nbhelpers.sampling import sample_cfg
-    from nbhelpers.ti.embeddings import (
-        Embedding,
+    from nbhelpers.ti.embeddings import Embedding
+    from nbhelpers.ti.pipeline import (
         UnknownTokenWarning,
         add_embedding_to_pipeline,
         unknown_placeholders,

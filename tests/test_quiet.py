@@ -39,7 +39,8 @@ DRIVER = """
 import json, sys
 import torch
 from nbhelpers.cli import main
-from nbhelpers.ti.embeddings import Embedding, save_embedding
+from nbhelpers.ti.embeddings import Embedding
+from nbhelpers.ti.formats import save_embedding
 
 commands, embedding = json.loads(sys.argv[1]), sys.argv[2]
 torch.manual_seed(0)

@@ -167,7 +167,8 @@ def test_ti_on_the_rehearsal_model_writes_768_wide_files_diffusers_loads(mini_di
     from PIL import Image
 
     from nbhelpers.sampling import sample_prompts
-    from nbhelpers.ti.embeddings import add_embedding_to_pipeline, load_embedding
+    from nbhelpers.ti.formats import load_embedding
+    from nbhelpers.ti.pipeline import add_embedding_to_pipeline
 
     pictures = tmp_path / "paintings"
     pictures.mkdir()

@@ -15,12 +15,8 @@ from PIL import Image, PngImagePlugin
 
 from nbhelpers.cli import main
 from nbhelpers.ti.a1111_png import lcg_stream
-from nbhelpers.ti.embeddings import (
-    EmbeddingFileError,
-    convert_embedding,
-    detect_format,
-    load_embedding,
-)
+from nbhelpers.ti.embeddings import EmbeddingFileError
+from nbhelpers.ti.formats import convert_embedding, detect_format, load_embedding
 
 TOKEN = "<probe>"
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from nbhelpers.cli import main
-from nbhelpers.ti.embeddings import load_embedding
+from nbhelpers.ti.formats import load_embedding
 
 
 @pytest.fixture()
@@ -121,7 +121,8 @@ def test_model_name_is_never_a_local_path(tmp_path):
 
 
 def test_kohya_files_on_the_command_line(tiny_pipeline_dir, tmp_path, capsys):
-    from nbhelpers.ti.embeddings import Embedding, save_embedding
+    from nbhelpers.ti.embeddings import Embedding
+    from nbhelpers.ti.formats import save_embedding
 
     emb = Embedding("<k>", torch.randn(2, 32, generator=torch.Generator().manual_seed(0)))
     path = save_embedding(emb, tmp_path / "my_style.safetensors", format="kohya")

@@ -14,13 +14,9 @@ import torch
 from safetensors.torch import save_file
 
 from nbhelpers.cli import main
-from nbhelpers.ti.embeddings import (
-    MAX_EMBEDDING_BYTES,
-    Embedding,
-    EmbeddingFileError,
-    load_embedding,
-    save_embedding,
-)
+from nbhelpers.ti.embeddings import Embedding, EmbeddingFileError
+from nbhelpers.ti.formats import load_embedding, save_embedding
+from nbhelpers.ti.safe_read import MAX_EMBEDDING_BYTES
 
 TOKEN = "<fuzz>"
 WIDTH = 32

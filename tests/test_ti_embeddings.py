@@ -11,19 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from nbhelpers.ti.embeddings import (
-    Embedding,
-    EmbeddingFileError,
+from nbhelpers.ti.embeddings import Embedding, EmbeddingFileError, check_width, guess_family
+from nbhelpers.ti.formats import convert_embedding, detect_format, load_embedding, save_embedding
+from nbhelpers.ti.pipeline import (
     add_embedding_to_pipeline,
-    check_width,
-    convert_embedding,
-    detect_format,
     expand_prompt,
     format_inspection,
-    guess_family,
     inspect_embedding,
-    load_embedding,
-    save_embedding,
 )
 
 TOKEN = "<my-style>"

@@ -32,7 +32,8 @@ import torch
 from PIL import Image
 
 from nbhelpers.cli import main
-from nbhelpers.ti.embeddings import Embedding, load_embedding, save_embedding
+from nbhelpers.ti.embeddings import Embedding
+from nbhelpers.ti.formats import load_embedding, save_embedding
 from nbhelpers.ti.latents import encode_images, pixels_key, vae_fingerprint
 from nbhelpers.ti.train import checkpoint_steps
 

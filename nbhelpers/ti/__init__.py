@@ -9,9 +9,15 @@ Modules, one idea each:
 * :mod:`~nbhelpers.ti.latents`: VAE latents encoded once per framed image, cached on disk.
 * :mod:`~nbhelpers.ti.train`: the training loop (only the token's rows train; checkpoints,
   resume, Ctrl-C, non-finite losses; Accelerate for several processes).
-* :mod:`~nbhelpers.ti.embeddings`: embedding files in diffusers', AUTOMATIC1111's and kohya's
-  formats; adding an embedding to a pipeline; inspecting one.
+* :mod:`~nbhelpers.ti.embeddings`: the embedding itself (token, vectors, step, metadata) and
+  its checks.
+* :mod:`~nbhelpers.ti.formats`: embedding files in diffusers', AUTOMATIC1111's and kohya's
+  formats, one reader/writer per format in one table.
+* :mod:`~nbhelpers.ti.safe_read`: the bytes of an embedding file, read without trusting them
+  (weights-only pickles, size limits, LoRA files named as such).
 * :mod:`~nbhelpers.ti.a1111_png`: AUTOMATIC1111's embeddings inside PNG images (a text chunk,
   or coded in the pixels), read as data.
+* :mod:`~nbhelpers.ti.pipeline`: adding an embedding to a pipeline; unknown placeholders in
+  prompts; inspecting an embedding.
 * :mod:`~nbhelpers.ti.engine`: from a folder of images to an embedding file in one call.
 """

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from nbhelpers.images import vae_scale_factor
 from nbhelpers.ti.data import LoadedImage, LoadReport, frame, load_folder, load_templates
-from nbhelpers.ti.embeddings import Embedding, save_embedding
+from nbhelpers.ti.embeddings import Embedding
+from nbhelpers.ti.formats import save_embedding
 from nbhelpers.ti.latents import LatentSet
 from nbhelpers.ti.train import (
     NonFiniteLossError,

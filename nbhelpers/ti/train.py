@@ -48,8 +48,9 @@ from torch import Tensor, nn
 from nbhelpers.files import torch_bytes, write_bytes
 from nbhelpers.precision import compute_dtype, resolve_precision
 from nbhelpers.quiet import quiet_loading
-from nbhelpers.ti.embeddings import Embedding, add_embedding_to_pipeline
+from nbhelpers.ti.embeddings import Embedding
 from nbhelpers.ti.latents import LatentSet
+from nbhelpers.ti.pipeline import add_embedding_to_pipeline
 
 Precision = Literal["auto", "no", "bf16", "fp16"]
 
@@ -250,7 +251,7 @@ def prepare_tokens(pipe, cfg: TIConfig) -> tuple[Embedding, list[int]]:
 
     A new placeholder gets ``n_vectors`` copies of the init word's row; in overwrite mode the
     word keeps its own row as the starting point. The checks (collisions, widths, tokenizer
-    normalisation) are those of :func:`~nbhelpers.ti.embeddings.add_embedding_to_pipeline`.
+    normalisation) are those of :func:`~nbhelpers.ti.pipeline.add_embedding_to_pipeline`.
 
     Raises:
         ValueError: an init word that is several tokens, an overwrite target that is not one
