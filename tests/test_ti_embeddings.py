@@ -7,12 +7,22 @@ import re
 import shutil
 import zipfile
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import torch
 
 from nbhelpers.ti.embeddings import Embedding, EmbeddingFileError, check_width, guess_family
-from nbhelpers.ti.formats import convert_embedding, detect_format, load_embedding, save_embedding
+from nbhelpers.ti.formats import (
+    FORMATS,
+    EmbeddingFormat,
+    convert_embedding,
+    detect_format,
+    dst_format_help,
+    format_help,
+    load_embedding,
+    save_embedding,
+)
 from nbhelpers.ti.pipeline import (
     add_embedding_to_pipeline,
     expand_prompt,
@@ -529,3 +539,16 @@ def test_tokens_that_mention_lora_are_still_embeddings(tmp_path):
     for token in ("lora_A", "<lora_up>", "flora_te"):
         save_embedding(make_emb(1, token=token), tmp_path / "e.safetensors")
         assert load_embedding(tmp_path / "e.safetensors").token == token
+
+
+def test_the_format_table_gives_the_names_the_type_and_the_help():
+    """One table: its names are the ``EmbeddingFormat`` type's and the CLI's choices, in order,
+    and the help texts list what it holds."""
+    assert list(FORMATS) == ["diffusers", "a1111", "kohya"]
+    assert list(get_args(EmbeddingFormat)) == list(FORMATS)
+    assert all(f.name == name for name, f in FORMATS.items())
+    assert format_help() == "file format: diffusers (.safetensors), a1111 (.pt) or kohya"
+    assert format_help(default="diffusers") == ("file format: diffusers (.safetensors), a1111 "
+                                                "(.pt) or kohya (default diffusers)")
+    assert dst_format_help() == ("format of dst (default: from its extension, .pt a1111, "
+                                 ".safetensors diffusers)")

@@ -61,6 +61,7 @@ from nbhelpers.ti.safe_read import (
     resolve_file,
 )
 
+#: The names in :data:`FORMATS`, for type checkers (a test keeps the two the same).
 EmbeddingFormat = Literal["diffusers", "a1111", "kohya"]
 #: The id of ``*`` in CLIP's vocabulary; A1111 writes it in ``string_to_token``.
 A1111_STAR_ID = 265
