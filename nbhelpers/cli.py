@@ -90,14 +90,10 @@ def _add_embeddings(pipe, embeddings: Sequence) -> None:
 def _cmd_ti_train(args: argparse.Namespace) -> int:
     from nbhelpers.files import check_writable
     from nbhelpers.models import load_pipeline
+    from nbhelpers.ti.config import TIConfig
     from nbhelpers.ti.data import check_image_folder, load_templates
     from nbhelpers.ti.engine import train_from_folder, work_dir_for
-    from nbhelpers.ti.train import (
-        NonFiniteLossError,
-        TIConfig,
-        checkpoint_steps,
-        find_checkpoint,
-    )
+    from nbhelpers.ti.train import NonFiniteLossError, checkpoint_steps, find_checkpoint
 
     out = Path(args.out) if args.out else Path(f"{args.token.strip('<>') or 'embedding'}"
                                                 ".safetensors")
