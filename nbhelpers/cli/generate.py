@@ -49,6 +49,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``nbhelpers generate`` to the subcommands ``sub``."""
     p = sub.add_parser("generate", help="generate images from a prompt",
                        description="Generate images with the toy model or SD 1.x (classifier-"
                                    "free guidance, DDIM sampler). Never downloads weights.",

@@ -15,6 +15,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``nbhelpers info`` to the subcommands ``sub``."""
     p = sub.add_parser("info", help="versions, device, runtime profile and model locations",
                        description="Print versions, device, runtime profile (NBHELPERS_PROFILE),"
                                    " whether SD 1.x weights are present and where the embedded"

@@ -17,6 +17,7 @@ def _cmd_sd_rehearsal_model(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``nbhelpers sd`` and its subcommands to the subcommands ``sub``."""
     sd = sub.add_parser("sd", help="Stable Diffusion 1.x helpers: the rehearsal model",
                         description="Stable Diffusion 1.x helpers that need no download.",
                         epilog="Example: nbhelpers sd rehearsal-model --out /tmp/sd14-mini "

@@ -45,6 +45,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``nbhelpers sweep`` to the subcommands ``sub``."""
     p = sub.add_parser("sweep", help="render a guidance-scale sweep as an MP4 or GIF",
                        description="Render one prompt and seed at many guidance scales (all "
                                    "from the same starting noise, batched), print s on each "

@@ -246,6 +246,7 @@ def _add_inspect_parser(ti_sub: argparse._SubParsersAction) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``nbhelpers ti`` and its subcommands to the subcommands ``sub``."""
     ti = sub.add_parser("ti", help="textual inversion: train, convert, inspect embeddings",
                         description="Textual inversion: learn a new word from images, convert "
                                     "the file between formats, look inside it.",

@@ -131,6 +131,7 @@ def _add_train_parser(toy_sub: argparse._SubParsersAction) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``nbhelpers toy`` and its subcommands to the subcommands ``sub``."""
     toy = sub.add_parser("toy", help="the embedded tiny Stable Diffusion and its pictures",
                          description="The embedded tiny Stable Diffusion and its shapes world: "
                                      "ready folders of pictures for the exercises, and the "
