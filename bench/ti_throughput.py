@@ -57,8 +57,9 @@ def images_and_captions(n: int, size: int) -> tuple[list[torch.Tensor], list[str
 
 
 def run_engine(kind, device, dtype, precision, batch, steps, warmup, size, ckpt, cache_dir):
+    from nbhelpers.ti.config import TIConfig
     from nbhelpers.ti.latents import LatentSet
-    from nbhelpers.ti.train import TIConfig, train_textual_inversion
+    from nbhelpers.ti.train import train_textual_inversion
 
     pipe = make_pipeline(kind, device, dtype)
     imgs, caps = images_and_captions(8, size)

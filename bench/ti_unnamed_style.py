@@ -58,9 +58,9 @@ def main() -> None:
 
     from nbhelpers.models import load_pipeline
     from nbhelpers.sampling import sample_prompts
+    from nbhelpers.ti.config import TIConfig
     from nbhelpers.ti.engine import train_from_folder
     from nbhelpers.ti.pipeline import format_inspection, inspect_embedding
-    from nbhelpers.ti.train import TIConfig
     from nbhelpers.toy import world as W
     from nbhelpers.toy.measure import fraction_with_ci, read
 

@@ -60,7 +60,7 @@ from nbhelpers.sampling import sample_prompts
 from nbhelpers.ti.data import caption_from_filename, frame, kept_fraction, load_folder
 from nbhelpers.ti.pipeline import expand_prompt, format_inspection, inspect_embedding
 from nbhelpers.ti.engine import train_from_folder
-from nbhelpers.ti.train import TIConfig
+from nbhelpers.ti.config import TIConfig
 from nbhelpers.toy import world
 from nbhelpers.toy.measure import fraction_with_ci, read
 from nbhelpers.widgets import TrainingMonitor

@@ -56,7 +56,7 @@ from nbhelpers.sweep import label_frame, parse_scales, render_frames, write_anim
 from nbhelpers.ti.data import fill_template, frame, load_folder, load_templates
 from nbhelpers.ti.formats import save_embedding
 from nbhelpers.ti.engine import image_size, train_from_folder
-from nbhelpers.ti.train import TIConfig
+from nbhelpers.ti.config import TIConfig
 from nbhelpers.toy import world
 from nbhelpers.widgets import TrainingMonitor
 

@@ -48,7 +48,7 @@ from nbhelpers.profile import get_profile
 from nbhelpers.sampling import sample_prompts
 from nbhelpers.ti.data import items_from_images
 from nbhelpers.ti.engine import train_from_items
-from nbhelpers.ti.train import TIConfig
+from nbhelpers.ti.config import TIConfig
 from nbhelpers.toy import world
 from nbhelpers.toy.measure import attribute_mix, read, total_variation_from_uniform
 from nbhelpers.toy.model import read_card

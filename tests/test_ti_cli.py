@@ -151,3 +151,46 @@ def test_kohya_files_on_the_command_line(tiny_pipeline_dir, tmp_path, capsys):
                  "1", "--embedding", str(path), "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert f"--embedding '{path}:<k>'" in err and "load_embedding(" not in err
+
+
+def test_ti_train_options_are_the_config_fields_with_one_default():
+    """``ti train``'s run options are TIConfig's fields, built from them: every field with a
+    help text is an option, and the options left alone give TIConfig's own defaults."""
+    from dataclasses import fields
+
+    from nbhelpers.cli import build_parser
+    from nbhelpers.cli.options import config_from_args, option_fields
+    from nbhelpers.cli.ti import HOW_IT_RUNS, WHAT_IS_LEARNED
+    from nbhelpers.ti.config import TIConfig
+
+    assert sorted(WHAT_IS_LEARNED + HOW_IT_RUNS) == sorted(option_fields(TIConfig))
+    parser = build_parser()
+    args = parser.parse_args(["ti", "train", "pictures/", "--token", "<x>"])
+    assert config_from_args(TIConfig, args) == TIConfig(token="<x>")
+    assert TIConfig(token="<x>").checkpoint_every == 100   # the documented default
+    args = parser.parse_args(["ti", "train", "pictures/", "--token", "<x>", "--vectors", "3",
+                              "--preview-prompt", "a [name]", "--preview-prompt", "b [name]",
+                              "--mixed-precision", "bf16", "--resume", "--lr", "1e-3"])
+    cfg = config_from_args(TIConfig, args)
+    assert (cfg.n_vectors, cfg.preview_prompts, cfg.mixed_precision, cfg.resume, cfg.lr) == (
+        3, ("a [name]", "b [name]"), "bf16", True, "1e-3")
+    # the fields the command line does not offer keep their defaults
+    offered = set(option_fields(TIConfig))
+    assert all(getattr(cfg, f.name) == f.default for f in fields(TIConfig)
+               if f.name not in offered)
+
+
+def test_toy_train_options_set_the_recipe_s_fields():
+    from dataclasses import replace
+
+    from nbhelpers.cli import build_parser
+    from nbhelpers.cli.options import config_from_args
+    from nbhelpers.toy.train import TrainConfig, quick_config
+
+    parser = build_parser()
+    args = parser.parse_args(["toy", "train", "--quick", "--seed", "4", "--vae-steps", "2"])
+    cfg = config_from_args(TrainConfig, args, ("steps", "vae_steps", "decoder_steps"),
+                           base=quick_config(args.seed))
+    assert cfg == replace(quick_config(4), vae_steps=2)
+    args = parser.parse_args(["toy", "train"])
+    assert (args.seed, args.steps, args.vae_steps, args.decoder_steps) == (0, None, None, None)

@@ -541,7 +541,7 @@ def test_tokens_that_mention_lora_are_still_embeddings(tmp_path):
         assert load_embedding(tmp_path / "e.safetensors").token == token
 
 
-def test_the_format_table_gives_the_names_the_type_and_the_help():
+def test_the_format_table_gives_the_names_the_type_and_the_help(tmp_path):
     """One table: its names are the ``EmbeddingFormat`` type's and the CLI's choices, in order,
     and the help texts list what it holds."""
     assert list(FORMATS) == ["diffusers", "a1111", "kohya"]
@@ -550,5 +550,8 @@ def test_the_format_table_gives_the_names_the_type_and_the_help():
     assert format_help() == "file format: diffusers (.safetensors), a1111 (.pt) or kohya"
     assert format_help(default="diffusers") == ("file format: diffusers (.safetensors), a1111 "
                                                 "(.pt) or kohya (default diffusers)")
-    assert dst_format_help() == ("format of dst (default: from its extension, .pt a1111, "
-                                 ".safetensors diffusers)")
+    # what saving without a format does: .safetensors is diffusers, .pt is refused as ambiguous
+    assert dst_format_help() == ("format of dst (default: diffusers for .safetensors; a .pt file "
+                                 "needs --format a1111 or kohya)")
+    with pytest.raises(ValueError, match="a .pt file may be 'a1111' or 'kohya'"):
+        save_embedding(make_emb(1), tmp_path / "e.pt")

@@ -132,8 +132,8 @@ def test_checkpoint_generations_and_what_find_checkpoint_skips(tmp_path):
     """The files themselves, without a model: two generations kept, a killed write's
     temporary file removed, a damaged RNG file skipped like a damaged state file, a run
     without resume starting with none."""
+    from nbhelpers.ti.config import TIConfig
     from nbhelpers.ti.train import (
-        TIConfig,
         TrainableRows,
         _remove_checkpoint_files,
         _save_checkpoint,
@@ -405,8 +405,8 @@ def test_2000_images_some_huge_train_in_bounded_memory(tiny_pipeline_dir, tmp_pa
     """Peak RSS of this process measured from a reset of the kernel's high-water mark
     (``/proc/self/clear_refs``, Linux): the run adds at most PEAK_BOUND_MB."""
     from nbhelpers.models import load_pipeline
+    from nbhelpers.ti.config import TIConfig
     from nbhelpers.ti.engine import train_from_folder
-    from nbhelpers.ti.train import TIConfig
 
     folder = tmp_path / "data"
     folder.mkdir()

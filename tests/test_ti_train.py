@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from nbhelpers.models import load_pipeline
+from nbhelpers.ti.config import TIConfig
 from nbhelpers.ti.latents import LatentSet, encode_images
+from nbhelpers.ti.lr_schedule import lr_at, parse_lr_schedule
 from nbhelpers.ti.train import (
     NonFiniteLossError,
-    TIConfig,
     TrainableRows,
     checkpoint_steps,
     find_checkpoint,
-    lr_at,
-    parse_lr_schedule,
     train_textual_inversion,
 )
 

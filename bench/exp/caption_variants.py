@@ -63,8 +63,8 @@ def main() -> None:
     from ti_unnamed_style import TEMPLATES
 
     from nbhelpers.sampling import sample_prompts
+    from nbhelpers.ti.config import TIConfig
     from nbhelpers.ti.engine import train_from_folder
-    from nbhelpers.ti.train import TIConfig
     from nbhelpers.toy import world as W
     from nbhelpers.toy.measure import fraction_with_ci, read
     from nbhelpers.toy.model import (

@@ -14,13 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nbhelpers.images import vae_scale_factor
+from nbhelpers.ti.config import TIConfig
 from nbhelpers.ti.data import LoadedImage, LoadReport, frame, load_folder, load_templates
 from nbhelpers.ti.embeddings import Embedding
 from nbhelpers.ti.formats import save_embedding
 from nbhelpers.ti.latents import LatentSet
 from nbhelpers.ti.train import (
     NonFiniteLossError,
-    TIConfig,
     TIResult,
     TIState,
     checkpoint_steps,

@@ -261,8 +261,17 @@ def format_help(default: str | None = None) -> str:
 
 
 def dst_format_help() -> str:
-    """The help of ``ti convert --format``, the format of the file written."""
-    return "format of dst (default: from its extension, .pt a1111, .safetensors diffusers)"
+    """The help of ``ti convert --format``, the format of the file written: ``"format of dst
+    (default: diffusers for .safetensors; a .pt file needs --format a1111 or kohya)"``."""
+    defaults = [f"{f.name} for {' and '.join(f.default_for)}" for f in FORMATS.values()
+                if f.default_for]
+    known = sorted({s for f in FORMATS.values() for s in f.extensions})
+    ambiguous = []
+    for suffix in known:
+        if not any(suffix in f.default_for for f in FORMATS.values()):
+            may = [f.name for f in FORMATS.values() if suffix in f.extensions]
+            ambiguous.append(f"a {suffix} file needs --format {_or(may)}")
+    return f"format of dst (default: {_or(defaults)}" + "".join(f"; {a}" for a in ambiguous) + ")"
 
 
 def _header_step_meta(header: dict[str, str]) -> tuple[int, dict[str, Any]]:

@@ -33,13 +33,11 @@ Built on Accelerate: ``accelerate launch`` spreads the batch over several proces
 from __future__ import annotations
 
 import json
-import math
 import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -48,58 +46,11 @@ from torch import Tensor, nn
 from nbhelpers.files import torch_bytes, write_bytes
 from nbhelpers.precision import compute_dtype, resolve_precision
 from nbhelpers.quiet import quiet_loading
+from nbhelpers.ti.config import TIConfig
 from nbhelpers.ti.embeddings import Embedding
 from nbhelpers.ti.latents import LatentSet
+from nbhelpers.ti.lr_schedule import lr_at, parse_lr_schedule
 from nbhelpers.ti.pipeline import add_embedding_to_pipeline
-
-Precision = Literal["auto", "no", "bf16", "fp16"]
-
-
-# --------------------------------------------------------------------------------------------
-# Learning-rate schedule in AUTOMATIC1111's syntax
-# --------------------------------------------------------------------------------------------
-
-
-def parse_lr_schedule(spec: str | float) -> list[tuple[float, int | None]]:
-    """Parse ``"0.005:100, 1e-3:1000, 1e-5"``: 0.005 until step 100, 1e-3 until 1000, then 1e-5.
-
-    Returns:
-        ``[(lr, until_step or None), ...]``; the last entry has ``None`` (to the end).
-    """
-    if isinstance(spec, (int, float)):
-        spec = str(spec)
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    out: list[tuple[float, int | None]] = []
-    try:
-        for k, part in enumerate(parts):
-            lr_s, _, until_s = part.partition(":")
-            lr = float(lr_s)
-            until = int(until_s) if until_s.strip() else None
-            if lr <= 0 or not math.isfinite(lr) or (until is not None and until < 1):
-                raise ValueError
-            if until is None and k != len(parts) - 1:
-                raise ValueError
-            if out and until is not None and out[-1][1] is not None and until <= out[-1][1]:
-                raise ValueError
-            out.append((lr, until))
-    except ValueError:
-        out = []
-    if not out:
-        raise ValueError(f"cannot read learning-rate schedule {spec!r}: write 'LR' or "
-                         "'LR:UNTIL_STEP, LR:UNTIL_STEP, LR' with positive rates and increasing "
-                         "steps, e.g. '0.005:100, 1e-3:1000, 1e-5'")
-    if out[-1][1] is not None:
-        out.append((out[-1][0], None))  # the last rate holds after its step too
-    return out
-
-
-def lr_at(schedule: Sequence[tuple[float, int | None]], step: int) -> float:
-    """The learning rate for (zero-based) ``step`` under a parsed schedule."""
-    for lr, until in schedule:
-        if until is None or step < until:
-            return lr
-    return schedule[-1][0]
-
 
 # --------------------------------------------------------------------------------------------
 # The trainable rows
@@ -162,58 +113,6 @@ class Conditioner(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Configuration, state, results
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TIConfig:
-    """Everything a run needs besides the model and the images.
-
-    Attributes:
-        token: the placeholder, e.g. ``"<my-style>"``; or, with ``overwrite``, an existing word.
-        init_word: one-token word whose embedding starts every vector.
-        n_vectors: vectors per token (1 to 75; the prompt budget is 77 tokens).
-        lr: a rate or an AUTOMATIC1111 schedule string (``"0.005:100, 1e-3"``).
-        batch_size, grad_accum: images per micro-batch, micro-batches per step.
-        mixed_precision: ``"auto"`` (the device's: :func:`nbhelpers.precision.pick_precision`),
-            ``"no"``, ``"bf16"`` or ``"fp16"``: the dtype the frozen models compute in.
-        checkpoint_every, preview_every: 0 disables the periodic ones (a final checkpoint is
-            always written when ``out_dir`` is set).
-    """
-
-    token: str
-    init_word: str = "style"
-    n_vectors: int = 1
-    overwrite: bool = False
-    steps: int = 300
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: str = "5e-3"
-    weight_decay: float = 0.0
-    mixed_precision: Precision = "auto"
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    checkpoint_every: int = 0
-    preview_every: int = 0
-    preview_prompts: tuple[str, ...] = ()
-    preview_scale: float = 7.5
-    preview_steps: int = 20
-    out_dir: str | None = None
-    resume: bool = False
-
-    def validate(self) -> None:
-        if not self.token.strip() or any(c.isspace() for c in self.token):
-            raise ValueError(f"token must be one word without spaces, got {self.token!r}")
-        if not 1 <= self.n_vectors <= 75:
-            raise ValueError(f"n_vectors must be between 1 and 75, got {self.n_vectors}")
-        if self.overwrite and self.n_vectors != 1:
-            raise ValueError("overwrite mode trains the word's own row(s); leave n_vectors at 1")
-        for name in ("steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got "
-                             f"{self.mixed_precision!r}")
-        parse_lr_schedule(self.lr)
 
 
 @dataclass

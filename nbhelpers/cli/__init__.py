@@ -1,0 +1,103 @@
+"""The ``nbhelpers`` command line. Each subcommand is a thin shell over a library function.
+
+Arguments, files and the model are checked before a model is loaded (a few seconds), so a
+typo fails at once; every error is one line that names the value and the fix.
+
+One module per subcommand, each with an ``add_parser(sub)`` and its command functions:
+:mod:`~nbhelpers.cli.info`, :mod:`~nbhelpers.cli.generate`, :mod:`~nbhelpers.cli.toy`
+(``toy pictures``, ``toy train``), :mod:`~nbhelpers.cli.ti` (``ti train``, ``ti convert``,
+``ti inspect``), :mod:`~nbhelpers.cli.sd` and :mod:`~nbhelpers.cli.sweep`;
+:mod:`~nbhelpers.cli.common` holds what several share, :mod:`~nbhelpers.cli.options` builds
+options from a configuration dataclass's fields. A new subcommand is a new module here and one
+line in :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from nbhelpers import __version__
+from nbhelpers.cli import generate, info, sd, sweep, ti, toy
+
+_VERBOSE_HELP = ("show what the libraries print while a model loads: progress bars and "
+                 "notices (default: quiet; NBHELPERS_VERBOSE=1 does the same)")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line on stderr, without the source location: for people, not code."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions, but prints the example (the epilog) on one line: it is copied whole
+    into a terminal, and a wrapped line would break inside a quoted prompt."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("Example: "):
+            return indent + text
+        return super()._fill_text(text, width, indent)
+
+
+def _all_parsers(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbhelpers",
+        description="Tools behind the diffusion-guidance and textual-inversion notebooks.",
+        epilog="Example: nbhelpers info")
+    parser.add_argument("--version", action="version", version=f"nbhelpers {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in (info, generate, toy, ti, sd, sweep):   # the order --help lists them in
+        command.add_parser(sub)
+    for each in _all_parsers(parser):
+        each.formatter_class = _HelpFormatter
+        # before or after the subcommand; a subcommand's own default must not undo the first
+        each.add_argument("--verbose", action="store_true",
+                          default=False if each is parser else argparse.SUPPRESS,
+                          help=_VERBOSE_HELP)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from nbhelpers.quiet import VERBOSE_ENV
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    before = os.environ.get(VERBOSE_ENV)
+    if args.verbose:  # read where models load (nbhelpers.quiet); as it was after the command
+        os.environ[VERBOSE_ENV] = "1"
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
+            # bad input: the messages name the value and the fix; no traceback for people
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:
+            from nbhelpers.files import WriteError  # numpy and PIL: not at the CLI's start
+
+            if not isinstance(err, WriteError):
+                raise
+            # a full disk, a read-only folder: the message names the file and the fix, and
+            # the file was left as it was
+            print(f"error: {err.strerror}", file=sys.stderr)
+            return 1
+        finally:
+            if args.verbose and before is None:
+                del os.environ[VERBOSE_ENV]
+            elif args.verbose:
+                os.environ[VERBOSE_ENV] = before

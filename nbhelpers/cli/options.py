@@ -1,0 +1,94 @@
+"""Command-line options from a configuration dataclass's fields, and the dataclass back.
+
+As guided-diffusion builds its command line from one dict of defaults, a configuration
+dataclass is the one place where an option's default is written: :func:`add_config_arguments`
+turns its fields into ``argparse`` options, :func:`config_from_args` turns the parsed options
+back into the dataclass. A field's ``metadata`` holds its ``help`` text (the fields that have
+one are the options) and, where the option is not named after the field, its ``flag``.
+
+How a field becomes an option: ``bool`` (default False) a switch; ``tuple[...]`` a repeatable
+option; a ``Literal`` its choices; ``int`` and ``float`` their type; a field without a default a
+required option. In a help text, ``%(default)s`` is replaced by the field's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+
+def option_fields(cls: type) -> list[str]:
+    """The fields of dataclass ``cls`` that are command-line options (with a help text)."""
+    return [f.name for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def flag(f: dataclasses.Field) -> str:
+    """The option's name: ``metadata["flag"]``, else the field's name with dashes."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
+def _option_kwargs(f: dataclasses.Field, hint: Any, help: str, unset: bool) -> dict:
+    """``add_argument`` keywords for field ``f`` of type ``hint``; ``unset``: default None."""
+    default = None if unset else f.default
+    kw: dict[str, Any] = {"dest": f.name, "default": default}
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        kw.update(required=True, default=None)
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        assert f.default is False, f"{f.name}: a switch must default to False"
+        kw["action"] = "store_true"
+    elif origin is tuple:
+        kw.update(action="append", default=None)  # None: not given, the field's () stays
+    elif origin is typing.Literal:
+        kw["choices"] = list(typing.get_args(hint))
+    elif hint in (int, float):
+        kw["type"] = hint
+    if "flag" in f.metadata and "choices" not in kw and hint is not bool:
+        kw["metavar"] = flag(f).lstrip("-").upper().replace("-", "_")
+    kw["help"] = help.replace("%(default)s", str(f.default))
+    return kw
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type,
+                         names: Sequence[str] | None = None, *,
+                         helps: Mapping[str, str] | None = None,
+                         unset: Collection[str] = ()) -> None:
+    """Add an option to ``parser`` for each field of dataclass ``cls`` in ``names``.
+
+    Args:
+        names: the fields, in the order ``--help`` lists them (default: :func:`option_fields`).
+        helps: help texts by field, for a dataclass whose fields carry none.
+        unset: fields whose option defaults to None, "not given": :func:`config_from_args`
+            then keeps the value of the configuration it starts from (a recipe's).
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for name in option_fields(cls) if names is None else names:
+        f = fields[name]
+        help = (helps or {}).get(name) or f.metadata["help"]
+        parser.add_argument(flag(f), **_option_kwargs(f, hints[name], help, name in unset))
+
+
+def config_from_args(cls: type, args: argparse.Namespace, names: Sequence[str] | None = None,
+                     *, base: Any = None) -> Any:
+    """The dataclass ``cls`` from parsed options: a field's option left at None keeps its
+    default; repeated options become a tuple.
+
+    Args:
+        names: the fields to read (default: :func:`option_fields`).
+        base: a configuration to start from; the options given replace its values one at a
+            time, in the order of ``names`` (so the first bad value is the one reported).
+    """
+    values = {}
+    for name in option_fields(cls) if names is None else names:
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = tuple(value) if isinstance(value, list) else value
+    if base is None:
+        return cls(**values)
+    for name, value in values.items():
+        base = dataclasses.replace(base, **{name: value})
+    return base
