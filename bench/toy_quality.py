@@ -105,7 +105,7 @@ def prompt_agreement(pipe, n: int = 200, guidance_scale: float = 7.5, seed: int 
 def vae_roundtrip(pipe, n: int = 1000, seed: int = 0) -> dict[str, float]:
     """Evaluator accuracy on ``n`` fresh balanced renders through the pipeline's VAE
     (posterior mean), as the training recipe's own check measures it."""
-    from nbhelpers.toy.train import vae_roundtrip_accuracy
+    from nbhelpers.toy.autoencoder import vae_roundtrip_accuracy
 
     return vae_roundtrip_accuracy(pipe.vae, n, seed, device=str(pipe.vae.device))
 
