@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, markdown_table, write_section  # noqa: E402
 
+from nbhelpers.images import tile  # noqa: E402
 from nbhelpers.toy import evaluator, world  # noqa: E402
 
 DOC = ROOT / "docs" / "toy_model.md"
@@ -169,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # sample grid: the first 24 prompts at s = 7.5
     acc, images, prompts = results[7.5]
-    world.grid(images[:24], ncol=8, gap=2).save(GRID, optimize=True)
+    tile(images[:24], ncol=8, gap=2).save(GRID, optimize=True)
     card = read_card(args.folder)
     size = folder_size(args.folder)
     body = "\n\n".join([

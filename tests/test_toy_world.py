@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from nbhelpers.images import tile
 from nbhelpers.toy import world as W
 
 
@@ -193,7 +194,7 @@ def test_bad_inputs_name_the_value():
 
 def test_grid_makes_an_image():
     images, captions, _ = W.make_set(6, seed=0)
-    im = W.grid(images, ncol=3, labels=captions)
+    im = tile(images, ncol=3, labels=captions)
     assert im.size[0] == 3 * 66 + 2 and im.size[1] > 2 * 66
 
 

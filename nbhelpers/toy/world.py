@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -711,46 +711,3 @@ def toy_balanced_set(n: int, seed: int = 0) -> tuple[Tensor, list[str], list[Sce
     scenes = [random_scene(np.random.default_rng([seed, i, 2]), toy=True,
                            shape=SHAPES[i % len(SHAPES)]) for i in range(n)]
     return render_batch(scenes), captions_for(scenes, seed), scenes
-
-
-def grid(images: Tensor | Sequence[np.ndarray], ncol: int = 8, gap: int = 2,
-         labels: Sequence[str] | None = None,
-         label_fn: Callable[[str], str] | None = None) -> Image.Image:
-    """Tile images into one PIL image (white gaps), with an optional caption under each.
-
-    Args:
-        images: ``(B, 3, H, W)`` tensor in ``[-1, 1]`` or a list of ``(H, W, 3)`` uint8.
-        ncol: images per row.
-        labels: one text per image, wrapped to the image width (small bitmap font).
-        label_fn: applied to each label first (e.g. to shorten it).
-    """
-    from nbhelpers.images import to_uint8
-
-    arrs = list(to_uint8(images)) if isinstance(images, Tensor) else list(images)
-    if not arrs:
-        raise ValueError("grid needs at least one image")
-    h, w = arrs[0].shape[:2]
-    line_h, chars = 10, max(1, w // 6)
-    wrapped: list[list[str]] = []
-    for k in range(len(arrs)):
-        text = "" if labels is None else str(labels[k])
-        text = label_fn(text) if label_fn else text
-        lines, cur = [], ""
-        for word in text.split():
-            if cur and len(cur) + 1 + len(word) > chars:
-                lines.append(cur)
-                cur = word
-            else:
-                cur = f"{cur} {word}".strip()
-        wrapped.append([*lines, cur] if cur else lines)
-    th = line_h * max((len(x) for x in wrapped), default=0)
-    nrow = math.ceil(len(arrs) / ncol)
-    out = Image.new("RGB", (ncol * (w + gap) + gap, nrow * (h + th + gap) + gap), "white")
-    draw = ImageDraw.Draw(out)
-    for k, arr in enumerate(arrs):
-        r, c = divmod(k, ncol)
-        x0, y0 = gap + c * (w + gap), gap + r * (h + th + gap)
-        out.paste(Image.fromarray(arr), (x0, y0))
-        for j, line in enumerate(wrapped[k]):
-            draw.text((x0, y0 + h + j * line_h), line, fill=(0, 0, 0))
-    return out
