@@ -62,6 +62,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from nbhelpers.checks import check_choice
 from nbhelpers.images import to_tensor
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ class Scene:
     def __post_init__(self) -> None:
         for name, allowed in (("shape", SHAPES), ("colour", COLOURS),
                               ("background", BACKGROUNDS), ("style", ALL_STYLES)):
-            _check_choice(name, getattr(self, name), allowed)
+            check_choice(getattr(self, name), allowed, name)
         lo, hi = SIZE_RANGE
         if not lo <= self.size <= hi:
             raise ValueError(f"size must be in [{lo}, {hi}] pixels, got {self.size}")
@@ -196,11 +197,6 @@ class Scene:
         """The four categorical attributes, as the evaluator reads them."""
         return {"shape": self.shape, "colour": self.colour, "background": self.background,
                 "style": self.style}
-
-
-def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
 
 
 def random_scene(rng: np.random.Generator, *, shape: str | None = None,
@@ -240,7 +236,7 @@ def random_scene(rng: np.random.Generator, *, shape: str | None = None,
     named = STYLES[rng.integers(len(STYLES))]
     drawn_style = UNNAMED_STYLE if u_style < unnamed_rate else named
     shape = drawn_shape if shape is None else shape
-    _check_choice("shape", shape, SHAPES)
+    check_choice(shape, SHAPES, "shape")
     size = float(np.round(rng.uniform(*SIZE_RANGE), 2))
     ext = size * _EXTENT[shape]
     lo, hi = math.ceil(ext * 100) / 100, math.floor((IMAGE_SIZE - ext) * 100) / 100
@@ -616,7 +612,7 @@ def style_scenes(n: int, style: str, seed: int = 0) -> list[Scene]:
     as in training: a person's folder of paintings in one manner."""
     _check_count("n", n)
     _check_seed(seed)
-    _check_choice("style", style, ALL_STYLES)
+    check_choice(style, ALL_STYLES, "style")
     return [random_scene(np.random.default_rng([seed, i, 4]), style=style, toy=False)
             for i in range(n)]
 
