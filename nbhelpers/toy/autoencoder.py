@@ -135,7 +135,7 @@ def _random_crops(images: Tensor, size: int, generator: torch.Generator,
                   align: int = 8) -> Tensor:
     """Random ``size x size`` crops whose corners lie on the ``align``-pixel grid, i.e. on the
     8x VAE's latent grid, so a crop shows textures (pinned to that grid, see
-    ``world.PIN_TEXTURE_PHASE``) at the phase the whole image has."""
+    ``drawing.PIN_TEXTURE_PHASE``) at the phase the whole image has."""
     B, _, H, W = images.shape
     if size == H == W:
         return images
