@@ -50,6 +50,11 @@ def to_float(images: Tensor) -> Tensor:
     return images.float() / 127.5 - 1.0
 
 
+# --------------------------------------------------------------------------------------------
+# Stage 2: the autoencoder
+# --------------------------------------------------------------------------------------------
+
+
 def colour_whitening(images: Tensor, power: float = 1.0, n: int = 1000) -> Tensor:
     """A ``(3, 3)`` matrix ``W`` that evens out the variance of pixel colours along the
     principal directions of ``images`` (uint8 ``(B, 3, H, W)``; the first ``n`` are used).
@@ -174,6 +179,11 @@ def train_vae(vae: nn.Module, images: Tensor, cfg: AutoencoderRecipe,
                      progress=progress)
 
 
+# --------------------------------------------------------------------------------------------
+# Stages 3 and 4: the latent cache and the latent scale
+# --------------------------------------------------------------------------------------------
+
+
 @torch.no_grad()
 def encode_dist(vae: nn.Module, images: Tensor, batch: int = 256,
                 device: str = "cpu") -> tuple[Tensor, Tensor]:
@@ -195,6 +205,11 @@ def measure_scaling_factor(mean: Tensor, std: Tensor, generator: torch.Generator
     """``1 / std(z)`` over all entries of ``z ~ q(z|x)`` ([LDM] section 4.3.2; SD's 0.18215
     was measured this way on its first training batch)."""
     return float(1.0 / sample_latents(mean, std, generator).flatten().std())
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 6: the decoder fine-tune
+# --------------------------------------------------------------------------------------------
 
 
 def finetune_decoder(vae: nn.Module, images: Tensor, mean: Tensor, std: Tensor,
@@ -237,6 +252,11 @@ def finetune_decoder(vae: nn.Module, images: Tensor, mean: Tensor, std: Tensor,
     finally:
         for m in frozen:
             m.requires_grad_(True)
+
+
+# --------------------------------------------------------------------------------------------
+# The check: what the autoencoder lets through
+# --------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()

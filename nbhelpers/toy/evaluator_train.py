@@ -1,7 +1,8 @@
-"""Train the evaluator (:mod:`nbhelpers.toy.evaluator`) on the shapes world's ground truth.
+"""Train the evaluator on the shapes world's ground truth; save it; report its accuracy.
 
-:func:`train_evaluator` (seeded, CPU, one thread) takes 8 to 9 minutes and made the shipped
-weights; the command line trains and saves them, then prints the accuracy table::
+The network is :mod:`nbhelpers.toy.evaluator`'s. :func:`train_evaluator` (seeded, CPU, one
+thread) takes 8 to 9 minutes and made the shipped weights; the command line trains and saves
+them, then prints the accuracy table::
 
     python -m nbhelpers.toy.evaluator_train train --out nbhelpers/data/evaluator.safetensors
     python -m nbhelpers.toy.evaluator_train report --n 2000

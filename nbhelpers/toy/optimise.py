@@ -79,11 +79,11 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def optimise(stage: str, module: nn.Module, step_loss: Callable[[], Tensor], steps: int, *,
-              lr: float, warmup: int, weight_decay: float = 0.0,
-              betas: tuple[float, float] = (0.9, 0.999), clip: float | None = None,
-              ema_decay: float = 0.0, callback: Callback | None = None,
-              progress: bool = True) -> list[float]:
-    """The loop both training stages share: AdamW with warm-up and cosine decay
+             lr: float, warmup: int, weight_decay: float = 0.0,
+             betas: tuple[float, float] = (0.9, 0.999), clip: float | None = None,
+             ema_decay: float = 0.0, callback: Callback | None = None,
+             progress: bool = True) -> list[float]:
+    """The loop every training stage shares: AdamW with warm-up and cosine decay
     (:func:`_lr_lambda`), optional gradient clipping and EMA of the weights (copied into
     ``module`` at the end), a progress bar and the callback. ``step_loss()`` draws a batch and
     returns its loss. Leaves ``module`` in eval mode; returns the losses."""
