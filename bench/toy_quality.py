@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, markdown_table, write_section  # noqa: E402
 
+from nbhelpers.images import tile  # noqa: E402
 from nbhelpers.toy import evaluator, world  # noqa: E402
 
 DOC = ROOT / "docs" / "toy_model.md"
@@ -105,7 +106,7 @@ def prompt_agreement(pipe, n: int = 200, guidance_scale: float = 7.5, seed: int 
 def vae_roundtrip(pipe, n: int = 1000, seed: int = 0) -> dict[str, float]:
     """Evaluator accuracy on ``n`` fresh balanced renders through the pipeline's VAE
     (posterior mean), as the training recipe's own check measures it."""
-    from nbhelpers.toy.train import vae_roundtrip_accuracy
+    from nbhelpers.toy.autoencoder import vae_roundtrip_accuracy
 
     return vae_roundtrip_accuracy(pipe.vae, n, seed, device=str(pipe.vae.device))
 
@@ -169,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # sample grid: the first 24 prompts at s = 7.5
     acc, images, prompts = results[7.5]
-    world.grid(images[:24], ncol=8, gap=2).save(GRID, optimize=True)
+    tile(images[:24], ncol=8, gap=2).save(GRID, optimize=True)
     card = read_card(args.folder)
     size = folder_size(args.folder)
     body = "\n\n".join([

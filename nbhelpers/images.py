@@ -7,10 +7,12 @@ range diffusion models are trained on; arrays for display are ``(H, W, 3)`` uint
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 #: The example photograph: Grace Hopper, an official U.S. Navy photograph (public domain),
 #: shipped with matplotlib as sample data, so no download is needed.
@@ -87,6 +89,54 @@ def hstack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
         pad = np.full((h - im.shape[0], im.shape[1], 3), 255, dtype=np.uint8)
         parts.append(np.concatenate([im, pad], axis=0))
     return np.concatenate(parts, axis=1)
+
+
+def tile(images: torch.Tensor | Sequence[np.ndarray], labels: Sequence[str] | None = None, *,
+         ncol: int = 8, gap: int = 2, border: int | None = None) -> Image.Image:
+    """Lay equal-sized images out in rows of ``ncol`` on white, with a caption under each.
+
+    Args:
+        images: a ``(B, 3, H, W)`` tensor in ``[-1, 1]`` or a list of ``(H, W, 3)`` uint8.
+        labels: one text per image, wrapped to the image width (PIL's small bitmap font).
+        ncol: images per row (the sheet is always ``ncol`` wide).
+        gap: white pixels between neighbouring images.
+        border: white pixels around the whole sheet; ``gap`` if None.
+    """
+    arrs = list(to_uint8(images)) if isinstance(images, torch.Tensor) else list(images)
+    if not arrs:
+        raise ValueError("tile needs at least one image")
+    if labels is not None and len(labels) != len(arrs):
+        raise ValueError(f"got {len(labels)} labels for {len(arrs)} images; give one each")
+    b = gap if border is None else border
+    h, w = arrs[0].shape[:2]
+    line_h = 10
+    wrapped = [_wrap("" if labels is None else str(labels[k]), max(1, w // 6))
+               for k in range(len(arrs))]
+    th = line_h * max((len(x) for x in wrapped), default=0)
+    nrow = math.ceil(len(arrs) / ncol)
+    out = Image.new("RGB", (ncol * (w + gap) - gap + 2 * b, nrow * (h + th + gap) - gap + 2 * b),
+                    "white")
+    draw = ImageDraw.Draw(out)
+    for k, arr in enumerate(arrs):
+        r, c = divmod(k, ncol)
+        x0, y0 = b + c * (w + gap), b + r * (h + th + gap)
+        out.paste(Image.fromarray(arr), (x0, y0))
+        for j, line in enumerate(wrapped[k]):
+            draw.text((x0, y0 + h + j * line_h), line, fill=(0, 0, 0))
+    return out
+
+
+def _wrap(text: str, chars: int) -> list[str]:
+    """``text`` in lines of at most ``chars`` characters, broken between words (a longer word
+    gets a line of its own)."""
+    lines, cur = [], ""
+    for word in text.split():
+        if cur and len(cur) + 1 + len(word) > chars:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}".strip()
+    return [*lines, cur] if cur else lines
 
 
 def density_image(z: torch.Tensor | np.ndarray, cmap: str = "magma") -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from nbhelpers.files import atomic_path, save_png
+from nbhelpers.images import tile
 from nbhelpers.precision import unet_batch_size
 from nbhelpers.sampling import sample_cfg
 
@@ -109,13 +110,7 @@ def contact_sheet(frames: Sequence[np.ndarray], labels: Sequence[str], ncols: in
     if not frames:
         raise ValueError("contact_sheet needs at least one frame")
     tiles = [label_frame(f, t, min_size=128) for f, t in zip(frames, labels, strict=True)]
-    h, w = tiles[0].shape[:2]
-    rows = -(-len(tiles) // ncols)
-    sheet = np.full((rows * (h + gap) - gap, ncols * (w + gap) - gap, 3), 255, np.uint8)
-    for k, tile in enumerate(tiles):
-        r, c = divmod(k, ncols)
-        sheet[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = tile
-    return sheet
+    return np.array(tile(tiles, ncol=ncols, gap=gap, border=0))
 
 
 def write_animation(frames: Iterator[np.ndarray], out: str | Path, fps: float = 14) -> int:

@@ -100,7 +100,7 @@ class NoisyClassifier2D(nn.Module):
 
 
 @dataclass
-class TrainState:
+class FitState:
     """What a trainer hands its callback after each step."""
 
     step: int
@@ -119,7 +119,7 @@ def _training_batch(world: GaussianMixture2D, alpha_bar: Tensor, batch_size: int
 
 def _optimise(model: nn.Module, loss_of_batch: Callable[[torch.Generator], Tensor], *,
               steps: int, lr: float, seed: int,
-              callback: Callable[[TrainState], None] | None) -> list[float]:
+              callback: Callable[[FitState], None] | None) -> list[float]:
     """Adam with a cosine decay to ``lr / 20``; ``loss_of_batch(g)`` draws a batch and scores it."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -136,7 +136,7 @@ def _optimise(model: nn.Module, loss_of_batch: Callable[[torch.Generator], Tenso
         sched.step()
         losses.append(loss.item())
         if callback is not None:
-            callback(TrainState(step, losses[-1]))
+            callback(FitState(step, losses[-1]))
     model.eval()
     return losses
 
@@ -144,7 +144,7 @@ def _optimise(model: nn.Module, loss_of_batch: Callable[[torch.Generator], Tenso
 def train_denoiser(model: Denoiser2D, world: GaussianMixture2D, alpha_bar: Tensor, *,
                    steps: int, batch_size: int = 512, lr: float = 2e-3, p_uncond: float = 0.15,
                    seed: int = 0,
-                   callback: Callable[[TrainState], None] | None = None) -> list[float]:
+                   callback: Callable[[FitState], None] | None = None) -> list[float]:
     """Train ``model`` with the simple loss ``|eps - eps_theta(x_t, t, y)|^2`` ([DDPM] eq. 14).
 
     For a conditional model each label is replaced by the null label with probability
@@ -170,7 +170,7 @@ def train_denoiser(model: Denoiser2D, world: GaussianMixture2D, alpha_bar: Tenso
 
 def train_classifier(model: NoisyClassifier2D, world: GaussianMixture2D, alpha_bar: Tensor, *,
                      steps: int, batch_size: int = 512, lr: float = 2e-3, seed: int = 0,
-                     callback: Callable[[TrainState], None] | None = None) -> list[float]:
+                     callback: Callable[[FitState], None] | None = None) -> list[float]:
     """Train a noisy classifier with cross-entropy on ``(x_t, t) -> y`` ([CG] section 4.1)."""
     def loss_of_batch(g: torch.Generator) -> Tensor:
         x_t, t, _, y = _training_batch(world, alpha_bar, batch_size, g)

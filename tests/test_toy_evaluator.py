@@ -7,10 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
+from nbhelpers.toy import degradations as D
 from nbhelpers.toy import evaluator as E
+from nbhelpers.toy import evaluator_train as ET
 from nbhelpers.toy import world as W
 
-# Fresh seeds: training scenes use seeds from E.TRAIN_SEED_BASE up.
+# Fresh seeds: training scenes use seeds from ET.TRAIN_SEED_BASE up.
 CLEAN_SEED, DEGRADED_SEED, N = 101, 102, 350
 
 
@@ -96,26 +98,26 @@ def test_bad_inputs_raise_and_name_the_value(bad, needle):
 
 def test_degrade_is_seeded_and_keeps_range():
     x = W.render_batch(W.balanced_scenes(8, seed=105))
-    a = E.degrade(x, torch.Generator().manual_seed(0), "vae")
-    b = E.degrade(x, torch.Generator().manual_seed(0), "vae")
+    a = D.degrade(x, torch.Generator().manual_seed(0), "vae")
+    b = D.degrade(x, torch.Generator().manual_seed(0), "vae")
     assert torch.equal(a, b) and a.shape == x.shape
     assert float(a.min()) >= -1 and float(a.max()) <= 1
     assert (a - x).abs().mean() > 0.01
-    keep = E.degrade(x, torch.Generator().manual_seed(0), E.Degradation(p=0.0))
+    keep = D.degrade(x, torch.Generator().manual_seed(0), D.Degradation(p=0.0))
     assert torch.equal(keep, x)
     # blur keeps the mean and does nothing at sigma 0
-    assert torch.allclose(E.gaussian_blur(x, torch.zeros(8)), x, atol=1e-6)
-    blurred = E.gaussian_blur(x, torch.full((8,), 1.5))
+    assert torch.allclose(D.gaussian_blur(x, torch.zeros(8)), x, atol=1e-6)
+    blurred = D.gaussian_blur(x, torch.full((8,), 1.5))
     assert torch.allclose(blurred.mean((2, 3)), x.mean((2, 3)), atol=0.02)
-    assert E.resample(x, 2).shape == x.shape
+    assert D.resample(x, 2).shape == x.shape
     with pytest.raises(ValueError, match="jpeg"):
-        E.degrade(x, None, "jpeg")
+        D.degrade(x, None, "jpeg")
 
 
 def test_training_runs_saves_and_loads(tmp_path):
-    cfg = E.TrainConfig(seed=0, n_train=32, steps=3, batch_size=8)
+    cfg = ET.EvaluatorTrainConfig(seed=0, n_train=32, steps=3, batch_size=8)
     losses = []
-    model, info = E.train_evaluator(cfg, callback=lambda step, loss: losses.append(loss))
+    model, info = ET.train_evaluator(cfg, callback=lambda step, loss: losses.append(loss))
     assert len(losses) == 3 and all(np.isfinite(losses))
     assert info["train"]["steps"] == 3
     path = E.save_evaluator(model, tmp_path / "ev.safetensors", info)

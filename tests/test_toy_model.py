@@ -83,7 +83,8 @@ def test_tokenizer_round_trip_and_sd_padding(tok, tmp_path):
 def test_quick_training_saves_a_loadable_pipeline(tmp_path):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from nbhelpers.toy.train import TrainState, quick_config, train_toy
+    from nbhelpers.toy.optimise import TrainState
+    from nbhelpers.toy.train import quick_config, train_toy
 
     states: list[TrainState] = []
     out = tmp_path / "toy"
@@ -115,14 +116,14 @@ def test_training_config_validates():
 
 def test_decoder_finetune_changes_only_the_decoder():
     """Stage 6 keeps the encoder (the UNet's latents) bit-identical and lowers the loss."""
-    from nbhelpers.toy.model import VAEConfig, make_vae
-    from nbhelpers.toy.train import (
-        TrainConfig,
+    from nbhelpers.toy.autoencoder import (
         encode_dist,
         finetune_decoder,
         reconstruction_error,
         to_float,
     )
+    from nbhelpers.toy.model import VAEConfig, make_vae
+    from nbhelpers.toy.train import TrainConfig
 
     torch.manual_seed(0)
     vae = make_vae(VAEConfig(widths=(8, 8, 8, 8)))
@@ -234,7 +235,7 @@ def test_textual_inversion_loads_into_the_shipped_pipeline(shipped, tmp_path):
 
 
 def test_colour_whitening_evens_out_the_colour_directions():
-    from nbhelpers.toy.train import colour_whitening, to_float
+    from nbhelpers.toy.autoencoder import colour_whitening, to_float
 
     rng = np.random.default_rng(0)
     # colours spread mostly along brightness, less along two chroma directions
@@ -257,8 +258,8 @@ def test_colour_whitening_evens_out_the_colour_directions():
 
 
 def test_vae_loss_terms_and_aligned_crops():
+    from nbhelpers.toy.autoencoder import _random_crops, vae_loss
     from nbhelpers.toy.model import VAEConfig, make_vae
-    from nbhelpers.toy.train import _random_crops, vae_loss
 
     torch.manual_seed(0)
     vae = make_vae(VAEConfig(widths=(8, 8, 8, 8)))
@@ -274,7 +275,7 @@ def test_vae_loss_terms_and_aligned_crops():
     assert float(both.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
     # the edge term: a one-pixel-wide vertical line missing from the reconstruction costs
     # two horizontal differences of 1 in each of the 3 channels, and no vertical ones
-    from nbhelpers.toy.train import reconstruction_error
+    from nbhelpers.toy.autoencoder import reconstruction_error
 
     target = torch.zeros(1, 3, 8, 8)
     target[..., 3] = 1.0

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from nbhelpers.images import tile
+from nbhelpers.toy import dataset
 from nbhelpers.toy import world as W
 
 
@@ -23,14 +25,14 @@ def test_same_seed_same_images_and_captions():
     assert a != W.sample_scenes(24, seed=8)
     # any slice on its own, and the dataset, agree with the whole
     assert W.sample_scenes(4, seed=7, start=10) == a[10:14]
-    images, captions, scenes = W.make_set(24, seed=7)
-    ds = W.ShapesDataset(24, seed=7)
+    images, captions, scenes = dataset.make_set(24, seed=7)
+    ds = dataset.ShapesDataset(24, seed=7)
     image, cap, scene = ds[13]
     assert scene == scenes[13] and cap == captions[13] and torch.equal(image, images[13])
     assert ds[-1].scene == scenes[-1]
-    batch = W.collate([ds[0], ds[1]])
+    batch = dataset.collate([ds[0], ds[1]])
     assert batch[0].shape == (2, 3, 64, 64) and batch[1] == captions[:2]
-    assert [e.caption for e in W.iter_dataset(3, seed=7)] == captions[:3]
+    assert [e.caption for e in dataset.iter_dataset(3, seed=7)] == captions[:3]
 
 
 def test_image_types_and_ranges():
@@ -192,8 +194,8 @@ def test_bad_inputs_name_the_value():
 
 
 def test_grid_makes_an_image():
-    images, captions, _ = W.make_set(6, seed=0)
-    im = W.grid(images, ncol=3, labels=captions)
+    images, captions, _ = dataset.make_set(6, seed=0)
+    im = tile(images, ncol=3, labels=captions)
     assert im.size[0] == 3 * 66 + 2 and im.size[1] > 2 * 66
 
 

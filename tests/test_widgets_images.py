@@ -83,14 +83,14 @@ def test_progress_bar_follows_callbacks(monkeypatch):
     from tqdm.std import tqdm
 
     from nbhelpers import progress
-    from nbhelpers.toy2d import TrainState
+    from nbhelpers.toy2d import FitState
 
     # a text bar that is on whatever TQDM_DISABLE says (tqdm reads it once, at import)
     out = io.StringIO()
     monkeypatch.setattr(progress, "tqdm", functools.partial(tqdm, disable=False, file=out))
     with progress.ProgressBar(total=10, desc="t") as bar:
         for i in range(10):
-            bar(TrainState(i, 1.0 / (i + 1)))
+            bar(FitState(i, 1.0 / (i + 1)))
     assert bar.bar.n == 10
     assert "t: 100%" in out.getvalue() and "10/10" in out.getvalue()
 

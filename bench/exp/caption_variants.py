@@ -66,6 +66,7 @@ def main() -> None:
     from nbhelpers.ti.config import TIConfig
     from nbhelpers.ti.engine import train_from_folder
     from nbhelpers.toy import world as W
+    from nbhelpers.toy.autoencoder import encode_dist
     from nbhelpers.toy.measure import fraction_with_ci, read
     from nbhelpers.toy.model import (
         assemble_pipeline,
@@ -78,7 +79,6 @@ def main() -> None:
     from nbhelpers.toy.train import (
         TRAIN_SEED_BASE,
         TrainConfig,
-        encode_dist,
         render_training_set,
         train_diffusion,
     )

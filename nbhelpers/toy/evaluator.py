@@ -16,17 +16,14 @@ attribute       classes
 
 Generated images are not clean renders: the tiny Stable Diffusion decodes them through an
 8x-downsampling VAE, which blurs edges and shifts colours a little. So the evaluator is trained
-on renders passed through :func:`degrade` (random Gaussian blur, down-and-up sampling, noise and
-colour jitter), and measured both ways by :func:`accuracy_report` on fresh seeds.
+on renders passed through :func:`nbhelpers.toy.degradations.degrade` (random Gaussian blur,
+down-and-up sampling, noise and colour jitter), and measured both ways by
+:func:`accuracy_report` on fresh seeds.
 
-Training (:func:`train_evaluator`, seeded, CPU, one thread) takes 8 to 9 minutes::
-
-    python -m nbhelpers.toy.evaluator train --out nbhelpers/data/evaluator.safetensors
-
-The weights ship as ``nbhelpers/data/evaluator.safetensors`` with ``evaluator.json`` (the
-architecture, the class lists and how the weights were trained); :func:`load_evaluator`
-loads them once and caches them. Training scenes use world seeds from ``TRAIN_SEED_BASE`` up,
-which no test and no report uses.
+Training, seeded, with its command line, is in :mod:`nbhelpers.toy.evaluator_train`. The
+weights ship as ``nbhelpers/data/evaluator.safetensors`` with ``evaluator.json`` (the
+architecture, the class lists and how the weights were trained), written by
+:func:`save_evaluator`; :func:`load_evaluator` loads them once and caches them.
 
 Architecture (about 0.12 M parameters)::
 
@@ -38,22 +35,20 @@ Architecture (about 0.12 M parameters)::
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from nbhelpers.toy import world
+from nbhelpers.checks import check_choice
+from nbhelpers.toy import degradations, world
 
 ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "style", "background")
 #: The classes of each head, in the order of its logits.
@@ -63,127 +58,10 @@ CLASSES: dict[str, tuple[str, ...]] = {
     "style": world.ALL_STYLES,
     "background": world.BACKGROUNDS,
 }
-#: Training scenes are ``world.balanced_scenes(n, TRAIN_SEED_BASE + seed)``: far from the small
-#: seeds that tests, reports and notebooks use.
-TRAIN_SEED_BASE = 1_000_000
 #: Where the shipped weights live.
 WEIGHTS_PATH = Path(__file__).resolve().parent.parent / "data" / "evaluator.safetensors"
 #: Inputs may overshoot ``[-1, 1]`` by this much (VAE decoders do); they are clipped.
 RANGE_TOLERANCE = 0.5
-
-DegradeSpec = Literal["train", "vae"]
-
-
-# --------------------------------------------------------------------------------------------
-# Degradations: what a VAE round trip does to an image, roughly
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Degradation:
-    """Ranges of the random degradations of :func:`degrade` (drawn per image).
-
-    Attributes:
-        p: probability that an image is degraded at all.
-        blur: range of the Gaussian blur's standard deviation, pixels (0 = none).
-        factors: down-and-up sampling factors to choose from, uniformly (1 = none).
-        noise: range of the standard deviation of additive Gaussian noise, in [-1, 1] units.
-        colour: largest per-channel gain change and offset (colour jitter), in [-1, 1] units.
-    """
-
-    p: float = 1.0
-    blur: tuple[float, float] = (0.0, 1.5)
-    factors: tuple[int, ...] = (1,)
-    noise: tuple[float, float] = (0.0, 0.0)
-    colour: float = 0.0
-
-
-#: ``"train"``: what the evaluator is trained on (20% of images stay clean);
-#: ``"vae"``: the measured degraded condition, blur sigma 0.5-1.5 px, then area-downsampling by
-#: 2 and bilinear upsampling, noise up to 0.03 and colour jitter up to 0.04 (in [-1, 1] units).
-DEGRADATIONS: dict[str, Degradation] = {
-    "train": Degradation(p=0.8, blur=(0.0, 1.8), factors=(1, 2, 2, 3, 4), noise=(0.0, 0.06),
-                         colour=0.08),
-    "vae": Degradation(p=1.0, blur=(0.5, 1.5), factors=(2,), noise=(0.0, 0.03), colour=0.04),
-}
-
-
-def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
-    """Blur each image of ``x`` ``(B, C, H, W)`` with its own Gaussian ``sigma`` ``(B,)``, px.
-
-    Separable, radius 4 px, reflect padding; ``sigma = 0`` leaves the image unchanged.
-    """
-    B, C, H, W = x.shape
-    r = 4
-    d = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    s = sigma.to(x).clamp(min=1e-3)[:, None]
-    k = torch.exp(-0.5 * (d[None] / s) ** 2)
-    k = k / k.sum(1, keepdim=True)  # (B, 2r+1); sigma -> 0 gives a delta
-    k = k.repeat_interleave(C, 0)  # one kernel per (image, channel)
-    y = F.pad(x.reshape(1, B * C, H, W), (r, r, r, r), mode="reflect")
-    y = F.conv2d(y, k[:, None, None, :], groups=B * C)
-    y = F.conv2d(y, k[:, None, :, None], groups=B * C)
-    return y.reshape(B, C, H, W)
-
-
-def resample(x: Tensor, factor: int) -> Tensor:
-    """Downsample ``x`` by ``factor`` (area average) and upsample back (bilinear)."""
-    if factor == 1:
-        return x
-    H, W = x.shape[-2:]
-    small = F.avg_pool2d(x, factor, ceil_mode=True)
-    return F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
-
-
-def degrade(images: Tensor, generator: torch.Generator | None = None,
-            spec: DegradeSpec | Degradation = "vae") -> Tensor:
-    """Random, per-image degradations like a VAE round trip's: blur, resampling, noise, colour.
-
-    Steps, each with parameters drawn per image from ``spec`` (a :class:`Degradation` or the
-    name of one in ``DEGRADATIONS``):
-
-    1. colour jitter: ``x <- (1 + g) x + o`` with ``g, o`` uniform in ``[-colour, colour]``
-       per channel;
-    2. Gaussian blur with sigma uniform in ``blur``;
-    3. downsample by a factor from ``factors`` (area) and upsample back (bilinear);
-    4. additive Gaussian noise with standard deviation uniform in ``noise``;
-    5. clip to ``[-1, 1]``. Images not picked (probability ``1 - p``) are returned as they are.
-
-    Args:
-        images: ``(B, 3, H, W)`` float tensor in ``[-1, 1]``.
-        generator: CPU torch generator, for reproducible degradations.
-
-    Returns:
-        ``(B, 3, H, W)`` tensor in ``[-1, 1]``.
-    """
-    if isinstance(spec, str):
-        if spec not in DEGRADATIONS:
-            raise ValueError(f"unknown degradation {spec!r}; choose one of "
-                             f"{', '.join(DEGRADATIONS)} or pass a Degradation")
-        spec = DEGRADATIONS[spec]
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
-    x = images.float()
-    B = x.shape[0]
-
-    def u(lo: float, hi: float, *shape: int) -> Tensor:
-        return lo + (hi - lo) * torch.rand(B, *shape, generator=generator)
-
-    keep = torch.rand(B, generator=generator) >= spec.p
-    y = (1 + u(-spec.colour, spec.colour, 3, 1, 1)) * x + u(-spec.colour, spec.colour, 3, 1, 1)
-    y = gaussian_blur(y, u(*spec.blur))
-    pick = torch.randint(len(spec.factors), (B,), generator=generator)
-    out = y.clone()
-    for j, f in enumerate(spec.factors):
-        sel = pick == j
-        if bool(sel.any()) and f != 1:
-            out[sel] = resample(y[sel], f)
-    out = out + u(*spec.noise, 1, 1, 1) * torch.randn(x.shape, generator=generator)
-    out = out.clamp(-1, 1)
-    return torch.where(keep[:, None, None, None], x, out)
-
-
-_degrade = degrade  # accuracy_report's argument of the same name shadows it
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,13 +204,13 @@ class Evaluation:
     def prob(self, attribute: str, value: str) -> Tensor:
         """``(B,)`` probability that each image shows ``value`` of ``attribute``."""
         _check_attribute(attribute)
-        world._check_choice(attribute, value, CLASSES[attribute])
+        check_choice(value, CLASSES[attribute], attribute)
         return self.probs[attribute][:, CLASSES[attribute].index(value)]
 
     def fraction(self, attribute: str, value: str) -> float:
         """Fraction of images whose predicted ``attribute`` is ``value`` (e.g. circles)."""
         _check_attribute(attribute)
-        world._check_choice(attribute, value, CLASSES[attribute])
+        check_choice(value, CLASSES[attribute], attribute)
         return sum(v == value for v in self.labels[attribute]) / max(len(self), 1)
 
     def counts(self, attribute: str) -> dict[str, int]:
@@ -384,7 +262,8 @@ def accuracy(evaluation: Evaluation, scenes: Sequence[world.Scene]) -> dict[str,
             / max(len(scenes), 1) for k in ATTRIBUTES}
 
 
-def accuracy_report(n: int = 500, seed: int = 0, degrade: DegradeSpec | Degradation |
+def accuracy_report(n: int = 500, seed: int = 0,
+                    degrade: degradations.DegradeSpec | degradations.Degradation |
                     Callable[[Tensor], Tensor] | None = None, *,
                     model: EvaluatorNet | None = None) -> dict[str, float]:
     """Render ``n`` fresh balanced scenes, read them back, and score each attribute.
@@ -403,8 +282,8 @@ def accuracy_report(n: int = 500, seed: int = 0, degrade: DegradeSpec | Degradat
     """
     scenes = world.balanced_scenes(n, seed)
     x = world.render_batch(scenes)
-    if isinstance(degrade, (str, Degradation)):
-        x = _degrade(x, torch.Generator().manual_seed(seed), degrade)
+    if isinstance(degrade, (str, degradations.Degradation)):
+        x = degradations.degrade(x, torch.Generator().manual_seed(seed), degrade)
     elif degrade is not None:
         x = degrade(x)
     ev = evaluate(x, model=model)
@@ -415,75 +294,8 @@ def accuracy_report(n: int = 500, seed: int = 0, degrade: DegradeSpec | Degradat
 
 
 # --------------------------------------------------------------------------------------------
-# Training, saving, loading
+# Saving and loading (the one place that knows the weights' files)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How :func:`train_evaluator` trains (the defaults made the shipped weights)."""
-
-    seed: int = 0
-    n_train: int = 16_000
-    steps: int = 2_400
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    degradation: str = "train"
-
-
-def train_evaluator(config: TrainConfig | None = None, *,
-                    callback: Callable[[int, float], None] | None = None,
-                    ) -> tuple[EvaluatorNet, dict[str, Any]]:
-    """Train the evaluator on the shapes world's ground truth.
-
-    1. Render ``n_train`` balanced scenes with world seed ``TRAIN_SEED_BASE + seed``.
-    2. Each step: draw a batch from them, degrade it (``DEGRADATIONS[degradation]``).
-    3. Minimise the sum of the four heads' cross-entropies (AdamW, one-cycle schedule).
-
-    Everything random is seeded from ``config.seed``; on CPU the result is reproducible.
-
-    Args:
-        config: a :class:`TrainConfig`.
-        callback: called as ``callback(step, loss)`` after every step.
-
-    Returns:
-        ``(model, info)``; ``info`` records the config and the seconds it took.
-    """
-    cfg = config or TrainConfig()
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    # 1. the training pool, kept as uint8 to save memory
-    scenes = world.balanced_scenes(cfg.n_train, TRAIN_SEED_BASE + cfg.seed)
-    pool = torch.from_numpy(np.stack([world.render(s) for s in scenes])).permute(0, 3, 1, 2)
-    targets = {k: torch.tensor([CLASSES[k].index(s.attributes()[k]) for s in scenes])
-               for k in ATTRIBUTES}
-    t_render = time.perf_counter() - t0
-    model = EvaluatorNet()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
-                                                pct_start=0.15)
-    model.train()
-    for step in range(cfg.steps):
-        # 2. a degraded batch
-        idx = torch.randint(cfg.n_train, (cfg.batch_size,), generator=gen)
-        x = pool[idx].float() / 127.5 - 1.0
-        x = degrade(x, gen, cfg.degradation)
-        # 3. one optimiser step on the summed cross-entropies
-        logits = model(x)
-        loss = sum(F.cross_entropy(logits[k], targets[k][idx]) for k in ATTRIBUTES)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if callback is not None:
-            callback(step, float(loss.detach()))
-    model.eval()
-    info = {"train": asdict(cfg), "render_seconds": round(t_render, 1),
-            "train_seconds": round(time.perf_counter() - t0, 1),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-    return model, info
 
 
 def save_evaluator(model: EvaluatorNet, path: str | Path,
@@ -514,7 +326,7 @@ def _load(path: str) -> EvaluatorNet:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no evaluator weights at {p}; train them with `python -m "
-                                f"nbhelpers.toy.evaluator train --out {p}`")
+                                f"nbhelpers.toy.evaluator_train train --out {p}`")
     meta = json.loads(p.with_suffix(".json").read_text())
     classes = {k: tuple(v) for k, v in meta["classes"].items()}
     if classes != CLASSES:
@@ -529,50 +341,3 @@ def _load(path: str) -> EvaluatorNet:
 def load_evaluator(path: str | Path | None = None) -> EvaluatorNet:
     """The evaluator network, loaded once per path and cached (the shipped one by default)."""
     return _load(str(Path(path or WEIGHTS_PATH).resolve()))
-
-
-# --------------------------------------------------------------------------------------------
-# Entry point: python -m nbhelpers.toy.evaluator {train,report}
-# --------------------------------------------------------------------------------------------
-
-
-def _main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m nbhelpers.toy.evaluator",
-                                     description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train the evaluator and save its weights")
-    tr.add_argument("--out", default=str(WEIGHTS_PATH))
-    tr.add_argument("--seed", type=int, default=TrainConfig.seed)
-    tr.add_argument("--steps", type=int, default=TrainConfig.steps)
-    tr.add_argument("--n-train", type=int, default=TrainConfig.n_train)
-    tr.add_argument("--threads", type=int, default=1)
-    rep = sub.add_parser("report", help="per-attribute accuracy on fresh scenes")
-    rep.add_argument("--weights", default=str(WEIGHTS_PATH))
-    rep.add_argument("--n", type=int, default=1000)
-    rep.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    if args.command == "train":
-        torch.set_num_threads(args.threads)
-        cfg = TrainConfig(seed=args.seed, steps=args.steps, n_train=args.n_train)
-        every = max(1, cfg.steps // 20)
-
-        def show(step: int, loss: float) -> None:
-            if step % every == 0 or step == cfg.steps - 1:
-                print(f"step {step:5d}/{cfg.steps}  loss {loss:.4f}", flush=True)
-
-        model, info = train_evaluator(cfg, callback=show)
-        out = save_evaluator(model, args.out, info)
-        print(f"saved {out} ({out.stat().st_size / 1024:.0f} KiB) after "
-              f"{info['train_seconds']:.0f} s")
-        args.weights, args.n, args.seed = str(out), 1000, 0
-    model = load_evaluator(args.weights)
-    print(f"{'condition':<10}" + "".join(f"{k:>12}" for k in (*ATTRIBUTES, "all")))
-    for name, spec in (("clean", None), ("vae", "vae")):
-        acc = accuracy_report(args.n, args.seed, spec, model=model)
-        print(f"{name:<10}" + "".join(f"{100 * acc[k]:>11.1f}%" for k in (*ATTRIBUTES, "all")))
-
-
-if __name__ == "__main__":
-    _main()
-

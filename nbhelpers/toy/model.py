@@ -291,7 +291,7 @@ def load_pipeline(folder: str | os.PathLike | None = None, device: str = "cpu"):
     folder = Path(folder) if folder is not None else SHIPPED_DIR
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"no pipeline at {folder}; rebuild the tiny model with "
-                                f"`python -m nbhelpers.toy.train --out {folder}`")
+                                f"`nbhelpers toy train --out {folder}`")
     with quiet_loading():  # no progress bars, no notices (nbhelpers.quiet)
         from diffusers import StableDiffusionPipeline
 

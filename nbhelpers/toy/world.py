@@ -7,20 +7,9 @@ whole shape inside the frame. A :class:`Scene` holds this ground truth; :func:`r
 using one of several ``TEMPLATES`` and sometimes leaving out the colour, background or style, so
 that a text encoder learns words rather than one sentence.
 
-Styles differ the way painters' styles do, in texture and palette, with texture periods of
-about 8 pixels so that they survive the 8x-downsampling VAE of the tiny Stable Diffusion:
-
-==============  ===========================================================================
-style           what it looks like
-==============  ===========================================================================
-``flat``        one solid colour, crisp edges
-``striped``     diagonal stripes (period 8 px) of the colour and a pale tint of it
-``dotted``      dots of the colour on a grid (period 8 px) over a pale tint: pointillism
-``outlined``    a 3-px contour in the colour, hollow inside (the background shows through)
-``checkered``   a checkerboard of 4-px squares in the colour and a dark shade of it
-``wobbly``      hand-drawn: jittered edges, a light fill and a darker 2-px wobbly contour
-``mosaic``      **unnamed** (below): tiles of varied shades with dark grout lines
-==============  ===========================================================================
+Styles (``flat``, ``striped``, ``dotted``, ``outlined``, ``checkered``, ``wobbly``, ``mosaic``)
+differ as painters' do, in texture and palette, with periods of about 8 pixels that survive the
+tiny SD's 8x VAE; :mod:`nbhelpers.toy.drawing` draws them (its table says what each looks like).
 
 Two teaching hooks are built into the training distribution (:func:`sample_scenes`):
 
@@ -52,17 +41,19 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import Tensor
 
+from nbhelpers.checks import check_choice
 from nbhelpers.images import to_tensor
+from nbhelpers.toy import drawing
 
 # --------------------------------------------------------------------------------------------
 # The attributes
@@ -161,7 +152,7 @@ class Scene:
         x, y: centre in pixels, ``x`` to the right and ``y`` down from the top-left corner.
         toy: True if the caption calls the shape by ``GENERIC_WORD`` (teaching hook 2).
         detail: seed of the small random details (colour jitter, wobble; texture phase when
-            ``PIN_TEXTURE_PHASE`` is off).
+            ``drawing.PIN_TEXTURE_PHASE`` is off).
     """
 
     shape: str
@@ -177,7 +168,7 @@ class Scene:
     def __post_init__(self) -> None:
         for name, allowed in (("shape", SHAPES), ("colour", COLOURS),
                               ("background", BACKGROUNDS), ("style", ALL_STYLES)):
-            _check_choice(name, getattr(self, name), allowed)
+            check_choice(getattr(self, name), allowed, name)
         lo, hi = SIZE_RANGE
         if not lo <= self.size <= hi:
             raise ValueError(f"size must be in [{lo}, {hi}] pixels, got {self.size}")
@@ -196,11 +187,6 @@ class Scene:
         """The four categorical attributes, as the evaluator reads them."""
         return {"shape": self.shape, "colour": self.colour, "background": self.background,
                 "style": self.style}
-
-
-def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
 
 
 def random_scene(rng: np.random.Generator, *, shape: str | None = None,
@@ -240,7 +226,7 @@ def random_scene(rng: np.random.Generator, *, shape: str | None = None,
     named = STYLES[rng.integers(len(STYLES))]
     drawn_style = UNNAMED_STYLE if u_style < unnamed_rate else named
     shape = drawn_shape if shape is None else shape
-    _check_choice("shape", shape, SHAPES)
+    check_choice(shape, SHAPES, "shape")
     size = float(np.round(rng.uniform(*SIZE_RANGE), 2))
     ext = size * _EXTENT[shape]
     lo, hi = math.ceil(ext * 100) / 100, math.floor((IMAGE_SIZE - ext) * 100) / 100
@@ -267,8 +253,8 @@ def sample_scenes(n: int, seed: int, *, start: int = 0, **kwargs: Any) -> list[S
             ``style=UNNAMED_STYLE`` for a textual-inversion set, or ``unnamed_rate=1/7,
             toy_rate=0`` for a balanced set of styles and shapes.
     """
-    _check_count("n", n)
-    _check_seed(seed)
+    check_count("n", n)
+    check_seed(seed)
     return [random_scene(np.random.default_rng([seed, i]), **kwargs)
             for i in range(start, start + n)]
 
@@ -283,12 +269,14 @@ def balanced_scenes(n: int, seed: int, **kwargs: Any) -> list[Scene]:
     return sample_scenes(n, seed, **kwargs)
 
 
-def _check_count(name: str, n: int) -> None:
+def check_count(name: str, n: int) -> None:
+    """Raise ``ValueError`` unless ``n`` (called ``name``) is a non-negative integer."""
     if not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {n!r}")
 
 
-def _check_seed(seed: int) -> None:
+def check_seed(seed: int) -> None:
+    """Raise ``ValueError`` unless ``seed`` is a non-negative integer (a world seed)."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
@@ -362,7 +350,7 @@ def caption(scene: Scene, rng: np.random.Generator, *, template: int | None = No
 
 def captions_for(scenes: Sequence[Scene], seed: int, *, start: int = 0) -> list[str]:
     """Captions of ``scenes``, caption ``i`` drawn from ``default_rng([seed, start+i, 1])``."""
-    _check_seed(seed)
+    check_seed(seed)
     return [caption(s, np.random.default_rng([seed, start + i, 1]))
             for i, s in enumerate(scenes)]
 
@@ -371,142 +359,13 @@ def captions_for(scenes: Sequence[Scene], seed: int, *, start: int = 0) -> list[
 # Rendering
 # --------------------------------------------------------------------------------------------
 
-_SS = 4  # supersampling factor: draw at 256 x 256, average 4 x 4 blocks (anti-aliasing)
-_N = IMAGE_SIZE * _SS
-#: Periods of the textures, pixels. About one latent cell of an 8x VAE.
-TEXTURE_PERIOD = 8.0
-#: Textures are pinned to the pixel grid (phase 0), so they line up with the 8x VAE's latent
-#: cells; False gives each image a random phase (the world's first version; harder for a tiny
-#: VAE, see docs/toy_world.md).
-PIN_TEXTURE_PHASE = True
-
-
-def _unit_outline(shape: str) -> np.ndarray:
-    """Closed contour of ``shape`` at size 1, centred on the origin, ``(K, 2)`` as (x, y)."""
-    if shape == "circle":
-        t = np.linspace(0, 2 * np.pi, 96, endpoint=False)
-        return np.stack([np.cos(t), np.sin(t)], 1)
-    if shape == "square":
-        s = 0.88
-        return np.array([[-s, -s], [s, -s], [s, s], [-s, s]])
-    if shape == "triangle":
-        R = 1.2  # circumradius; shifted down so the bounding box is centred
-        t = np.deg2rad([-90, 30, 150])
-        return np.stack([R * np.cos(t), R * np.sin(t) + R / 4], 1)
-    if shape == "star":
-        t = np.deg2rad(-90 + 36 * np.arange(10))
-        r = np.where(np.arange(10) % 2 == 0, 1.18, 0.52)
-        pts = np.stack([r * np.cos(t), r * np.sin(t)], 1)
-        pts[:, 1] += (1.18 - 1.18 * math.cos(math.pi / 5)) / 2
-        return pts
-    if shape == "cross":
-        a, w = 1.0, 0.36
-        return np.array([[-w, -a], [w, -a], [w, -w], [a, -w], [a, w], [w, w], [w, a],
-                         [-w, a], [-w, w], [-a, w], [-a, -w], [-w, -w]])
-    raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
-
-
 #: Half-extent of each shape's bounding box in units of ``Scene.size`` (plus wobble room).
-_EXTENT = {s: float(np.abs(_unit_outline(s)).max()) + (MARGIN + 1.5) / SIZE_RANGE[0]
+_EXTENT = {s: float(np.abs(drawing.unit_outline(s)).max()) + (MARGIN + 1.5) / SIZE_RANGE[0]
            for s in SHAPES}
 
 
-def _densify(pts: np.ndarray, step: float) -> np.ndarray:
-    """Insert points along a closed polygon so neighbours are at most ``step`` apart."""
-    out = []
-    for p, q in zip(pts, np.roll(pts, -1, axis=0), strict=True):
-        k = max(1, math.ceil(np.linalg.norm(q - p) / step))
-        out.append(p + (q - p) * np.arange(k)[:, None] / k)
-    return np.concatenate(out)
-
-
-def _contour(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    """The shape's contour in pixel coordinates, ``(K, 2)``; jittered for ``wobbly``."""
-    pts = _unit_outline(scene.shape) * scene.size
-    if scene.style == "wobbly":
-        # Hand-drawn: push the densified contour in and out along the ray from the centre by a
-        # smooth random function of the angle, about 1-2 px peak to peak.
-        pts = _densify(pts, 1.0)
-        theta = np.arctan2(pts[:, 1], pts[:, 0])
-        ks = np.array([3, 4, 5, 7])
-        amp = rng.uniform(0.25, 0.5, size=len(ks)) * scene.size / 15
-        phase = rng.uniform(0, 2 * np.pi, size=len(ks))
-        d = (amp * np.sin(ks * theta[:, None] + phase)).sum(1)
-        r = np.linalg.norm(pts, axis=1, keepdims=True)
-        pts = pts * (1 + d[:, None] / np.maximum(r, 1e-6))
-    return pts + np.array([scene.x, scene.y])
-
-
-def _polygon_mask(pts: np.ndarray, band: float = 0.0) -> np.ndarray:
-    """``(N, N)`` bool mask at the supersampled scale: inside ``pts``, or, if ``band > 0``,
-    inside and within ``band`` pixels of the contour."""
-    im = Image.new("L", (_N, _N), 0)
-    draw = ImageDraw.Draw(im)
-    xy = [(float(x), float(y)) for x, y in pts * _SS]
-    draw.polygon(xy, fill=255)
-    inside = np.asarray(im) > 127
-    if band <= 0:
-        return inside
-    # The band is the contour swept by a disc of radius ``band``: thick segments plus a disc
-    # at every vertex (PIL's own line joints leave pinholes on finely sampled curves).
-    line = Image.new("L", (_N, _N), 0)
-    ld = ImageDraw.Draw(line)
-    ld.line([*xy, xy[0]], fill=255, width=round(2 * band * _SS))
-    rad = band * _SS
-    for x, y in xy:
-        ld.ellipse((x - rad, y - rad, x + rad, y + rad), fill=255)
-    return inside & (np.asarray(line) > 127)
-
-
-def _light(c: np.ndarray, a: float) -> np.ndarray:
-    """Mix colour ``c`` (RGB in [0, 1]) with white by fraction ``a`` (a pastel tint)."""
-    return c + (1 - c) * a
-
-
-def _dark(c: np.ndarray, a: float) -> np.ndarray:
-    """Mix colour ``c`` with black by fraction ``a`` (a shade)."""
-    return c * (1 - a)
-
-
-def _texture(style: str, c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The fill of a style over the whole supersampled canvas, ``(N, N, 3)`` in [0, 1]."""
-    P = TEXTURE_PERIOD
-    u = (np.arange(_N) + 0.5) / _SS  # pixel coordinates of the subsamples
-    X, Y = u[None, :], u[:, None]
-    ox, oy = rng.uniform(0, P, size=2)  # drawn either way, so other details stay the same
-    if PIN_TEXTURE_PHASE:
-        ox = oy = 0.0
-    if style in ("flat", "outlined"):
-        return np.broadcast_to(c, (_N, _N, 3)).copy()
-    if style == "striped":
-        on = ((X + Y) / math.sqrt(2) + ox) % P < P / 2
-        return np.where(on[..., None], c, _light(c, 0.7))
-    if style == "dotted":
-        dx = (X + ox) % P - P / 2
-        dy = (Y + oy) % P - P / 2
-        on = dx ** 2 + dy ** 2 < 2.5 ** 2
-        return np.where(on[..., None], c, _light(c, 0.75))
-    if style == "checkered":
-        on = ((np.floor((X + ox) / (P / 2)) + np.floor((Y + oy) / (P / 2))) % 2) == 0
-        return np.where(on[..., None], c, _dark(c, 0.55))
-    if style == "wobbly":
-        return np.broadcast_to(_light(c, 0.35), (_N, _N, 3)).copy()
-    if style == UNNAMED_STYLE:
-        # Tiles of varied shades (the brightness of each tile drawn at random), set in grout
-        # lines of a dark shade of the colour, 2 px wide.
-        ti = np.floor((Y + oy) / P).astype(int) + 1
-        tj = np.floor((X + ox) / P).astype(int) + 1
-        m = IMAGE_SIZE // int(P) + 3
-        shade = rng.uniform(0.72, 1.18, size=(m, m, 1))
-        hue = rng.normal(0, 0.035, size=(m, m, 3))
-        tiles = np.clip(c * shade + hue, 0, 1)[ti, tj]
-        grout = (((X + ox) % P) < 2.0) | (((Y + oy) % P) < 2.0)
-        return np.where(grout[..., None], _dark(c, 0.65), tiles)
-    raise ValueError(f"unknown style {style!r}; choose one of {', '.join(ALL_STYLES)}")
-
-
 def render(scene: Scene) -> np.ndarray:
-    """Draw ``scene``: a pure function of it.
+    """Draw ``scene``: a pure function of it (:func:`nbhelpers.toy.drawing.draw`).
 
     Returns:
         ``(64, 64, 3)`` uint8 array (RGB).
@@ -518,19 +377,8 @@ def render(scene: Scene) -> np.ndarray:
     c = np.clip(np.array(COLOUR_RGB[scene.colour]) / 255 + rng.normal(0, 0.03, 3), 0, 1)
     bg = np.clip(np.array(BACKGROUND_RGB[scene.background]) / 255 + rng.normal(0, 0.012, 3),
                  0, 1)
-    pts = _contour(scene, rng)
-    canvas = np.empty((_N, _N, 3))
-    canvas[:] = bg
-    inside = _polygon_mask(pts)
-    tex = _texture(scene.style, c, rng)
-    if scene.style == "outlined":
-        inside = _polygon_mask(pts, band=3.0)
-    canvas[inside] = tex[inside]
-    if scene.style == "wobbly":
-        edge = _polygon_mask(pts, band=2.0)
-        canvas[edge] = _dark(c, 0.4)
-    small = canvas.reshape(IMAGE_SIZE, _SS, IMAGE_SIZE, _SS, 3).mean((1, 3))
-    return np.round(small * 255).astype(np.uint8)
+    return drawing.draw(scene.shape, scene.style, scene.size, (scene.x, scene.y), c, bg, rng,
+                        IMAGE_SIZE)
 
 
 def render_tensor(scene: Scene) -> Tensor:
@@ -547,76 +395,16 @@ def render_batch(scenes: Sequence[Scene]) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Data sets
+# Data sets (the torch Dataset is in nbhelpers.toy.dataset)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Example:
-    """One training example: image ``(3, 64, 64)`` in ``[-1, 1]``, its caption, its scene."""
-
-    image: Tensor
-    caption: str
-    scene: Scene
-
-    def __iter__(self) -> Iterator[Any]:  # unpacks as (image, caption, scene)
-        return iter(getattr(self, f.name) for f in fields(self))
-
-
-class ShapesDataset(torch.utils.data.Dataset):
-    """The training set: item ``i`` is scene ``i`` of :func:`sample_scenes` with its caption.
-
-    Items are ``(image, caption, scene)`` (an :class:`Example`); made on demand and
-    deterministic. Use :func:`collate` as a DataLoader's ``collate_fn``.
-
-    Args:
-        n: number of items.
-        seed: the world seed.
-        **kwargs: rates and fixed attributes, passed to :func:`random_scene`.
-    """
-
-    def __init__(self, n: int, seed: int = 0, **kwargs: Any) -> None:
-        _check_count("n", n)
-        _check_seed(seed)
-        self.n, self.seed, self.kwargs = int(n), int(seed), kwargs
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> Example:
-        if not -self.n <= i < self.n:
-            raise IndexError(f"index {i} out of range for a dataset of {self.n}")
-        i %= self.n
-        scene = sample_scenes(1, self.seed, start=i, **self.kwargs)[0]
-        return Example(render_tensor(scene), captions_for([scene], self.seed, start=i)[0],
-                       scene)
-
-
-def collate(batch: Sequence[Example]) -> tuple[Tensor, list[str], list[Scene]]:
-    """Stack examples into ``(images (B, 3, 64, 64), captions, scenes)``."""
-    return (torch.stack([e.image for e in batch]), [e.caption for e in batch],
-            [e.scene for e in batch])
-
-
-def iter_dataset(n: int, seed: int = 0, **kwargs: Any) -> Iterator[Example]:
-    """Yield the ``n`` examples of ``ShapesDataset(n, seed, **kwargs)`` in order."""
-    ds = ShapesDataset(n, seed, **kwargs)
-    for i in range(len(ds)):
-        yield ds[i]
-
-
-def make_set(n: int, seed: int = 0, **kwargs: Any) -> tuple[Tensor, list[str], list[Scene]]:
-    """``n`` examples at once: ``(images (n, 3, 64, 64), captions, scenes)``."""
-    scenes = sample_scenes(n, seed, **kwargs)
-    return render_batch(scenes), captions_for(scenes, seed), scenes
 
 
 def style_scenes(n: int, style: str, seed: int = 0) -> list[Scene]:
     """``n`` scenes in one ``style`` (the unnamed one, say) with every other attribute drawn
     as in training: a person's folder of paintings in one manner."""
-    _check_count("n", n)
-    _check_seed(seed)
-    _check_choice("style", style, ALL_STYLES)
+    check_count("n", n)
+    check_seed(seed)
+    check_choice(style, ALL_STYLES, "style")
     return [random_scene(np.random.default_rng([seed, i, 4]), style=style, toy=False)
             for i in range(n)]
 
@@ -661,11 +449,9 @@ def save_picture_folder(folder: str | os.PathLike, n: int = 12, side: int = 64, 
     Returns:
         the image paths, each written atomically.
     """
-    from PIL import Image
-
     from nbhelpers.files import atomic_path, save_png
 
-    _check_count("n", n)
+    check_count("n", n)
     if side < 64:
         raise ValueError(f"side must be at least 64 px (the scenes are drawn at 64), got {side}")
     out = Path(folder)
@@ -706,51 +492,8 @@ def toy_balanced_set(n: int, seed: int = 0) -> tuple[Tensor, list[str], list[Sce
     Returns:
         ``(images (n, 3, 64, 64) in [-1, 1], captions, scenes)``.
     """
-    _check_count("n", n)
-    _check_seed(seed)
+    check_count("n", n)
+    check_seed(seed)
     scenes = [random_scene(np.random.default_rng([seed, i, 2]), toy=True,
                            shape=SHAPES[i % len(SHAPES)]) for i in range(n)]
     return render_batch(scenes), captions_for(scenes, seed), scenes
-
-
-def grid(images: Tensor | Sequence[np.ndarray], ncol: int = 8, gap: int = 2,
-         labels: Sequence[str] | None = None,
-         label_fn: Callable[[str], str] | None = None) -> Image.Image:
-    """Tile images into one PIL image (white gaps), with an optional caption under each.
-
-    Args:
-        images: ``(B, 3, H, W)`` tensor in ``[-1, 1]`` or a list of ``(H, W, 3)`` uint8.
-        ncol: images per row.
-        labels: one text per image, wrapped to the image width (small bitmap font).
-        label_fn: applied to each label first (e.g. to shorten it).
-    """
-    from nbhelpers.images import to_uint8
-
-    arrs = list(to_uint8(images)) if isinstance(images, Tensor) else list(images)
-    if not arrs:
-        raise ValueError("grid needs at least one image")
-    h, w = arrs[0].shape[:2]
-    line_h, chars = 10, max(1, w // 6)
-    wrapped: list[list[str]] = []
-    for k in range(len(arrs)):
-        text = "" if labels is None else str(labels[k])
-        text = label_fn(text) if label_fn else text
-        lines, cur = [], ""
-        for word in text.split():
-            if cur and len(cur) + 1 + len(word) > chars:
-                lines.append(cur)
-                cur = word
-            else:
-                cur = f"{cur} {word}".strip()
-        wrapped.append([*lines, cur] if cur else lines)
-    th = line_h * max((len(x) for x in wrapped), default=0)
-    nrow = math.ceil(len(arrs) / ncol)
-    out = Image.new("RGB", (ncol * (w + gap) + gap, nrow * (h + th + gap) + gap), "white")
-    draw = ImageDraw.Draw(out)
-    for k, arr in enumerate(arrs):
-        r, c = divmod(k, ncol)
-        x0, y0 = gap + c * (w + gap), gap + r * (h + th + gap)
-        out.paste(Image.fromarray(arr), (x0, y0))
-        for j, line in enumerate(wrapped[k]):
-            draw.text((x0, y0 + h + j * line_h), line, fill=(0, 0, 0))
-    return out
