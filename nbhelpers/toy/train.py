@@ -51,14 +51,13 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -421,60 +420,3 @@ def _processor() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-# --------------------------------------------------------------------------------------------
-# (moves to cli.py)
-# --------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the training options to ``parser`` (reused by the ``nbhelpers`` command line)."""
-    from nbhelpers.toy.model import SHIPPED_DIR
-
-    parser.add_argument("--out", default=str(SHIPPED_DIR),
-                        help="pipeline folder to write, replaced atomically at the end "
-                             "(default: the shipped model's folder, nbhelpers/data/toy-sd)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a few steps of everything (seconds), for testing the recipe "
-                             "(default: the full recipe)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="torch threads (and rendering processes); default: all cores")
-    parser.add_argument("--steps", type=int, default=None, help="UNet steps (default: recipe)")
-    parser.add_argument("--vae-steps", type=int, default=None,
-                        help="VAE steps (default: recipe)")
-    parser.add_argument("--decoder-steps", type=int, default=None,
-                        help="decoder fine-tune steps (default: recipe)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    return parser
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Train and save as ``args`` says (see :func:`add_arguments`); returns the card."""
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    cfg = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
-    if args.steps is not None:
-        cfg = replace(cfg, steps=args.steps)
-    if args.vae_steps is not None:
-        cfg = replace(cfg, vae_steps=args.vae_steps)
-    if args.decoder_steps is not None:
-        cfg = replace(cfg, decoder_steps=args.decoder_steps)
-    _, card = train_toy(cfg, args.out, workers=args.threads, device=args.device)
-    secs = card["seconds"]
-    print(f"saved {args.out}; scaling factor {card['scaling_factor']:.5f}; "
-          f"VAE round trip {card['vae_roundtrip_accuracy']}")
-    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()))
-    return card
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m nbhelpers.toy.train",
-                                     description=__doc__.split("\n")[0])
-    run(add_arguments(parser).parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
