@@ -90,8 +90,9 @@ def _add_embeddings(pipe, embeddings: Sequence) -> None:
 def _cmd_ti_train(args: argparse.Namespace) -> int:
     from nbhelpers.files import check_writable
     from nbhelpers.models import load_pipeline
-    from nbhelpers.ti.data import check_image_folder, load_templates
+    from nbhelpers.ti.captions import load_templates
     from nbhelpers.ti.engine import train_from_folder, work_dir_for
+    from nbhelpers.ti.images import check_image_folder
     from nbhelpers.ti.train import (
         NonFiniteLossError,
         TIConfig,

@@ -46,7 +46,7 @@ from nbhelpers.models import load_pipeline
 from nbhelpers.plotting import image_grid
 from nbhelpers.profile import get_profile
 from nbhelpers.sampling import sample_prompts
-from nbhelpers.ti.data import items_from_images
+from nbhelpers.ti.dataset import items_from_images
 from nbhelpers.ti.engine import train_from_items
 from nbhelpers.ti.train import TIConfig
 from nbhelpers.toy import world

@@ -243,7 +243,8 @@ def test_two_ti_train_processes_share_one_cache(tiny_pipeline_dir, tmp_path, cap
     entries = sorted(folder.iterdir())
     assert len(entries) == 12 and not [e for e in entries if e.name.startswith(".")]
     # every entry whole and ours: reading all of them back warns about none
-    from nbhelpers.ti.data import frame, load_folder
+    from nbhelpers.ti.framing import frame
+    from nbhelpers.ti.images import load_folder
 
     pixels = [f.tensor() for item in load_folder(data, size=64)
               for f in frame(item.image, 64, "center", flip=True)]

@@ -203,7 +203,7 @@ def test_two_processes_under_accelerate_end_with_the_same_embedding(tiny_pipelin
 
 
 def test_overwrite_mode_trains_from_captions_that_use_the_word(tiny_pipeline_dir):
-    from nbhelpers.ti.data import load_templates
+    from nbhelpers.ti.captions import load_templates
 
     pipe = _fresh(tiny_pipeline_dir)
     g = torch.Generator().manual_seed(0)

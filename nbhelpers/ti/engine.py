@@ -14,8 +14,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nbhelpers.images import vae_scale_factor
-from nbhelpers.ti.data import LoadedImage, LoadReport, frame, load_folder, load_templates
+from nbhelpers.ti.captions import load_templates
 from nbhelpers.ti.embeddings import Embedding, save_embedding
+from nbhelpers.ti.framing import frame
+from nbhelpers.ti.images import LoadedImage, LoadReport, load_folder
 from nbhelpers.ti.latents import LatentSet
 from nbhelpers.ti.train import (
     NonFiniteLossError,

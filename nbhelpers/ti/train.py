@@ -456,7 +456,7 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
     from diffusers.models.attention_processor import AttnProcessor2_0
     from tqdm.auto import tqdm
 
-    from nbhelpers.ti.data import fill_template
+    from nbhelpers.ti.captions import fill_template
 
     cfg.validate()
     if not templates:
