@@ -91,14 +91,10 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
     from nbhelpers.files import check_writable
     from nbhelpers.models import load_pipeline
     from nbhelpers.ti.captions import load_templates
+    from nbhelpers.ti.checkpoints import checkpoint_steps, find_checkpoint
     from nbhelpers.ti.engine import train_from_folder, work_dir_for
     from nbhelpers.ti.images import check_image_folder
-    from nbhelpers.ti.train import (
-        NonFiniteLossError,
-        TIConfig,
-        checkpoint_steps,
-        find_checkpoint,
-    )
+    from nbhelpers.ti.train import NonFiniteLossError, TIConfig
 
     out = Path(args.out) if args.out else Path(f"{args.token.strip('<>') or 'embedding'}"
                                                 ".safetensors")

@@ -32,9 +32,9 @@ import torch
 from PIL import Image
 
 from nbhelpers.cli import main
+from nbhelpers.ti.checkpoints import checkpoint_steps
 from nbhelpers.ti.embeddings import Embedding, load_embedding, save_embedding
 from nbhelpers.ti.latents import encode_images, pixels_key, vae_fingerprint
-from nbhelpers.ti.train import checkpoint_steps
 
 pytestmark = pytest.mark.reliability
 
@@ -131,13 +131,13 @@ def test_checkpoint_generations_and_what_find_checkpoint_skips(tmp_path):
     """The files themselves, without a model: two generations kept, a killed write's
     temporary file removed, a damaged RNG file skipped like a damaged state file, a run
     without resume starting with none."""
-    from nbhelpers.ti.train import (
-        TIConfig,
-        TrainableRows,
-        _remove_checkpoint_files,
-        _save_checkpoint,
+    from nbhelpers.ti.checkpoints import (
         find_checkpoint,
+        remove_checkpoint_files,
+        save_checkpoint,
     )
+    from nbhelpers.ti.rows import TrainableRows
+    from nbhelpers.ti.train import TIConfig
 
     rows = TrainableRows(torch.nn.Embedding(5, 4), [4], torch.zeros(1, 4))
     opt = torch.optim.AdamW([rows.vectors], lr=0.1)
@@ -147,7 +147,7 @@ def test_checkpoint_generations_and_what_find_checkpoint_skips(tmp_path):
     losses: list[float] = []
     for step in (2, 4, 6):
         losses += [1.0, 1.0]
-        _save_checkpoint(folder, rows, opt, step, losses, gen, 0, cfg)
+        save_checkpoint(folder, rows, opt, step, losses, gen, 0, cfg)
         if step == 4:
             (folder / ".state-000006-x1y2z3.pt").write_bytes(b"half")   # a write killed
     assert checkpoint_steps(folder) == [6, 4]
@@ -160,7 +160,7 @@ def test_checkpoint_generations_and_what_find_checkpoint_skips(tmp_path):
     assert step == 4 and len(state["losses"]) == 4
     with pytest.raises(ValueError, match=r"no usable checkpoint .* holds vectors of shape"):
         find_checkpoint(folder, shape=(2, 4), max_step=4)
-    _remove_checkpoint_files(folder, 0, set())
+    remove_checkpoint_files(folder, 0, set())
     assert list(folder.iterdir()) == []
 
 

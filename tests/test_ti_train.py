@@ -6,17 +6,11 @@ import pytest
 import torch
 
 from nbhelpers.models import load_pipeline
+from nbhelpers.ti.checkpoints import checkpoint_steps, find_checkpoint
 from nbhelpers.ti.latents import LatentSet, encode_images
-from nbhelpers.ti.train import (
-    NonFiniteLossError,
-    TIConfig,
-    TrainableRows,
-    checkpoint_steps,
-    find_checkpoint,
-    lr_at,
-    parse_lr_schedule,
-    train_textual_inversion,
-)
+from nbhelpers.ti.lr_schedule import lr_at, parse_lr_schedule
+from nbhelpers.ti.rows import TrainableRows
+from nbhelpers.ti.train import NonFiniteLossError, TIConfig, train_textual_inversion
 
 TEMPLATES = ["a painting of [filewords] in the style of [name]", "[name] style"]
 

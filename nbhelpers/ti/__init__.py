@@ -1,6 +1,6 @@
 """Textual inversion: learn a new word's embedding from a handful of images.
 
-Modules, one idea each:
+Modules, one idea each, in the order a run uses them:
 
 * :mod:`~nbhelpers.ti.images`: reading a folder of images (any format and mode, EXIF
   orientation applied, bad files skipped and listed in a report).
@@ -10,8 +10,12 @@ Modules, one idea each:
   aspect-ratio buckets, flips) and how much of a subject a crop keeps.
 * :mod:`~nbhelpers.ti.dataset`: the framed training examples and their prompts, batched.
 * :mod:`~nbhelpers.ti.latents`: VAE latents encoded once per framed image, cached on disk.
-* :mod:`~nbhelpers.ti.train`: the training loop (only the token's rows train; checkpoints,
-  resume, Ctrl-C, non-finite losses; Accelerate for several processes).
+* :mod:`~nbhelpers.ti.rows`: the token's trainable rows spliced into the frozen embedding table.
+* :mod:`~nbhelpers.ti.lr_schedule`: learning-rate schedules in AUTOMATIC1111's syntax.
+* :mod:`~nbhelpers.ti.train`: the training loop (only the token's rows train; Ctrl-C,
+  non-finite losses; Accelerate for several processes).
+* :mod:`~nbhelpers.ti.checkpoints`: the run's checkpoints, written atomically, verified on
+  resume.
 * :mod:`~nbhelpers.ti.embeddings`: embedding files in diffusers', AUTOMATIC1111's and kohya's
   formats; adding an embedding to a pipeline; inspecting one.
 * :mod:`~nbhelpers.ti.a1111_png`: AUTOMATIC1111's embeddings inside PNG images (a text chunk,

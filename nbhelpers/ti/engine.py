@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nbhelpers.images import vae_scale_factor
 from nbhelpers.ti.captions import load_templates
+from nbhelpers.ti.checkpoints import checkpoint_steps
 from nbhelpers.ti.embeddings import Embedding, save_embedding
 from nbhelpers.ti.framing import frame
 from nbhelpers.ti.images import LoadedImage, LoadReport, load_folder
@@ -24,7 +25,6 @@ from nbhelpers.ti.train import (
     TIConfig,
     TIResult,
     TIState,
-    checkpoint_steps,
     train_textual_inversion,
 )
 
