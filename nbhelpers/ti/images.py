@@ -468,12 +468,12 @@ def _load_image(report: LoadReport, p: Path, *, size: int | None, refuse_small: 
             f"{rel}: {w}x{h} is smaller than the training size {size} and will be "
             f"upscaled (blurrier than the rest); pass refuse_small=True to skip it")
     try:
-        caption, source = caption_for(p)
+        caption, caption_source = caption_for(p)
     except (OSError, UnicodeDecodeError) as e:
-        caption, source = caption_from_filename(p.name), "filename"
+        caption, caption_source = caption_from_filename(p.name), "filename"
         report.warnings.append(f"{rel}: caption file unreadable ({e}); caption taken "
                                f"from the file name; save the .txt as UTF-8")
-    report.loaded.append(LoadedImage(path=p, caption=caption, caption_source=source,
+    report.loaded.append(LoadedImage(path=p, caption=caption, caption_source=caption_source,
                                      size=(w, h), min_side=min_side))
 
 
