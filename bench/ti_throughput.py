@@ -88,7 +88,7 @@ def engine_step_flops(pipe, device, precision, batch, size) -> float:
     """FLOPs of one engine training step (forward and backward), counted by PyTorch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from nbhelpers.ti.train import Conditioner, TrainableRows
+    from nbhelpers.ti.rows import Conditioner, TrainableRows
 
     tok, te, unet = pipe.tokenizer, pipe.text_encoder, pipe.unet
     ids = tok(["a painting in the style of <bench>"] * batch, padding="max_length",

@@ -57,10 +57,12 @@ from nbhelpers.models import load_pipeline
 from nbhelpers.plotting import image_grid
 from nbhelpers.profile import get_profile
 from nbhelpers.sampling import sample_prompts
-from nbhelpers.ti.data import caption_from_filename, frame, kept_fraction, load_folder
-from nbhelpers.ti.pipeline import expand_prompt, format_inspection, inspect_embedding
-from nbhelpers.ti.engine import train_from_folder
+from nbhelpers.ti.captions import caption_from_filename
 from nbhelpers.ti.config import TIConfig
+from nbhelpers.ti.engine import train_from_folder
+from nbhelpers.ti.framing import frame, kept_fraction
+from nbhelpers.ti.images import load_folder
+from nbhelpers.ti.pipeline import expand_prompt, format_inspection, inspect_embedding
 from nbhelpers.toy import world
 from nbhelpers.toy.measure import fraction_with_ci, read
 from nbhelpers.widgets import TrainingMonitor

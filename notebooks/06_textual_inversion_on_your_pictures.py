@@ -53,10 +53,12 @@ from nbhelpers.precision import resolve_precision
 from nbhelpers.profile import get_profile
 from nbhelpers.sampling import sample_prompts
 from nbhelpers.sweep import label_frame, parse_scales, render_frames, write_animation
-from nbhelpers.ti.data import fill_template, frame, load_folder, load_templates
-from nbhelpers.ti.formats import save_embedding
-from nbhelpers.ti.engine import image_size, train_from_folder
+from nbhelpers.ti.captions import fill_template, load_templates
 from nbhelpers.ti.config import TIConfig
+from nbhelpers.ti.engine import image_size, train_from_folder
+from nbhelpers.ti.formats import save_embedding
+from nbhelpers.ti.framing import frame
+from nbhelpers.ti.images import load_folder
 from nbhelpers.toy import world
 from nbhelpers.widgets import TrainingMonitor
 

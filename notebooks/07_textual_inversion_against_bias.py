@@ -46,9 +46,9 @@ from nbhelpers.models import load_pipeline
 from nbhelpers.plotting import image_grid
 from nbhelpers.profile import get_profile
 from nbhelpers.sampling import sample_prompts
-from nbhelpers.ti.data import items_from_images
-from nbhelpers.ti.engine import train_from_items
 from nbhelpers.ti.config import TIConfig
+from nbhelpers.ti.dataset import items_from_images
+from nbhelpers.ti.engine import train_from_items
 from nbhelpers.toy import world
 from nbhelpers.toy.measure import attribute_mix, read, total_variation_from_uniform
 from nbhelpers.toy.model import read_card

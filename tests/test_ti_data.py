@@ -1,4 +1,5 @@
-"""Tests for nbhelpers.ti.data: loading, captions, templates, framing, the dataset.
+"""Tests for the data side of textual inversion (nbhelpers.ti.images, .captions, .framing,
+.dataset): loading, captions, templates, framing, the dataset.
 
 Every image is made in a temporary folder by the test itself; all are tiny.
 """
@@ -13,7 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from nbhelpers.ti import data as D
+from nbhelpers.ti.captions import (
+    caption_from_filename,
+    draw_prompts,
+    fill_template,
+    load_templates,
+)
+from nbhelpers.ti.dataset import TIDataset, items_from_images
+from nbhelpers.ti.framing import bucket_shapes, frame, kept_fraction, salience_map
+from nbhelpers.ti.images import load_folder
 
 
 def _save(img: Image.Image, path, **kw):
@@ -72,7 +81,7 @@ def test_modes_orientation_and_captions(tmp_path):
     _save(_solid(), tmp_path / "anim.gif", save_all=True,
           append_images=[_solid(colour=(0, 0, 0))])
 
-    report = D.load_folder(tmp_path, size=16)
+    report = load_folder(tmp_path, size=16)
     items = _by_name(report)
     assert not report.skipped, report.summary()
     assert all(item.image.mode == "RGB" for item in report.loaded)
@@ -123,7 +132,7 @@ def test_modes_orientation_and_captions(tmp_path):
     (unicodedata.normalize("NFD", "Füchse.png"), "Füchse"),
 ])
 def test_caption_from_filename(name, caption):
-    assert D.caption_from_filename(name) == caption
+    assert caption_from_filename(name) == caption
 
 
 def test_bad_files_are_skipped_with_reasons(tmp_path):
@@ -137,7 +146,7 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
     (tmp_path / "random.png").write_bytes(np.random.default_rng(1).bytes(300))
     (tmp_path / "sub").mkdir()
 
-    report = D.load_folder(tmp_path)
+    report = load_folder(tmp_path)
     assert [item.path.name for item in report.loaded] == ["good.png"]
     reasons = {s.path.name: s.reason for s in report.skipped}
     assert set(reasons) == {"notes.md", "orphan.txt", "truncated.jpg", "random.png", "sub"}
@@ -155,7 +164,7 @@ def test_decompression_bomb_refused(tmp_path, monkeypatch):
     _save(_solid((12, 12)), tmp_path / "warning_size.png")  # 144 px: over 1x the limit
     _save(_solid((20, 20)), tmp_path / "error_size.png")  # 400 px: over 2x the limit
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    report = D.load_folder(tmp_path)
+    report = load_folder(tmp_path)
     assert [item.path.name for item in report.loaded] == ["ok.png"]
     reasons = {s.path.name: s.reason for s in report.skipped}
     for name in ("warning_size.png", "error_size.png"):
@@ -168,30 +177,30 @@ def test_empty_missing_and_unusable_folders(tmp_path):
     empty = tmp_path / "empty folder"
     empty.mkdir()
     with pytest.raises(ValueError, match="empty folder.*empty"):
-        D.load_folder(empty)
+        load_folder(empty)
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "notes.md").write_text("x")
     with pytest.raises(ValueError, match="notes.md"):
-        D.load_folder(junk)
+        load_folder(junk)
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        D.load_folder(tmp_path / "nowhere")
+        load_folder(tmp_path / "nowhere")
 
 
 def test_small_images_upscaled_or_refused(tmp_path):
     _save(_solid((64, 64)), tmp_path / "big.png")
     _save(_solid((32, 48)), tmp_path / "small.png")
-    report = D.load_folder(tmp_path, size=64)
+    report = load_folder(tmp_path, size=64)
     assert len(report) == 2
     assert any("small.png" in w and "upscaled" in w for w in report.warnings)
     small = _by_name(report)["small.png"].image
-    assert [f.image.size for f in D.frame(small, 64, "center")] == [(64, 64)]
+    assert [f.image.size for f in frame(small, 64, "center")] == [(64, 64)]
 
-    strict = D.load_folder(tmp_path, size=64, refuse_small=True)
+    strict = load_folder(tmp_path, size=64, refuse_small=True)
     assert [item.path.name for item in strict.loaded] == ["big.png"]
     assert "too small" in strict.skipped[0].reason
     with pytest.raises(ValueError, match="needs the training size"):
-        D.load_folder(tmp_path, refuse_small=True)
+        load_folder(tmp_path, refuse_small=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,7 +210,7 @@ def test_small_images_upscaled_or_refused(tmp_path):
 
 def test_builtin_templates():
     for kind in ("style", "object"):
-        templates = D.load_templates(kind)
+        templates = load_templates(kind)
         assert 15 <= len(templates) <= 20
         assert all("[name]" in t for t in templates)
         assert any("[filewords]" in t for t in templates)
@@ -212,35 +221,35 @@ def test_template_file(tmp_path):
     good = tmp_path / "mine.txt"
     good.write_text("# my templates\n\na photo of [name]\n  [filewords], by [name]  \n",
                     encoding="utf-8")
-    assert D.load_templates(good) == ["a photo of [name]", "[filewords], by [name]"]
+    assert load_templates(good) == ["a photo of [name]", "[filewords], by [name]"]
     bad = tmp_path / "no_name.txt"
     bad.write_text("a photo of [filewords]\n")
     with pytest.raises(ValueError, match="no_name.txt.*no \\[name\\]"):
-        D.load_templates(bad)
+        load_templates(bad)
     typo = tmp_path / "typo.txt"
     typo.write_text("a photo of [Name]\n")
     with pytest.raises(ValueError, match="line 1.*did you mean \\[name\\]"):
-        D.load_templates(typo)
+        load_templates(typo)
     with pytest.raises(FileNotFoundError, match="'style', 'object'"):
-        D.load_templates(tmp_path / "missing.txt")
+        load_templates(tmp_path / "missing.txt")
 
 
-def test_fill_template_and_sample_prompts():
-    assert (D.fill_template("[filewords], in the style of [name]", "<s>", "a red star")
+def test_fill_template_and_draw_prompts():
+    assert (fill_template("[filewords], in the style of [name]", "<s>", "a red star")
             == "a red star, in the style of <s>")
-    assert D.fill_template("[filewords], in the style of [name]", "<s>", "") == (
+    assert fill_template("[filewords], in the style of [name]", "<s>", "") == (
         "in the style of <s>")
-    assert D.fill_template("a [name], [filewords]", "<s>", "  ") == "a <s>"
-    assert D.fill_template("a [name] , [filewords] , lit", "<s>") == "a <s>, lit"
+    assert fill_template("a [name], [filewords]", "<s>", "  ") == "a <s>"
+    assert fill_template("a [name] , [filewords] , lit", "<s>") == "a <s>, lit"
     with pytest.raises(ValueError, match="placeholder"):
-        D.fill_template("[name]", "", "x")
+        fill_template("[name]", "", "x")
 
-    templates = D.load_templates("style")
+    templates = load_templates("style")
     caps = ["a red star", "", "a blue circle"]
-    p1 = D.sample_prompts(caps, templates, "<s>", np.random.default_rng(3))
-    assert p1 == D.sample_prompts(caps, templates, "<s>", 3)
+    p1 = draw_prompts(caps, templates, "<s>", np.random.default_rng(3))
+    assert p1 == draw_prompts(caps, templates, "<s>", 3)
     assert all("<s>" in p and "[" not in p for p in p1)
-    p2 = D.sample_prompts(caps, templates, "<s>", torch.Generator().manual_seed(0))
+    p2 = draw_prompts(caps, templates, "<s>", torch.Generator().manual_seed(0))
     assert len(p2) == 3
 
 
@@ -260,37 +269,37 @@ def _wide_with_subject_left():
 def test_frame_sizes_and_flips():
     img = _solid((120, 80))
     for mode in ("center", "focal"):
-        out = D.frame(img, 64, mode)
+        out = frame(img, 64, mode)
         assert [f.image.size for f in out] == [(64, 64)]
         assert out[0].tensor().shape == (3, 64, 64)
-    tiles = D.frame(img, 32, "tiles")
+    tiles = frame(img, 32, "tiles")
     assert len(tiles) >= 2 and all(f.image.size == (32, 32) for f in tiles)
-    flipped = D.frame(img, 32, "tiles", flip=True)
+    flipped = frame(img, 32, "tiles", flip=True)
     assert len(flipped) == 2 * len(tiles)
     assert [f.flipped for f in flipped[:2]] == [False, True]
     assert flipped[1].crop_box == flipped[0].crop_box
     assert np.array_equal(np.asarray(flipped[1].image), np.asarray(flipped[0].image)[:, ::-1])
-    t = D.frame(img, 16, "center", source="x.png")[0].tensor()
+    t = frame(img, 16, "center", source="x.png")[0].tensor()
     assert t.dtype == torch.float32 and -1 <= t.min() and t.max() <= 1
 
 
 def test_focal_keeps_an_edge_subject_better_than_centre():
     img, subject = _wide_with_subject_left()
-    centre = D.frame(img, 64, "center")[0]
-    focal = D.frame(img, 64, "focal")[0]
-    assert D.kept_fraction(subject, centre.crop_box) == 0.0
-    assert D.kept_fraction(subject, focal.crop_box) == 1.0
+    centre = frame(img, 64, "center")[0]
+    focal = frame(img, 64, "focal")[0]
+    assert kept_fraction(subject, centre.crop_box) == 0.0
+    assert kept_fraction(subject, focal.crop_box) == 1.0
     assert focal.crop_box[3] - focal.crop_box[1] == 80  # a square of the shorter side
     assert focal.crop_box[2] - focal.crop_box[0] == 80
-    sal = D.salience_map(img)
+    sal = salience_map(img)
     assert sal.shape == (80, 240) and 0 <= sal.min() and sal.max() <= 1
-    blank = D.frame(_solid((240, 80)), 64, "focal")[0]
+    blank = frame(_solid((240, 80)), 64, "focal")[0]
     assert blank.crop_box == (80, 0, 160, 80)  # nothing salient: the centre
 
 
 def test_tiles_cover_the_whole_image():
     img = _solid((250, 90))
-    tiles = D.frame(img, 32, "tiles", overlap=0.25)
+    tiles = frame(img, 32, "tiles", overlap=0.25)
     covered = np.zeros((90, 250), dtype=bool)
     for f in tiles:
         left, top, right, bottom = f.crop_box
@@ -299,7 +308,7 @@ def test_tiles_cover_the_whole_image():
     assert covered.all()
     starts = sorted(f.crop_box[0] for f in tiles)
     assert all(b - a <= 90 * 0.75 for a, b in zip(starts, starts[1:], strict=False))
-    grid = D.frame(_solid((100, 100)), 16, "tiles", tile_side=40, overlap=0.5)
+    grid = frame(_solid((100, 100)), 16, "tiles", tile_side=40, overlap=0.5)
     covered = np.zeros((100, 100), dtype=bool)
     for f in grid:
         covered[f.crop_box[1]:f.crop_box[3], f.crop_box[0]:f.crop_box[2]] = True
@@ -307,15 +316,15 @@ def test_tiles_cover_the_whole_image():
 
 
 def test_buckets_crop_nothing_and_pick_the_aspect():
-    assert D.bucket_shapes(64) == [(64, 64), (72, 56), (56, 72), (80, 56), (56, 80),
+    assert bucket_shapes(64) == [(64, 64), (72, 56), (56, 72), (80, 56), (56, 80),
                                    (88, 48), (48, 88)]
-    assert all(w % 8 == 0 and h % 8 == 0 for w, h in D.bucket_shapes(512))
+    assert all(w % 8 == 0 and h % 8 == 0 for w, h in bucket_shapes(512))
     for (w, h), bucket in [((160, 90), (88, 48)), ((90, 160), (48, 88)),
                            ((100, 100), (64, 64)), ((120, 90), (72, 56))]:
-        (f,) = D.frame(_solid((w, h)), 64, "buckets")
+        (f,) = frame(_solid((w, h)), 64, "buckets")
         assert f.crop_box == (0, 0, w, h)
         assert f.image.size == bucket
-    (f,) = D.frame(_solid((150, 100), (10, 20, 30)), 64, "buckets")
+    (f,) = frame(_solid((150, 100), (10, 20, 30)), 64, "buckets")
     assert f.image.size == (80, 56)
     left, top, right, bottom = f.content_box
     assert right - left == 80 and 52 <= bottom - top <= 56
@@ -323,15 +332,15 @@ def test_buckets_crop_nothing_and_pick_the_aspect():
 
 
 def test_kept_fraction_and_validation():
-    assert D.kept_fraction((0, 0, 10, 10), (5, 0, 20, 10)) == 0.5
+    assert kept_fraction((0, 0, 10, 10), (5, 0, 20, 10)) == 0.5
     with pytest.raises(ValueError, match="right > left"):
-        D.kept_fraction((10, 0, 0, 10), (0, 0, 1, 1))
+        kept_fraction((10, 0, 0, 10), (0, 0, 1, 1))
     with pytest.raises(ValueError, match="multiple of 8.*96 or 104"):
-        D.frame(_solid(), 100)
+        frame(_solid(), 100)
     with pytest.raises(ValueError, match="did you mean 'center'"):
-        D.frame(_solid(), 64, "centre")
+        frame(_solid(), 64, "centre")
     with pytest.raises(ValueError, match="overlap"):
-        D.frame(_solid(), 64, "tiles", overlap=1.0)
+        frame(_solid(), 64, "tiles", overlap=1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,8 +350,8 @@ def test_kept_fraction_and_validation():
 
 def test_dataset_examples_prompts_and_batches():
     images = [_solid((64, 64)), _solid((96, 64)), _solid((64, 112))]
-    items = D.items_from_images(images, ["a red square", "", "a tall one"])
-    ds = D.TIDataset(items, name="<s>", templates="object", size=32, flip=True)
+    items = items_from_images(images, ["a red square", "", "a tall one"])
+    ds = TIDataset(items, name="<s>", templates="object", size=32, flip=True)
     assert len(ds) == 6
     ex = ds[1]
     assert ex.pixels.shape == (3, 32, 32) and ex.flipped and ex.caption == "a red square"
@@ -351,8 +360,8 @@ def test_dataset_examples_prompts_and_batches():
     pixels, caps = ds.batch([0, 2, 4])
     assert pixels.shape == (3, 3, 32, 32) and caps[1] == ""
 
-    tensor_items = D.items_from_images([torch.zeros(3, 64, 96)], ["grey"])
-    bucketed = D.TIDataset(items + tensor_items, name="<s>", templates="style", size=64,
+    tensor_items = items_from_images([torch.zeros(3, 64, 96)], ["grey"])
+    bucketed = TIDataset(items + tensor_items, name="<s>", templates="style", size=64,
                            mode="buckets")
     batches = bucketed.batches(batch_size=2, epoch=0)
     assert sorted(i for b in batches for i in b) == list(range(4))

@@ -32,10 +32,10 @@ import torch
 from PIL import Image
 
 from nbhelpers.cli import main
+from nbhelpers.ti.checkpoints import checkpoint_steps
 from nbhelpers.ti.embeddings import Embedding
 from nbhelpers.ti.formats import load_embedding, save_embedding
 from nbhelpers.ti.latents import encode_images, pixels_key, vae_fingerprint
-from nbhelpers.ti.train import checkpoint_steps
 
 pytestmark = pytest.mark.reliability
 
@@ -132,13 +132,13 @@ def test_checkpoint_generations_and_what_find_checkpoint_skips(tmp_path):
     """The files themselves, without a model: two generations kept, a killed write's
     temporary file removed, a damaged RNG file skipped like a damaged state file, a run
     without resume starting with none."""
-    from nbhelpers.ti.config import TIConfig
-    from nbhelpers.ti.train import (
-        TrainableRows,
-        _remove_checkpoint_files,
-        _save_checkpoint,
+    from nbhelpers.ti.checkpoints import (
         find_checkpoint,
+        remove_checkpoint_files,
+        save_checkpoint,
     )
+    from nbhelpers.ti.config import TIConfig
+    from nbhelpers.ti.rows import TrainableRows
 
     rows = TrainableRows(torch.nn.Embedding(5, 4), [4], torch.zeros(1, 4))
     opt = torch.optim.AdamW([rows.vectors], lr=0.1)
@@ -148,7 +148,7 @@ def test_checkpoint_generations_and_what_find_checkpoint_skips(tmp_path):
     losses: list[float] = []
     for step in (2, 4, 6):
         losses += [1.0, 1.0]
-        _save_checkpoint(folder, rows, opt, step, losses, gen, 0, cfg)
+        save_checkpoint(folder, rows, opt, step, losses, gen, 0, cfg)
         if step == 4:
             (folder / ".state-000006-x1y2z3.pt").write_bytes(b"half")   # a write killed
     assert checkpoint_steps(folder) == [6, 4]
@@ -161,7 +161,7 @@ def test_checkpoint_generations_and_what_find_checkpoint_skips(tmp_path):
     assert step == 4 and len(state["losses"]) == 4
     with pytest.raises(ValueError, match=r"no usable checkpoint .* holds vectors of shape"):
         find_checkpoint(folder, shape=(2, 4), max_step=4)
-    _remove_checkpoint_files(folder, 0, set())
+    remove_checkpoint_files(folder, 0, set())
     assert list(folder.iterdir()) == []
 
 
@@ -244,7 +244,8 @@ def test_two_ti_train_processes_share_one_cache(tiny_pipeline_dir, tmp_path, cap
     entries = sorted(folder.iterdir())
     assert len(entries) == 12 and not [e for e in entries if e.name.startswith(".")]
     # every entry whole and ours: reading all of them back warns about none
-    from nbhelpers.ti.data import frame, load_folder
+    from nbhelpers.ti.framing import frame
+    from nbhelpers.ti.images import load_folder
 
     pixels = [f.tensor() for item in load_folder(data, size=64)
               for f in frame(item.image, 64, "center", flip=True)]

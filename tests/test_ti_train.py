@@ -6,16 +6,12 @@ import pytest
 import torch
 
 from nbhelpers.models import load_pipeline
+from nbhelpers.ti.checkpoints import checkpoint_steps, find_checkpoint
 from nbhelpers.ti.config import TIConfig
 from nbhelpers.ti.latents import LatentSet, encode_images
 from nbhelpers.ti.lr_schedule import lr_at, parse_lr_schedule
-from nbhelpers.ti.train import (
-    NonFiniteLossError,
-    TrainableRows,
-    checkpoint_steps,
-    find_checkpoint,
-    train_textual_inversion,
-)
+from nbhelpers.ti.rows import TrainableRows
+from nbhelpers.ti.train import NonFiniteLossError, train_textual_inversion
 
 TEMPLATES = ["a painting of [filewords] in the style of [name]", "[name] style"]
 
@@ -202,7 +198,7 @@ def test_two_processes_under_accelerate_end_with_the_same_embedding(tiny_pipelin
 
 
 def test_overwrite_mode_trains_from_captions_that_use_the_word(tiny_pipeline_dir):
-    from nbhelpers.ti.data import load_templates
+    from nbhelpers.ti.captions import load_templates
 
     pipe = _fresh(tiny_pipeline_dir)
     g = torch.Generator().manual_seed(0)

@@ -50,8 +50,9 @@ def _check_before_loading(args: argparse.Namespace, cfg: TIConfig, out: Path) ->
     """Everything that needs no model: options, the model's location, images, templates, the
     output folder. Returns the run's work folder (``NAME-run/`` beside ``out``)."""
     from nbhelpers.files import check_writable
-    from nbhelpers.ti.data import check_image_folder, load_templates
+    from nbhelpers.ti.captions import load_templates
     from nbhelpers.ti.engine import work_dir_for
+    from nbhelpers.ti.images import check_image_folder
 
     cfg.validate()
     check_model(args.model)
@@ -64,7 +65,7 @@ def _check_before_loading(args: argparse.Namespace, cfg: TIConfig, out: Path) ->
 
 def _resume_point(cfg: TIConfig, ckpt: Path, out: Path) -> int:
     """The step ``--resume`` continues from (said on stdout), or an error naming the folder."""
-    from nbhelpers.ti.train import find_checkpoint
+    from nbhelpers.ti.checkpoints import find_checkpoint
 
     found = find_checkpoint(ckpt)
     if found is None:
@@ -92,7 +93,7 @@ def _train(args: argparse.Namespace, cfg: TIConfig, out: Path):
 
 def _interrupted(out: Path, ckpt: Path) -> int:
     """Ctrl-C: say what was saved and how to continue; the exit code of SIGINT."""
-    from nbhelpers.ti.train import checkpoint_steps
+    from nbhelpers.ti.checkpoints import checkpoint_steps
 
     if out.exists() and checkpoint_steps(ckpt):
         print(f"\ninterrupted: checkpoint and embedding saved ({out}); continue with the "

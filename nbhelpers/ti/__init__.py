@@ -1,14 +1,23 @@
 """Textual inversion: learn a new word's embedding from a handful of images.
 
-Modules, one idea each:
+Modules, one idea each, in the order a run uses them:
 
-* :mod:`~nbhelpers.ti.data`: the data side. Loading a folder of images (any format and mode,
-  bad files skipped and listed), captions from ``.txt`` files or file names, prompt templates
-  with ``[name]`` and ``[filewords]``, framing to the training size (centre, focal, tiles,
-  aspect-ratio buckets, flips) and the training examples a trainer draws from.
+* :mod:`~nbhelpers.ti.images`: reading a folder of images (any format and mode, EXIF
+  orientation applied, bad files skipped and listed in a report).
+* :mod:`~nbhelpers.ti.captions`: captions from ``.txt`` files or file names; prompt templates
+  with ``[name]`` and ``[filewords]``; the prompts drawn for a training step.
+* :mod:`~nbhelpers.ti.framing`: framing to the training size (centre, focal, tiles,
+  aspect-ratio buckets, flips) and how much of a subject a crop keeps.
+* :mod:`~nbhelpers.ti.dataset`: the framed training examples and their prompts, batched.
 * :mod:`~nbhelpers.ti.latents`: VAE latents encoded once per framed image, cached on disk.
-* :mod:`~nbhelpers.ti.train`: the training loop (only the token's rows train; checkpoints,
-  resume, Ctrl-C, non-finite losses; Accelerate for several processes).
+* :mod:`~nbhelpers.ti.rows`: the token's trainable rows spliced into the frozen embedding table.
+* :mod:`~nbhelpers.ti.config`: the options of a run (:class:`~nbhelpers.ti.config.TIConfig`),
+  which the command line is built from.
+* :mod:`~nbhelpers.ti.lr_schedule`: learning-rate schedules in AUTOMATIC1111's syntax.
+* :mod:`~nbhelpers.ti.train`: the training loop (only the token's rows train; Ctrl-C,
+  non-finite losses; Accelerate for several processes).
+* :mod:`~nbhelpers.ti.checkpoints`: the run's checkpoints, written atomically, verified on
+  resume.
 * :mod:`~nbhelpers.ti.embeddings`: the embedding itself (token, vectors, step, metadata) and
   its checks.
 * :mod:`~nbhelpers.ti.formats`: embedding files in diffusers', AUTOMATIC1111's and kohya's

@@ -14,16 +14,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nbhelpers.images import vae_scale_factor
+from nbhelpers.ti.captions import load_templates
+from nbhelpers.ti.checkpoints import checkpoint_steps
 from nbhelpers.ti.config import TIConfig
-from nbhelpers.ti.data import LoadedImage, LoadReport, frame, load_folder, load_templates
 from nbhelpers.ti.embeddings import Embedding
 from nbhelpers.ti.formats import save_embedding
+from nbhelpers.ti.framing import frame
+from nbhelpers.ti.images import LoadedImage, LoadReport, load_folder
 from nbhelpers.ti.latents import LatentSet
 from nbhelpers.ti.train import (
     NonFiniteLossError,
     TIResult,
     TIState,
-    checkpoint_steps,
     train_textual_inversion,
 )
 

@@ -1,0 +1,278 @@
+"""Captions and prompt templates: the words each training image is shown with.
+
+1. Captions come from a ``.txt`` file beside the image with the same stem (:func:`caption_for`),
+   else from the file name (:func:`caption_from_filename`), as in AUTOMATIC1111's web UI.
+2. Prompt templates use AUTOMATIC1111's syntax: ``[name]`` is the placeholder token being
+   learned, ``[filewords]`` the image's caption. :func:`load_templates` gives a built-in set
+   (``"style"``, ``"object"``) or reads a template file; :func:`fill_template` fills one in.
+3. :func:`draw_prompts` draws one filled-in template per caption from a seeded generator: the
+   prompts of one training step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+__all__ = [
+    "OBJECT_TEMPLATES",
+    "STYLE_TEMPLATES",
+    "caption_for",
+    "caption_from_filename",
+    "draw_prompts",
+    "fill_template",
+    "load_templates",
+    "tidy_spaces",
+]
+
+Rng = np.random.Generator | torch.Generator | int
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Captions
+# --------------------------------------------------------------------------------------------
+
+# Copy and numbering suffixes added by file managers, browsers and cameras.
+_SUFFIX = re.compile(
+    r"""(?:\s*\(\d+\)              # "fox (2)"
+         |[\s_-]+copy(?:\s*\d+)?   # "fox copy", "fox - Copy", "fox_copy2"
+         |[_-]\d+                  # "fox_01", "fox-3" (a space-separated number is kept)
+        )$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# Names that carry no words: "IMG_0001", "DSC01234", "PXL_20230101_123456", "0001".
+_CAMERA = re.compile(r"(?:img|dsc[nf]?|pxl|mvimg|dcim)?[\s_-]*\d*", re.IGNORECASE)
+
+
+def tidy_spaces(text: str) -> str:
+    """Runs of whitespace (line breaks included) to one space, stripped at both ends."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def caption_from_filename(filename: str | os.PathLike) -> str:
+    """A caption from a file name: the stem, tidied. The user's letter case is kept.
+
+    Steps: Unicode NFC (macOS stores decomposed names); remove trailing copy and number
+    suffixes, repeatedly (``" (2)"``, ``" copy"``, ``" - Copy"``, ``"_01"``, ``"-3"``; a number
+    after a plain space, as in ``"room 101"``, is kept); ``_`` and ``-`` become spaces; runs
+    of spaces become one. Camera-style names with no words (``IMG_0001``, ``DSC01234``,
+    ``PXL_20230101_123456``, ``0001``) give ``""``.
+
+    ``"fox in the snow.jpg"`` -> ``"fox in the snow"``;
+    ``"Fox_in-the_snow (2).png"`` -> ``"Fox in the snow"``.
+    """
+    stem = unicodedata.normalize("NFC", Path(filename).stem).strip()
+    previous = None
+    while stem != previous:
+        previous = stem
+        stripped = _SUFFIX.sub("", stem).strip()
+        if stripped:
+            stem = stripped
+    if _CAMERA.fullmatch(stem):
+        return ""
+    return tidy_spaces(re.sub(r"[_-]+", " ", stem))
+
+
+def _read_caption_file(path: Path) -> str:
+    text = path.read_text(encoding="utf-8-sig")
+    return tidy_spaces(unicodedata.normalize("NFC", text))
+
+
+def caption_for(image_path: str | os.PathLike) -> tuple[str, Literal["txt", "filename"]]:
+    """The caption of one image file and where it came from.
+
+    A ``.txt`` file beside the image with the same stem (extension in any case) wins: read as
+    UTF-8 (a byte-order mark is ignored), line breaks and runs of spaces become single spaces,
+    stripped. An empty ``.txt`` gives an empty caption on purpose (``[filewords]`` then
+    vanishes from the templates). Otherwise :func:`caption_from_filename`.
+    """
+    path = Path(image_path)
+    txt = _caption_file(path)
+    if txt is not None:
+        return _read_caption_file(txt), "txt"
+    return caption_from_filename(path.name), "filename"
+
+
+def _caption_file(image_path: Path) -> Path | None:
+    for suffix in (".txt", ".TXT", ".Txt"):
+        candidate = image_path.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Prompt templates
+# --------------------------------------------------------------------------------------------
+
+#: Templates for learning a style. Those with ``[filewords]`` put it first or last, so an
+#: empty caption leaves a clean sentence.
+STYLE_TEMPLATES: tuple[str, ...] = (
+    "a painting in the style of [name]",
+    "an artwork in the style of [name]",
+    "an illustration in the style of [name]",
+    "a drawing in the style of [name]",
+    "a small picture in the style of [name]",
+    "a large picture in the style of [name]",
+    "a cropped picture in the style of [name]",
+    "a detailed picture in the style of [name]",
+    "a simple picture in the style of [name]",
+    "a pretty picture in the style of [name]",
+    "an image rendered in the [name] style",
+    "art in the style of [name]",
+    "a [name] style picture",
+    "a picture in the style of [name], [filewords]",
+    "[filewords], in the style of [name]",
+    "[filewords], painted in the style of [name]",
+    "[filewords], [name] style",
+    "[filewords], art by [name]",
+)
+
+#: Templates for learning an object (a thing, a character, a pet).
+OBJECT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a [name]",
+    "a picture of a [name]",
+    "an image showing a [name]",
+    "a snapshot of the [name]",
+    "a close-up of a [name]",
+    "a well-lit photo of a [name]",
+    "a dim photo of the [name]",
+    "a slightly blurry photo of a [name]",
+    "a sharp, detailed photo of the [name]",
+    "a small [name] in the frame",
+    "a [name] filling the frame",
+    "a photo of one [name]",
+    "a [name] on a plain background",
+    "a 3d rendering of a [name]",
+    "a photo of my [name]",
+    "[filewords], a photo of a [name]",
+    "[filewords], with a [name]",
+    "a [name], [filewords]",
+    "a photo of the [name], [filewords]",
+    "a picture of the [name], [filewords]",
+)
+
+_BUILTIN_TEMPLATES = {"style": STYLE_TEMPLATES, "object": OBJECT_TEMPLATES}
+_TAG = re.compile(r"\[([^\[\]]*)\]")
+_KNOWN_TAGS = ("name", "filewords")
+
+
+def _check_template_tags(template: str, where: str) -> None:
+    for tag in _TAG.findall(template):
+        if tag not in _KNOWN_TAGS:
+            close = difflib.get_close_matches(tag.strip().lower(), _KNOWN_TAGS, n=1)
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            raise ValueError(f"{where}: unknown tag [{tag}] in template {template!r}; "
+                             f"templates know [name] and [filewords]{hint}")
+
+
+def load_templates(
+    source: Literal["style", "object"] | str | os.PathLike | Sequence[str],
+    *, require_name: bool = True,
+) -> list[str]:
+    """Prompt templates: a built-in set, a template file, or a list checked like a file.
+
+    Args:
+        source: ``"style"`` (``STYLE_TEMPLATES``, 18) or ``"object"`` (``OBJECT_TEMPLATES``,
+            20); a path to a UTF-8 text file with one template per line (blank lines and lines
+            starting with ``#`` ignored); or a sequence of template strings.
+        require_name: refuse templates none of which has ``[name]``. Overwriting an existing
+            word turns it off: captions that use the word itself ("a red toy") then carry it,
+            through ``[filewords]``.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: no templates; no ``[name]`` in any template (the token would never be
+            trained); a tag other than ``[name]`` and ``[filewords]`` (a typo, usually).
+    """
+    if isinstance(source, str) and source in _BUILTIN_TEMPLATES:
+        return list(_BUILTIN_TEMPLATES[source])
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"template file {str(path)!r} not found; pass 'style', 'object' or the path "
+                f"of a text file with one template per line, using [name] and [filewords]")
+        templates: list[str] = []
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            _check_template_tags(line, f"{path}, line {number}")
+            templates.append(line)
+        origin = f"template file {str(path)!r}"
+    else:
+        templates = [str(t).strip() for t in source if str(t).strip()]
+        for i, t in enumerate(templates):
+            _check_template_tags(t, f"template {i}")
+        origin = "the template list"
+    if not templates:
+        raise ValueError(f"{origin} has no templates (only blank or # lines); write one "
+                         f"template per line, such as 'a photo of a [name]'")
+    if require_name and not any("[name]" in t for t in templates):
+        raise ValueError(f"{origin} has no [name] in any template, so the new token would "
+                         f"never appear in a prompt; add [name] where the token goes, as in "
+                         f"'a photo of a [name]'")
+    return templates
+
+
+def fill_template(template: str, name: str, filewords: str = "") -> str:
+    """Fill ``[name]`` with the placeholder token and ``[filewords]`` with the caption.
+
+    When ``filewords`` is empty the tag is removed and the text tidied: runs of spaces become
+    one, no space before punctuation, repeated commas merge, and leading or trailing commas
+    and spaces go. ``"[filewords], in the style of [name]"`` with ``"<mosaic>"`` and ``""``
+    gives ``"in the style of <mosaic>"``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name (the placeholder token) must be a non-empty string, got "
+                         f"{name!r}; for example '<my-style>'")
+    filewords = tidy_spaces(filewords or "")
+    text = template.replace("[name]", name).replace("[filewords]", filewords)
+    if not filewords:
+        text = tidy_spaces(text)
+        text = re.sub(r"\s+([,.;:!?])", r"\1", text)
+        text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)
+        text = text.strip(" ,;:")
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# 3. The prompts of a step
+# --------------------------------------------------------------------------------------------
+
+
+def _as_generator(rng: Rng) -> np.random.Generator | torch.Generator:
+    if isinstance(rng, (np.random.Generator, torch.Generator)):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"rng must be a numpy Generator, a torch Generator or an int seed, "
+                    f"got {type(rng).__name__}")
+
+
+def draw_prompts(captions: Sequence[str], templates: Sequence[str], name: str,
+                 rng: Rng) -> list[str]:
+    """One prompt per caption: a template drawn uniformly, filled with ``name`` and the caption.
+
+    ``rng``: a ``numpy.random.Generator``, a ``torch.Generator`` or an int seed; the same
+    generator state gives the same prompts.
+    """
+    if not templates:
+        raise ValueError("templates is empty; use load_templates('style') or ('object')")
+    gen = _as_generator(rng)
+    n = len(captions)
+    if isinstance(gen, torch.Generator):
+        picks = torch.randint(len(templates), (n,), generator=gen).tolist()
+    else:
+        picks = gen.integers(len(templates), size=n).tolist()
+    return [fill_template(templates[k], name, c) for k, c in zip(picks, captions, strict=True)]
+
