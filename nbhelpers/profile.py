@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
+from nbhelpers.locations import find_sd_weights
+
 ProfileName = Literal["smoke", "cpu", "gpu", "sd-cpu"]
 PROFILE_NAMES: tuple[str, ...] = get_args(ProfileName)
 ENV_VAR = "NBHELPERS_PROFILE"
@@ -125,8 +127,6 @@ def get_profile(name: str | None = None) -> Profile:
     Raises:
         ValueError: for an unknown name, or ``gpu`` on a machine without CUDA.
     """
-    from nbhelpers.models import find_sd_weights
-
     source = "argument"
     if name is None:
         name = os.environ.get(ENV_VAR, "").strip() or None
