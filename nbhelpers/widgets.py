@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from nbhelpers.diffusion import q_sample
+from nbhelpers.grids import grid
 from nbhelpers.images import density_image, hstack, png_bytes, scatter_image, to_uint8
-from nbhelpers.mixtures import GaussianMixture2D, grid
+from nbhelpers.mixtures import GaussianMixture2D
 from nbhelpers.static import (
     STATIC_ENV,
     panel_html,
