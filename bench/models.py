@@ -13,7 +13,8 @@ def make_pipeline(kind: str, device: str, dtype: torch.dtype = torch.float32):
     """``kind``: ``"toy"`` (embedded), ``"sd14"`` (SD 1.4 shapes, random) or ``"tiny"``."""
     from diffusers import DDIMScheduler
 
-    from nbhelpers.models import load_pipeline, toy_model_dir
+    from nbhelpers.locations import toy_model_dir
+    from nbhelpers.models import load_pipeline
     from nbhelpers.rehearsal import build_pipeline
 
     if kind == "toy":

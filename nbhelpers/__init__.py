@@ -32,15 +32,60 @@ symbol          meaning
 Modules, one idea each:
 
 * math: :mod:`~nbhelpers.diffusion` (schedules, forward process, conversions, DDPM and DDIM
-  steps), :mod:`~nbhelpers.guidance` (CFG combine, classifier guidance, rescale, interval),
-  :mod:`~nbhelpers.mixtures` (the exact 2-D world);
+  steps), :mod:`~nbhelpers.guidance` (CFG combine, classifier guidance, rescale, interval, and
+  the guides the SD loop combines its predictions with), :mod:`~nbhelpers.mixtures` (the exact
+  2-D world), :mod:`~nbhelpers.grids` (the 2-D grids it is plotted and integrated on);
 * models and loops: :mod:`~nbhelpers.toy2d` (small 2-D denoisers and a noisy classifier),
   :mod:`~nbhelpers.sampling` (the SD loop with CFG), :mod:`~nbhelpers.models` (one loader;
-  SD 1.4-shaped random models), :mod:`nbhelpers.toy` (the shapes world, its evaluator and the
-  tiny Stable Diffusion);
+  SD 1.4-shaped random models), :mod:`~nbhelpers.locations` (where the models are on this
+  machine), :mod:`~nbhelpers.rehearsal` (SD 1.4's structure with random weights),
+  :mod:`~nbhelpers.precision` (dtypes and batch sizes per device), :mod:`nbhelpers.toy` (the
+  shapes world, its evaluator and the tiny Stable Diffusion);
 * around them: :mod:`~nbhelpers.profile` (smoke/cpu/gpu budgets), :mod:`~nbhelpers.images`,
   :mod:`~nbhelpers.plotting`, :mod:`~nbhelpers.widgets`, :mod:`~nbhelpers.progress`,
   :mod:`~nbhelpers.info`, :mod:`~nbhelpers.cli`.
+
+The names a notebook or a script needs most are importable from the package itself
+(``from nbhelpers import load_pipeline, sample_cfg, get_profile``; the list is ``__all__``).
+They are loaded on first use (PEP 562), so ``import nbhelpers`` stays light: it imports
+neither torch nor diffusers.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+#: Where each public name lives: module (relative to the package) -> names.
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    "models": ("load_pipeline", "resolve_model", "float32_pipeline"),
+    "locations": ("find_sd_weights", "toy_model_dir"),
+    "profile": ("get_profile", "Profile"),
+    "sampling": ("sample_cfg", "sample_prompts", "decode_latents", "GuidedStep"),
+    "guidance": ("cfg_combine", "cfg_guide", "rescale_guide", "interval_guide"),
+    "mixtures": ("default_world", "GaussianMixture2D"),
+    "grids": ("grid",),
+    "plotting": ("image_grid",),
+    "info": ("format_info",),
+    # textual inversion: the stable entry points (re-pointed here if their modules move)
+    "ti.engine": ("train_from_folder",),
+    "ti.embeddings": ("load_embedding", "save_embedding", "add_embedding_to_pipeline"),
+}
+_HOME: dict[str, str] = {name: module for module, names in _PUBLIC.items() for name in names}
+
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first use and keep the name here (PEP 562)."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbhelpers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"nbhelpers.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

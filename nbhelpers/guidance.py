@@ -18,12 +18,38 @@ References:
            Flawed (section 3.4, eqs. 15-16: guidance rescale).
     [INT]  Kynkaanniemi et al. 2024, Applying Guidance in a Limited Interval Improves Sample and
            Distribution Quality in Diffusion Models.
+
+Guides: the variants of the Stable Diffusion loop
+-------------------------------------------------
+The sampling loop (:mod:`nbhelpers.sampling`) runs the UNet on two branches per row and hands
+the two predictions to one :data:`Guide`::
+
+    eps_guided, s_used = guide(eps_uncond, eps_cond, s, t)
+
+``s`` holds one scale per row, shape ``(K,)``; ``t`` is the integer timestep; ``s_used`` is the
+scale each row was actually guided with at this step (what a callback reports: the interval
+guide puts 1 outside its interval). :func:`cfg_guide` is plain CFG; :func:`rescale_guide` and
+:func:`interval_guide` wrap another guide, so variants stack (:func:`build_guide` stacks them
+the way ``sample_cfg(rescale_phi=, interval=)`` asks). A new variant is one more function here
+of the same signature, passed as ``sample_cfg(..., guide=...)``.
+
+The negative prompt is not a guide: it is the embedding the unconditional branch is evaluated
+at (the empty prompt by default), and the combination is plain CFG with ``eps(x_t, c_neg)`` in
+place of ``eps(x_t)``. Which conditions the UNet sees is the loop's business (it batches the
+branches before any guide runs, and encoding a prompt needs the pipeline's text encoder);
+what a guide does with the predictions is this module's. A variant that needs a third branch
+(several negative prompts, for example) changes the loop, not only this module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+#: ``guide(eps_uncond, eps_cond, s, t) -> (eps_guided, s_used)``: see the module docstring.
+Guide = Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]]
 
 
 def _scale_like(s: float | Tensor, x: Tensor) -> Tensor:
@@ -111,3 +137,48 @@ def interval_scale(s: float, t: int, interval: tuple[int, int]) -> float:
     if lo > hi:
         raise ValueError(f"interval must be (t_low, t_high) with t_low <= t_high, got {interval}")
     return float(s) if lo <= t <= hi else 1.0
+
+
+def cfg_guide(eps_uncond: Tensor, eps_cond: Tensor, s: Tensor, t: int) -> tuple[Tensor, Tensor]:
+    """The default :data:`Guide`: plain classifier-free guidance (:func:`cfg_combine`) with the
+    scales as given, at every timestep."""
+    return cfg_combine(eps_uncond, eps_cond, s.to(eps_cond.dtype)), s
+
+
+def rescale_guide(phi: float, inner: Guide = cfg_guide) -> Guide:
+    """A :data:`Guide` that rescales what ``inner`` combines (:func:`rescale_guidance`, [RES]),
+    by ``phi`` in [0, 1]."""
+    if not 0.0 <= phi <= 1.0:
+        raise ValueError(f"phi must lie in [0, 1] (0 = no rescale, 0.7 recommended), got {phi}")
+
+    def guide(eps_uncond: Tensor, eps_cond: Tensor, s: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        eps_guided, s_used = inner(eps_uncond, eps_cond, s, t)
+        return rescale_guidance(eps_guided, eps_cond, phi), s_used
+
+    return guide
+
+
+def interval_guide(interval: tuple[int, int], inner: Guide = cfg_guide) -> Guide:
+    """A :data:`Guide` that guides only inside ``interval = (t_low, t_high)`` and uses the
+    conditional model (s = 1) outside it (:func:`interval_scale`, [INT])."""
+    if interval[0] > interval[1]:
+        raise ValueError(f"interval must be (t_low, t_high) with t_low <= t_high, got {interval}")
+
+    def guide(eps_uncond: Tensor, eps_cond: Tensor, s: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        s_now = torch.tensor([interval_scale(v, t, interval) for v in s.tolist()],
+                             dtype=s.dtype, device=s.device)
+        return inner(eps_uncond, eps_cond, s_now, t)
+
+    return guide
+
+
+def build_guide(*, rescale_phi: float = 0.0, interval: tuple[int, int] | None = None,
+                inner: Guide = cfg_guide) -> Guide:
+    """The guide that ``sample_cfg``'s keywords describe: ``inner`` (plain CFG by default),
+    limited to ``interval`` when one is given, then rescaled when ``rescale_phi > 0``."""
+    guide = inner
+    if interval is not None:
+        guide = interval_guide(interval, guide)
+    if rescale_phi > 0:
+        guide = rescale_guide(rescale_phi, guide)
+    return guide

@@ -68,7 +68,7 @@ def device_summary() -> str:
 
 def collect_info() -> dict[str, object]:
     """Everything the setup check reports, as a dict of plain values."""
-    from nbhelpers.models import SD_ENV_VAR, find_sd_weights, is_pipeline_folder, toy_model_dir
+    from nbhelpers.locations import SD_ENV_VAR, find_sd_weights, is_pipeline_folder, toy_model_dir
     from nbhelpers.profile import get_profile
 
     try:

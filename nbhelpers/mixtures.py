@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from nbhelpers.diffusion import EpsModel, schedule_at, score_to_eps
+from nbhelpers.grids import grid, mesh, spacing
 
 CLASS_NAMES: tuple[str, ...] = ("left", "right")
 """Names of :func:`default_world`'s classes 0 and 1 (plotted blue and red)."""
@@ -342,10 +343,11 @@ class GaussianMixture2D:
 
         Returns:
             ``Z``, shape ``(Gy, Gx)``, with ``Z[i, j]`` the density at ``(xs[j], ys[i])``
-            (matplotlib's ``meshgrid`` / ``imshow(origin="lower")`` layout, as :func:`grid`).
+            (matplotlib's ``meshgrid`` / ``imshow(origin="lower")`` layout, as
+            :func:`~nbhelpers.grids.grid`).
         """
-        area = _spacing(xs, "xs") * _spacing(ys, "ys")
-        XY = _mesh(torch.as_tensor(xs, dtype=self.means.dtype),
+        area = spacing(xs, "xs") * spacing(ys, "ys")
+        XY = mesh(torch.as_tensor(xs, dtype=self.means.dtype),
                    torch.as_tensor(ys, dtype=self.means.dtype))
         logz = self.tilted_log_density(XY, y, s)
         logz = logz - torch.logsumexp(logz, dim=0) - math.log(area)
@@ -450,40 +452,8 @@ class GaussianMixture2D:
 
 
 # --------------------------------------------------------------------------------------------
-# Grids and the default world
+# The default world
 # --------------------------------------------------------------------------------------------
-
-
-def _spacing(v: Tensor, name: str) -> float:
-    v = torch.as_tensor(v, dtype=torch.float64)
-    if v.ndim != 1 or len(v) < 2:
-        raise ValueError(f"{name} must be a 1-D tensor of at least 2 points, got shape "
-                         f"{tuple(v.shape)}")
-    d = v.diff()
-    if not bool((d > 0).all()) or float((d - d[0]).abs().max()) > 1e-9 * float(d[0]) + 1e-12:
-        raise ValueError(f"{name} must be evenly spaced and increasing (as torch.linspace "
-                         f"gives), got steps from {float(d.min())!r} to {float(d.max())!r}")
-    return float(d[0])
-
-
-def _mesh(xs: Tensor, ys: Tensor) -> Tensor:
-    X, Y = torch.meshgrid(xs, ys, indexing="xy")  # X[i, j] = xs[j], Y[i, j] = ys[i]
-    return torch.stack([X.reshape(-1), Y.reshape(-1)], dim=1)
-
-
-def grid(lim: float = 3.0, n: int = 200,
-         dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
-    """An ``n x n`` grid on ``[-lim, lim]^2`` for plotting and integration.
-
-    Returns:
-        ``xs`` ``(n,)``, ``ys`` ``(n,)`` and ``XY`` ``(n * n, 2)``; ``f(XY).reshape(n, n)`` has
-        ``[i, j]`` at ``(xs[j], ys[i])`` (matplotlib's ``meshgrid`` layout).
-    """
-    if lim <= 0 or not isinstance(n, int) or n < 2:
-        raise ValueError(f"grid needs lim > 0 and an integer n >= 2, got lim={lim!r}, n={n!r}")
-    xs = torch.linspace(-lim, lim, n, dtype=dtype)
-    ys = torch.linspace(-lim, lim, n, dtype=dtype)
-    return xs, ys, _mesh(xs, ys)
 
 
 def _rotated_cov(std_major: float, std_minor: float, degrees: float) -> list[list[float]]:

@@ -1,4 +1,4 @@
-"""Where models live, and the one loader for all of them.
+"""The one loader for every model the series uses (where each lives: :mod:`nbhelpers.locations`).
 
 * :func:`load_pipeline` loads ``"toy"`` (the embedded tiny Stable Diffusion), an SD 1.x hub id
   that is in the local cache, or a local pipeline folder, as a diffusers
@@ -22,72 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from nbhelpers import locations
 from nbhelpers.quiet import quiet_loading
 
-SD_ENV_VAR = "NBHELPERS_SD_MODEL"
-#: SD 1.x repositories looked for in the local Hugging Face cache, in this order.
-KNOWN_SD1_IDS: tuple[str, ...] = (
-    "CompVis/stable-diffusion-v1-4",
-    "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "runwayml/stable-diffusion-v1-5",
-)
-
-
-TOY_ENV_VAR = "NBHELPERS_TOY_MODEL"
 #: Model names that resolve to a rehearsal model in the cache, and its size.
 REHEARSAL_NAMES: dict[str, str] = {"rehearsal-mini": "mini", "rehearsal-full": "full"}
-
-
-def toy_model_dir() -> Path:
-    """Folder of the tiny Stable Diffusion used as ``"toy"`` (a diffusers pipeline folder).
-
-    The one shipped in the package, unless ``$NBHELPERS_TOY_MODEL`` points at another (for
-    example one rebuilt with ``nbhelpers toy train --out FOLDER``).
-    """
-    override = os.environ.get(TOY_ENV_VAR, "").strip()
-    if override:
-        return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parent / "data" / "toy-sd"
-
-
-def is_pipeline_folder(path: str | os.PathLike) -> bool:
-    """True if ``path`` is a folder holding a diffusers ``model_index.json``."""
-    return (Path(path) / "model_index.json").is_file()
-
-
-def _cached_snapshot(repo_id: str) -> Path | None:
-    """The local cache folder of ``repo_id`` if its ``model_index.json`` is cached, else None."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - huggingface_hub comes with diffusers
-        return None
-    try:
-        hit = try_to_load_from_cache(repo_id, "model_index.json")
-    except ValueError:  # not a valid hub id (HFValidationError is a ValueError)
-        return None
-    return Path(hit).parent if isinstance(hit, str) else None
-
-
-def find_sd_weights() -> Path | str | None:
-    """Locate SD 1.x weights without touching the network.
-
-    Looks at ``$NBHELPERS_SD_MODEL`` first (a local pipeline folder, or a hub id that is in the
-    local cache), then at the known SD 1.x ids in the Hugging Face cache.
-
-    Returns:
-        the local folder, or None when no weights are on this machine.
-    """
-    wanted = os.environ.get(SD_ENV_VAR, "").strip()
-    if wanted:
-        if is_pipeline_folder(wanted):
-            return Path(wanted).resolve()
-        is_hub_id = wanted.count("/") == 1 and not wanted.startswith((".", "/", "~"))
-        return _cached_snapshot(wanted) if is_hub_id else None
-    for repo_id in KNOWN_SD1_IDS:
-        hit = _cached_snapshot(repo_id)
-        if hit is not None:
-            return hit
-    return None
 
 
 def resolve_device(device: str, model: str = "") -> str:
@@ -142,15 +81,15 @@ def resolve_model(model: str) -> tuple[str, str | Path]:
     if model in REHEARSAL_NAMES:
         return "rehearsal", model
     if model == "toy":
-        folder = toy_model_dir()
-        if not is_pipeline_folder(folder):
+        folder = locations.toy_model_dir()
+        if not locations.is_pipeline_folder(folder):
             raise FileNotFoundError(
                 f"the embedded toy model is missing from {folder}; reinstall the package, or "
                 "rebuild it with `nbhelpers toy train`")
         return "toy", folder
     path = Path(model).expanduser()
     if path.is_dir():
-        if not is_pipeline_folder(path):
+        if not locations.is_pipeline_folder(path):
             raise FileNotFoundError(
                 f"{path} is a folder but not a diffusers pipeline (no model_index.json); "
                 "point at the folder that `save_pretrained` wrote, or use the embedded model, "
@@ -164,12 +103,12 @@ def resolve_model(model: str) -> tuple[str, str | Path]:
             f"no folder at {model}; check the path"
             f"{'' if path.is_absolute() else f' (a relative path starts at {Path.cwd()})'}, "
             "or use the embedded model, toy, which runs anywhere")
-    if _cached_snapshot(model) is None:
+    if locations.cached_snapshot(model) is None:
         raise FileNotFoundError(
             f"{model} is neither toy, a local pipeline folder, nor an SD 1.x model in the local "
             f"Hugging Face cache. The notebooks never download during a lesson: fetch it once "
-            f"beforehand with `hf download {model}`, set {SD_ENV_VAR} to a local folder, or "
-            "use the embedded model, toy, which runs anywhere")
+            f"beforehand with `hf download {model}`, set {locations.SD_ENV_VAR} to a local "
+            "folder, or use the embedded model, toy, which runs anywhere")
     return "hub", model
 
 
@@ -199,9 +138,6 @@ def load_pipeline(model: str = "auto", device: str = "auto",
 
     from nbhelpers.precision import weights_dtype
 
-    with quiet_loading():  # the pipeline's module touches transformers' image processors
-        from diffusers import StableDiffusionPipeline
-
     if model == "auto":
         from nbhelpers.profile import get_profile
 
@@ -209,6 +145,19 @@ def load_pipeline(model: str = "auto", device: str = "auto",
     kind, source = resolve_model(model)
     device = resolve_device(device, model)
     torch_dtype = weights_dtype(device) if dtype == "auto" else getattr(torch, dtype)
+    pipe = _read_pipeline(model, kind, source)
+    pipe.set_progress_bar_config(disable=True)
+    if torch.device(device).type == "cuda":
+        pipe.vae.enable_slicing()
+    return _to_device(pipe, device, torch_dtype)
+
+
+def _read_pipeline(model: str, kind: str, source: str | Path):
+    """Step 1 of :func:`load_pipeline`: the pipeline as saved (its own dtype, on the CPU),
+    from what :func:`resolve_model` found; a partly cached hub model is a FileNotFoundError."""
+    with quiet_loading():  # the pipeline's module touches transformers' image processors
+        from diffusers import StableDiffusionPipeline
+
     # dtype is applied after loading: the keyword for it changed name across diffusers versions
     kwargs: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     if kind == "rehearsal":
@@ -220,7 +169,7 @@ def load_pipeline(model: str = "auto", device: str = "auto",
         kwargs["local_files_only"] = True
     try:
         with quiet_loading():  # no progress bars, no "no safety checker" notices
-            pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
+            return StableDiffusionPipeline.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         if kind != "hub":
             raise
@@ -228,9 +177,10 @@ def load_pipeline(model: str = "auto", device: str = "auto",
         raise FileNotFoundError(
             f"{model} is only partly in the local Hugging Face cache ({err}); finish the "
             f"download with `hf download {model}`, or use the embedded model, toy") from err
-    pipe.set_progress_bar_config(disable=True)
-    if torch.device(device).type == "cuda":
-        pipe.vae.enable_slicing()
+
+
+def _to_device(pipe, device: str, torch_dtype):
+    """Step 2 of :func:`load_pipeline`: move ``pipe`` to ``device``, cast to ``torch_dtype``."""
     if pipe.dtype == torch_dtype:
         return pipe.to(device)
     # diffusers warns on any cast with a dtype that some modules "should be kept in float32",

@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
+from nbhelpers.locations import find_sd_weights
+
 ProfileName = Literal["smoke", "cpu", "gpu", "sd-cpu"]
 PROFILE_NAMES: tuple[str, ...] = get_args(ProfileName)
 ENV_VAR = "NBHELPERS_PROFILE"
@@ -48,10 +50,10 @@ class Profile:
         ti_steps: optimisation steps of one textual-inversion run on the toy model.
         ti_side_steps: the same for the side runs that a notebook shows but checks nothing
             of (comparisons of init words, vector counts, image counts).
-        ti_batch: images per step of those runs (smoke: 4, which still learns the unnamed
-            style to 97% on three seeds; 8 otherwise).
+        ti_batch: images per step of those runs (smoke: 4, half the work per step and still
+            enough to learn the unnamed style; 8 otherwise).
         render_steps: DDIM steps of a toy-model render that is measured (share of a style,
-            mix of shapes); the toy model's images read the same at 10 steps as at 20.
+            mix of shapes); the evaluator reads the toy model's images at 10 steps as at 20.
         n_images: images generated for a measured figure.
         train_steps_2d: optimisation steps for each small 2-D network (notebook 03).
         sample_steps_2d: sampler steps on the 2-D world (notebook 03).
@@ -93,9 +95,10 @@ _TOY_FULL = dict(n_samples=100_000, sample_steps=50, train_steps=2_000, ti_steps
                  ti_side_steps=300, ti_batch=8, render_steps=20, n_images=64,
                  train_steps_2d=5_000, sample_steps_2d=100)
 #: Smoke keeps the cpu profile's 300 textual-inversion steps on the toy model: fewer leave the
-#: learned word too weak for notebook 05's check to separate it from noise (docs/benchmarks.md,
-#: "The unnamed style"); it halves the images per step instead, and the toy model's measured
-#: renders take 10 DDIM steps (the evaluator reads them as it reads 20-step ones).
+#: learned word too weak for notebook 05's check to separate it from noise; it halves the images
+#: per step instead, and the toy model's measured renders take 10 DDIM steps (the evaluator
+#: reads them as it reads 20-step ones). The figures: docs/benchmarks.md, "The unnamed style"
+#: and "Figures behind the defaults".
 _BUDGETS: dict[str, Profile] = {
     "smoke": Profile("smoke", model="toy", device="cpu", dtype="float32", **_TOY_SMOKE,
                      sd_steps=10, sd_ti_steps=20, sd_batch=8),
@@ -125,8 +128,6 @@ def get_profile(name: str | None = None) -> Profile:
     Raises:
         ValueError: for an unknown name, or ``gpu`` on a machine without CUDA.
     """
-    from nbhelpers.models import find_sd_weights
-
     source = "argument"
     if name is None:
         name = os.environ.get(ENV_VAR, "").strip() or None

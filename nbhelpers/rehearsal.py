@@ -217,7 +217,7 @@ def write_rehearsal_model(out: str | os.PathLike, size: RehearsalSize = "mini", 
     ``rehearsal_card.json`` that says what it is. ``out`` must not exist yet.
 
     Args:
-        size: ``"mini"`` (a few seconds on a CPU, about 190 MB) or ``"full"`` (SD 1.4's
+        size: ``"mini"`` (built and run on a CPU in CI, about 190 MB) or ``"full"`` (SD 1.4's
             shapes: about 4.3 GB in float32, 2.1 GB in float16).
         seed: the seed of the random weights; the same seed writes the same weights.
         dtype: the dtype the weights are saved in.

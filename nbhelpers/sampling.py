@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from nbhelpers.diffusion import eps_to_x0
-from nbhelpers.guidance import cfg_combine, interval_scale, rescale_guidance
+from nbhelpers.guidance import Guide, build_guide, cfg_guide
 from nbhelpers.images import vae_scale_factor
 from nbhelpers.precision import decode_batch_size, unet_batch_size
 
@@ -80,7 +80,7 @@ def sample_cfg(pipe, prompt: str, scales: float | Sequence[float], *, negative_p
                num_steps: int = 20, seed: int = 0, height: int | None = None,
                width: int | None = None, unet_batch: int | None = None,
                rescale_phi: float = 0.0,
-               interval: tuple[int, int] | None = None,
+               interval: tuple[int, int] | None = None, guide: Guide = cfg_guide,
                callback: Callable[[GuidedStep], None] | None = None,
                output: str = "np") -> np.ndarray | Tensor:
     """Render ``prompt`` at each guidance scale, all from the same initial noise.
@@ -89,14 +89,21 @@ def sample_cfg(pipe, prompt: str, scales: float | Sequence[float], *, negative_p
         1. Encode the prompt and the negative prompt (the empty prompt by default).
         2. Draw one initial latent from ``seed`` (as diffusers does) and copy it K times.
         3. For each timestep: run the UNet on the unconditional and conditional branches of all
-           K rows, ``unet_batch`` rows per call; combine with ``s`` per row
-           (:func:`~nbhelpers.guidance.cfg_combine`); optionally rescale (``rescale_phi``) and
-           limit guidance to a timestep ``interval``; step the scheduler; report to ``callback``.
+           K rows, ``unet_batch`` rows per call; combine them with ``s`` per row through the
+           guide (:mod:`nbhelpers.guidance`: plain CFG, optionally limited to a timestep
+           ``interval``, then rescaled by ``rescale_phi``); step the scheduler; report to
+           ``callback``.
         4. Decode the latents with the VAE.
 
     Args:
         pipe: a ``StableDiffusionPipeline`` (see :func:`nbhelpers.models.load_pipeline`).
         scales: one scale, or K scales rendered together.
+        negative_prompt: the prompt of the unconditional branch (the empty prompt by default).
+        rescale_phi: guidance rescale, 0 (none) to 1 (:func:`~nbhelpers.guidance.rescale_guide`).
+        interval: ``(t_low, t_high)``: guide only there, s = 1 elsewhere
+            (:func:`~nbhelpers.guidance.interval_guide`).
+        guide: the combination that ``interval`` and ``rescale_phi`` wrap; plain CFG by default
+            (a :data:`~nbhelpers.guidance.Guide`).
         unet_batch: rows per UNet call (both branches count); bigger is faster until memory
             runs out. None: as many as the device's free memory holds, at most 16
             (:func:`nbhelpers.precision.unet_batch_size`).
@@ -115,10 +122,10 @@ def sample_cfg(pipe, prompt: str, scales: float | Sequence[float], *, negative_p
     # 2. one initial latent from the seed, shared by every scale
     latents = initial_latents(pipe, [seed], height, width).repeat(K, 1, 1, 1)
     unet_batch = unet_batch or unet_batch_size(pipe, height, width, upper=16)
+    guide = build_guide(rescale_phi=rescale_phi, interval=interval, inner=guide)
     return _guided_loop(pipe, emb[:1].expand(K, -1, -1), emb[1:].expand(K, -1, -1), latents,
-                        s_list, num_steps=num_steps, unet_batch=unet_batch,
-                        rescale_phi=rescale_phi, interval=interval, callback=callback,
-                        output=output)
+                        s_list, guide, num_steps=num_steps, unet_batch=unet_batch,
+                        callback=callback, output=output)
 
 
 def initial_latents(pipe, seeds: Sequence[int], height: int | None = None,
@@ -142,13 +149,14 @@ def initial_latents(pipe, seeds: Sequence[int], height: int | None = None,
 def sample_prompts(pipe, prompts: Sequence[str], scale: float, *, seeds: Sequence[int] | None
                    = None, seed: int = 0, negative_prompt: str = "", num_steps: int = 20,
                    batch: int = 32, unet_batch: int | None = None, rescale_phi: float = 0.0,
-                   output: str = "np") -> np.ndarray | Tensor:
+                   guide: Guide = cfg_guide, output: str = "np") -> np.ndarray | Tensor:
     """Render many prompts at one guidance scale, in batches, each from its own seed.
 
     The same loop as :func:`sample_cfg` (so any ``s``, also ``s <= 1``); image ``i`` starts
     from the noise of ``seeds[i]`` (default ``seed + i``), so it does not depend on
     ``batch``, and equals ``sample_cfg(pipe, prompts[i], scale, seed=seeds[i])``.
-    ``unet_batch`` None: as many rows as the device's free memory holds, at most 64.
+    ``unet_batch`` None: as many rows as the device's free memory holds, at most 64;
+    ``rescale_phi`` and ``guide`` as in :func:`sample_cfg`.
 
     Returns:
         ``(N, H, W, 3)`` floats in [0, 1] (or the latents with ``output="latents"``).
@@ -161,6 +169,7 @@ def sample_prompts(pipe, prompts: Sequence[str], scale: float, *, seeds: Sequenc
         raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one each")
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    guide = build_guide(rescale_phi=rescale_phi, inner=guide)
     neg = encode_prompts(pipe, [negative_prompt])
     unet_batch = unet_batch or unet_batch_size(pipe, upper=64)
     parts = []
@@ -169,19 +178,18 @@ def sample_prompts(pipe, prompts: Sequence[str], scale: float, *, seeds: Sequenc
         cond = encode_prompts(pipe, chunk)
         parts.append(_guided_loop(pipe, neg.expand(len(chunk), -1, -1), cond,
                                   initial_latents(pipe, seeds[i:i + batch]),
-                                  [float(scale)] * len(chunk), num_steps=num_steps,
-                                  unet_batch=unet_batch, rescale_phi=rescale_phi,
-                                  output=output))
+                                  [float(scale)] * len(chunk), guide, num_steps=num_steps,
+                                  unet_batch=unet_batch, output=output))
     return np.concatenate(parts) if output == "np" else torch.cat(parts)
 
 
 def _guided_loop(pipe, emb_uncond: Tensor, emb_cond: Tensor, latents: Tensor,
-                 s_list: Sequence[float], *, num_steps: int, unet_batch: int,
-                 rescale_phi: float = 0.0, interval: tuple[int, int] | None = None,
+                 s_list: Sequence[float], guide: Guide, *, num_steps: int, unet_batch: int,
                  callback: Callable[[GuidedStep], None] | None = None,
                  output: str = "np") -> np.ndarray | Tensor:
     """Steps 3 and 4 of :func:`sample_cfg` for ``K`` rows: row ``k`` denoises ``latents[k]``
-    with its own unconditional and conditional embeddings and scale ``s_list[k]``."""
+    with its own unconditional and conditional embeddings and scale ``s_list[k]``, combined by
+    ``guide`` (a :data:`~nbhelpers.guidance.Guide`)."""
     _check_pipeline(pipe)
     if output not in ("np", "latents"):
         raise ValueError(f"output must be 'np' or 'latents', got {output!r}")
@@ -195,20 +203,16 @@ def _guided_loop(pipe, emb_uncond: Tensor, emb_cond: Tensor, latents: Tensor,
     alpha_bar = sched.alphas_cumprod.to(device)
 
     # 3. the denoising loop
-    base = torch.tensor(s_list, device=device)
+    s = torch.tensor(s_list, device=device)
     for i, t in enumerate(sched.timesteps):
         t_int = int(t)
-        s_now = base if interval is None else torch.tensor(
-            [interval_scale(s, t_int, interval) for s in s_list], device=device)
         model_in = sched.scale_model_input(torch.cat([latents, latents]), t)
         cond_in = torch.cat([emb_uncond, emb_cond])
         eps = torch.cat([unet(model_in[j:j + unet_batch], t,
                               encoder_hidden_states=cond_in[j:j + unet_batch]).sample
                          for j in range(0, 2 * K, unet_batch)])
         eps_uncond, eps_cond = eps.chunk(2)
-        eps_guided = cfg_combine(eps_uncond, eps_cond, s_now.to(eps.dtype))
-        if rescale_phi > 0:
-            eps_guided = rescale_guidance(eps_guided, eps_cond, rescale_phi)
+        eps_guided, s_now = guide(eps_uncond, eps_cond, s, t_int)
         if callback is not None:
             ab = alpha_bar[t_int].to(eps.dtype)
             x0 = [eps_to_x0(latents, e, ab) for e in (eps_uncond, eps_cond, eps_guided)]

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from nbhelpers.diffusion import q_sample
+from nbhelpers.grids import grid
 from nbhelpers.images import density_image, hstack, png_bytes, scatter_image, to_uint8
-from nbhelpers.mixtures import GaussianMixture2D, grid
+from nbhelpers.mixtures import GaussianMixture2D
 from nbhelpers.static import (
     STATIC_ENV,
     panel_html,
@@ -234,8 +235,8 @@ def render_guided(pipe, prompt: str, s: float, seed: int = 0, steps: int = 20,
     It samples with a scheduler of its own (:func:`with_own_scheduler`), so it may run while
     another thread samples with ``pipe``; ``pipe.scheduler`` is neither used nor changed.
     ``threads``: torch threads while it renders (restored after; None leaves them alone). One
-    image is a UNet batch of two, too small to split: on the toy model one thread ran a UNet
-    call in 19-20 ms where two took 23-33 ms (2-core CPU).
+    image is a UNet batch of two, too small to split: on the toy model one thread runs a UNet
+    call faster than two (docs/benchmarks.md, "Figures behind the defaults").
     """
     from nbhelpers.sampling import sample_cfg
 

@@ -35,7 +35,8 @@
 import torch
 
 from nbhelpers import diffusion as D
-from nbhelpers.mixtures import CLASS_NAMES, default_world, grid
+from nbhelpers.grids import grid
+from nbhelpers.mixtures import CLASS_NAMES, default_world
 from nbhelpers.plotting import density_panels, field_panels, scatter_panels
 from nbhelpers.profile import get_profile
 from nbhelpers.widgets import tilted_density_slider

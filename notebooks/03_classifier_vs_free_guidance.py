@@ -36,8 +36,9 @@ import torch
 
 from nbhelpers import diffusion as D
 from nbhelpers import toy2d as M
+from nbhelpers.grids import grid
 from nbhelpers.guidance import cfg_combine
-from nbhelpers.mixtures import default_world, grid
+from nbhelpers.mixtures import default_world
 from nbhelpers.plotting import scatter_panels, tradeoff_curve
 from nbhelpers.profile import get_profile
 from nbhelpers.progress import ProgressBar

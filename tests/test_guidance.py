@@ -87,3 +87,32 @@ def test_interval_scale():
     assert G.interval_scale(7.5, 100, (200, 800)) == 1.0
     with pytest.raises(ValueError, match="t_low <= t_high"):
         G.interval_scale(7.5, 100, (800, 200))
+
+
+def test_the_guides_are_the_pieces_they_name():
+    u, c = _pair(4)
+    s = torch.tensor([0.0, 1.0, 3.0, 7.5])
+    eps, used = G.cfg_guide(u, c, s, 500)
+    assert torch.equal(eps, G.cfg_combine(u, c, s)) and used is s
+    eps, used = G.rescale_guide(0.7)(u, c, s, 500)
+    assert torch.equal(eps, G.rescale_guidance(G.cfg_combine(u, c, s), c, 0.7)) and used is s
+    inside = G.interval_guide((200, 800))
+    assert torch.equal(inside(u, c, s, 500)[0], G.cfg_combine(u, c, s))
+    eps, used = inside(u, c, s, 900)  # outside: the conditional model, s = 1 on every row
+    assert torch.equal(eps, c) and used.tolist() == [1.0] * 4
+    with pytest.raises(ValueError, match="1.5"):
+        G.rescale_guide(1.5)
+    with pytest.raises(ValueError, match="t_low <= t_high"):
+        G.interval_guide((800, 200))
+
+
+def test_build_guide_limits_to_the_interval_then_rescales():
+    u, c = _pair(5)
+    s = torch.tensor([2.0, 7.5, 0.5, 4.0])
+    assert G.build_guide() is G.cfg_guide
+    both = G.build_guide(rescale_phi=0.5, interval=(100, 600))
+    for t in (50, 300):
+        by_hand = G.rescale_guide(0.5, G.interval_guide((100, 600)))(u, c, s, t)
+        got = both(u, c, s, t)
+        assert torch.equal(got[0], by_hand[0]) and torch.equal(got[1], by_hand[1])
+    assert torch.equal(both(u, c, s, 50)[0], G.rescale_guidance(c, c, 0.5))

@@ -7,6 +7,7 @@ import torch
 
 from nbhelpers import diffusion as D
 from nbhelpers import mixtures as M
+from nbhelpers.grids import grid
 
 WORLD = M.default_world()
 AB_LEVELS = [1.0, 0.9, 0.5, 0.1, 0.01]  # alpha_bar; 1.0 is clean data
@@ -127,7 +128,7 @@ def test_class_posterior_is_a_distribution_and_matches_bayes(ab):
 
 
 def test_log_prob_integrates_to_one_on_a_grid():
-    xs, ys, XY = M.grid(lim=6.0, n=301)
+    xs, ys, XY = grid(lim=6.0, n=301)
     area = ((xs[1] - xs[0]) * (ys[1] - ys[0])).item()
     assert WORLD.log_prob(XY).exp().sum().item() * area == pytest.approx(1.0, abs=1e-6)
     for y in range(WORLD.n_classes):
@@ -141,7 +142,7 @@ def test_log_prob_integrates_to_one_on_a_grid():
 
 
 def test_tilted_density_at_s_one_is_class_conditional_and_at_zero_is_marginal():
-    xs, ys, XY = M.grid(lim=4.0, n=121)
+    xs, ys, XY = grid(lim=4.0, n=121)
     area = ((xs[1] - xs[0]) * (ys[1] - ys[0])).item()
 
     def normalised(logp):
@@ -166,7 +167,7 @@ def test_tilted_density_at_s_one_is_class_conditional_and_at_zero_is_marginal():
 
 @pytest.mark.parametrize("y", [0, 1])
 def test_tilted_mass_in_the_class_region_grows_with_s(y):
-    xs, ys, XY = M.grid(lim=4.0, n=161)
+    xs, ys, XY = grid(lim=4.0, n=161)
     area = ((xs[1] - xs[0]) * (ys[1] - ys[0])).item()
     region = (WORLD.class_posterior(XY)[:, y] > 0.5).reshape(len(ys), len(xs))
     masses = [(WORLD.tilted_density_on_grid(xs, ys, y, s) * region).sum().item() * area
@@ -294,7 +295,7 @@ def test_bad_inputs_raise_value_errors_that_name_the_value():
 
 def test_sample_tilted_matches_the_tilted_density_moments():
     w = M.default_world()
-    xs, ys, XY = M.grid(4.0, 400)
+    xs, ys, XY = grid(4.0, 400)
     for s in (1.0, 3.0):
         z = w.tilted_density_on_grid(xs, ys, 1, s).flatten()
         z = z / z.sum()

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from nbhelpers import models
+from nbhelpers import locations, models
 
 
 def test_load_pipeline_from_a_local_folder(tiny_pipeline_dir):
@@ -30,14 +30,14 @@ def test_folder_that_is_not_a_pipeline(tmp_path):
 
 
 def test_missing_toy_model_says_how_to_rebuild(monkeypatch, tmp_path):
-    monkeypatch.setattr(models, "toy_model_dir", lambda: tmp_path / "absent")
+    monkeypatch.setattr(locations, "toy_model_dir", lambda: tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="nbhelpers toy train"):
         models.load_pipeline("toy", device="cpu")
 
 
 def test_toy_model_location_can_be_overridden(monkeypatch, tiny_pipeline_dir):
     monkeypatch.setenv("NBHELPERS_TOY_MODEL", str(tiny_pipeline_dir))
-    assert models.toy_model_dir() == tiny_pipeline_dir.resolve()
+    assert locations.toy_model_dir() == tiny_pipeline_dir.resolve()
     pipe = models.load_pipeline("toy", device="cpu")
     assert pipe.unet.config.sample_size == 8
 

@@ -9,7 +9,7 @@ import pytest
 from nbhelpers import profile as prof
 from nbhelpers.cli import main
 from nbhelpers.info import collect_info, format_info
-from nbhelpers.models import find_sd_weights, is_pipeline_folder
+from nbhelpers.locations import find_sd_weights, is_pipeline_folder
 
 
 def test_profile_from_environment(monkeypatch):

@@ -108,3 +108,19 @@ def test_sample_prompts_equals_one_sample_cfg_per_prompt(pipe):
         sample_prompts(pipe, [], 3.0)
     with pytest.raises(ValueError, match="batch"):
         sample_prompts(pipe, prompts, 3.0, batch=0)
+
+
+def test_a_guide_of_ones_own_is_one_keyword(pipe):
+    """A new variant is one function passed as ``guide=``: here, the conditional prediction
+    whatever the scale, which must equal plain CFG at s = 1."""
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+
+    def conditional_only(eps_uncond, eps_cond, s, t):
+        return eps_cond, torch.ones_like(s)
+
+    seen = []
+    ours = sample_cfg(pipe, "a red circle", [0.0, 7.5], num_steps=4, seed=3,
+                      guide=conditional_only, callback=lambda st: seen.append(st.scales))
+    cond = sample_cfg(pipe, "a red circle", 1.0, num_steps=4, seed=3)
+    np.testing.assert_allclose(ours, np.concatenate([cond, cond]), atol=TOL)
+    assert all(sc.tolist() == [1.0, 1.0] for sc in seen)

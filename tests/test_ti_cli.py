@@ -103,7 +103,7 @@ def test_trained_files_name_the_model_not_its_local_path(tiny_pipeline_dir, tmp_
 def test_model_name_is_never_a_local_path(tmp_path):
     from types import SimpleNamespace
 
-    from nbhelpers.models import toy_model_dir
+    from nbhelpers.locations import toy_model_dir
     from nbhelpers.ti.engine import model_name
 
     def named(source):

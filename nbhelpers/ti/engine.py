@@ -64,7 +64,7 @@ def model_name(pipe) -> str | None:
     source = str(getattr(pipe, "name_or_path", "") or "").strip()
     if not source:
         return None
-    from nbhelpers.models import toy_model_dir
+    from nbhelpers.locations import toy_model_dir
 
     path = Path(source).expanduser()
     if path.is_dir() and path.resolve() == toy_model_dir().resolve():
