@@ -40,10 +40,14 @@ Modules, one idea each:
   SD 1.4-shaped random models), :mod:`~nbhelpers.locations` (where the models are on this
   machine), :mod:`~nbhelpers.rehearsal` (SD 1.4's structure with random weights),
   :mod:`~nbhelpers.precision` (dtypes and batch sizes per device), :mod:`nbhelpers.toy` (the
-  shapes world, its evaluator and the tiny Stable Diffusion);
-* around them: :mod:`~nbhelpers.profile` (smoke/cpu/gpu budgets), :mod:`~nbhelpers.images`,
-  :mod:`~nbhelpers.plotting`, :mod:`~nbhelpers.widgets`, :mod:`~nbhelpers.progress`,
-  :mod:`~nbhelpers.info`, :mod:`~nbhelpers.cli`.
+  shapes world, its evaluator and the tiny Stable Diffusion), :mod:`nbhelpers.ti` (textual
+  inversion: images, captions, framing, training, embedding files);
+* around them: :mod:`~nbhelpers.profile` (smoke/cpu/gpu budgets), :mod:`~nbhelpers.images`
+  (the image convention, labelled grids), :mod:`~nbhelpers.sweep` (guidance-scale animations),
+  :mod:`~nbhelpers.plotting`, :mod:`~nbhelpers.widgets` (with :mod:`~nbhelpers.static`, their
+  pictures without a kernel), :mod:`~nbhelpers.progress`, :mod:`~nbhelpers.quiet` (library
+  output while models load), :mod:`~nbhelpers.files` (atomic writes), :mod:`~nbhelpers.checks`
+  (argument checks), :mod:`~nbhelpers.info`, :mod:`nbhelpers.cli`.
 
 The names a notebook or a script needs most are importable from the package itself
 (``from nbhelpers import load_pipeline, sample_cfg, get_profile``; the list is ``__all__``).
@@ -68,9 +72,10 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "grids": ("grid",),
     "plotting": ("image_grid",),
     "info": ("format_info",),
-    # textual inversion: the stable entry points (re-pointed here if their modules move)
+    # textual inversion: a folder of images to an embedding file, and the file back
     "ti.engine": ("train_from_folder",),
-    "ti.embeddings": ("load_embedding", "save_embedding", "add_embedding_to_pipeline"),
+    "ti.formats": ("load_embedding", "save_embedding"),
+    "ti.pipeline": ("add_embedding_to_pipeline",),
 }
 _HOME: dict[str, str] = {name: module for module, names in _PUBLIC.items() for name in names}
 

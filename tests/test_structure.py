@@ -104,3 +104,19 @@ def test_the_import_walk_sees_every_kind_of_import(tmp_path, source, expect):
     f = tmp_path / "m.py"
     f.write_text(source)
     assert _imports("nbhelpers.m", f, set(_modules())) == expect
+
+
+def test_every_module_is_on_its_package_map():
+    """The package docstrings are the map a reader starts from (README, "For contributors"):
+    each module is named in the docstring of the package that holds it."""
+    import importlib
+
+    missing = []
+    for name in _modules():
+        parent, _, leaf = name.rpartition(".")
+        if not parent or leaf.startswith("_"):
+            continue
+        doc = importlib.import_module(parent).__doc__ or ""
+        if f"{parent}.{leaf}`" not in doc and f"~{name}`" not in doc and f"{name}`" not in doc:
+            missing.append(f"{name} (in {parent}'s docstring)")
+    assert not missing, "modules missing from their package's map: " + ", ".join(missing)

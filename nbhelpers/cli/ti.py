@@ -22,10 +22,6 @@ WHAT_IS_LEARNED = ("token", "init_word", "n_vectors", "overwrite", "steps", "bat
 HOW_IT_RUNS = ("resume", "checkpoint_every", "preview_every", "preview_prompts",
                "mixed_precision", "gradient_checkpointing", "seed")
 
-_FRAMING_HELP = ("how each picture becomes square training images: center (the middle square; "
-                 "cuts the ends of the long side), focal (the square around the most detailed "
-                 "part), tiles (overlapping squares covering the whole picture), buckets (the "
-                 "whole picture at the nearest of a few aspect ratios, no crop); default center")
 
 
 def _formats():
@@ -197,8 +193,12 @@ def _add_train_parser(ti_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", default="style",
                    help="'style', 'object' or a template file with [name] and [filewords] "
                         "(default style)")
-    p.add_argument("--framing", default="center",
-                   choices=["center", "focal", "tiles", "buckets"], help=_FRAMING_HELP)
+    from nbhelpers.ti.framing import FRAMING_MODES
+
+    p.add_argument("--framing", default="center", choices=list(FRAMING_MODES),
+                   help="how each picture becomes square training images: "
+                        + ", ".join(f"{m} ({what})" for m, what in FRAMING_MODES.items())
+                        + "; default center")
     p.add_argument("--flip", action="store_true",
                    help="add mirrored copies (default: no)")
     p.add_argument("--size", type=int, help="training size in pixels (default: the model's)")

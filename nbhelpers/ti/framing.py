@@ -43,7 +43,13 @@ __all__ = [
 Box = tuple[int, int, int, int]
 
 FramingMode = Literal["center", "focal", "tiles", "buckets"]
-FRAMING_MODES: tuple[str, ...] = ("center", "focal", "tiles", "buckets")
+#: Each mode and what it does, as ``--help`` says it (the command line's choices come from here).
+FRAMING_MODES: dict[str, str] = {
+    "center": "the middle square; cuts the ends of the long side",
+    "focal": "the square around the most detailed part",
+    "tiles": "overlapping squares covering the whole picture",
+    "buckets": "the whole picture at the nearest of a few aspect ratios, no crop",
+}
 
 #: Aspect ratios (width, height) of the default buckets.
 BUCKET_RATIOS: tuple[tuple[int, int], ...] = (

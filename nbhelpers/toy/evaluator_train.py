@@ -1,7 +1,8 @@
 """Train the evaluator on the shapes world's ground truth; save it; report its accuracy.
 
 The network is :mod:`nbhelpers.toy.evaluator`'s. :func:`train_evaluator` (seeded, CPU, one
-thread) takes 8 to 9 minutes and made the shipped weights; the command line trains and saves
+thread; its time is in docs/benchmarks.md, "Figures behind the defaults") made the shipped
+weights; the command line trains and saves
 them, then prints the accuracy table::
 
     python -m nbhelpers.toy.evaluator_train train --out nbhelpers/data/evaluator.safetensors

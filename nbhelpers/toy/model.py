@@ -59,7 +59,7 @@ SD_SCHEDULER_EXTRA: dict[str, Any] = {
     "steps_offset": 1,
     "clip_sample": False,
 }
-#: Where the shipped pipeline lives (``nbhelpers.models.toy_model_dir()`` names the same).
+#: Where the shipped pipeline lives (``nbhelpers.locations.toy_model_dir()`` names the same).
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "toy-sd"
 #: The card of the weights: how they were made and what was measured while making them.
 CARD_FILE = "toy_card.json"

@@ -11,8 +11,9 @@ each a stage of Stable Diffusion's own recipe [LDM] at the size of the shapes wo
    its ``(4, 8, 8)`` latent, minimising ``|x - D(z)|_1 + kl_weight * KL(q(z|x) | N(0, I))``
    with ``z ~ q(z|x)``, on random crops (the network is convolutional; crops are cheaper),
    plus a squared error in a *whitened colour space* (:func:`colour_whitening`), which stands
-   in for SD's perceptual loss: pixel colours in this world vary 60 times more along
-   brightness than along red-green, and a plain pixel loss learns the directions of small
+   in for SD's perceptual loss: pixel colours in this world vary far more along
+   brightness than along red-green (docs/benchmarks.md, "Figures behind the defaults", has the
+   ratio), and a plain pixel loss learns the directions of small
    variance last, so reconstructions came out with the right shapes in the wrong hues.
 3. **Latent scale** ([LDM] section 4.3.2): encode a sample of the training set and set
    ``scaling_factor = 1 / std(z)``, so that the diffusion model sees unit-variance latents.
