@@ -38,7 +38,9 @@ def _option_kwargs(f: dataclasses.Field, hint: Any, help: str, unset: bool) -> d
         kw.update(required=True, default=None)
     origin = typing.get_origin(hint)
     if hint is bool:
-        assert f.default is False, f"{f.name}: a switch must default to False"
+        if f.default is not False:
+            raise TypeError(f"field {f.name}: a bool option is a switch ({flag(f)}) and must "
+                            "default to False")
         kw["action"] = "store_true"
     elif origin is tuple:
         kw.update(action="append", default=None)  # None: not given, the field's () stays
