@@ -555,3 +555,43 @@ def test_the_format_table_gives_the_names_the_type_and_the_help(tmp_path):
                                  "needs --format a1111 or kohya)")
     with pytest.raises(ValueError, match="a .pt file may be 'a1111' or 'kohya'"):
         save_embedding(make_emb(1), tmp_path / "e.pt")
+
+
+def test_a_fourth_format_is_one_entry_in_the_table(tmp_path, monkeypatch):
+    """What the README's contributor section promises: a format written as one ``Format``
+    subclass and put in ``FORMATS`` is saved, detected, loaded and offered by both ``--format``
+    options, with nothing else changed."""
+    import io
+
+    from nbhelpers.cli import build_parser
+    from nbhelpers.ti.formats import FORMATS, Format
+
+    class Plain(Format):
+        name = title = "plain"
+        extensions = (".pt",)
+        summary = "plain (.pt)"
+        layout = "plain (plain_vectors, plain_token)"
+        marker = "plain_vectors"
+
+        def read(self, payload, header, path, token):
+            return Embedding(token=token or payload["plain_token"],
+                             vectors=payload["plain_vectors"])
+
+        def write(self, emb, suffix, header):
+            buf = io.BytesIO()
+            torch.save({"plain_vectors": emb.vectors.clone(), "plain_token": emb.token}, buf)
+            return buf.getvalue()
+
+    monkeypatch.setitem(FORMATS, "plain", Plain())
+    emb = make_emb(2)
+    save_embedding(emb, tmp_path / "e.pt", format="plain")
+    assert detect_format(tmp_path / "e.pt") == "plain"
+    back = load_embedding(tmp_path / "e.pt")
+    assert back.token == emb.token and torch.equal(back.vectors, emb.vectors)
+    ti = next(a for a in build_parser()._actions if a.dest == "command").choices["ti"]
+    subs = next(a for a in ti._actions if a.choices and "train" in a.choices).choices
+    for sub in ("train", "convert"):
+        option = next(a for a in subs[sub]._actions if a.dest == "format")
+        assert option.choices[-1] == "plain"
+    train_format = next(a for a in subs["train"]._actions if a.dest == "format")
+    assert "plain (.pt)" in train_format.help
