@@ -23,6 +23,29 @@ Ratios are measured side by side in one run; absolute times vary between machine
 """
 
 
+def speed_probe() -> float:
+    """GFLOP/s of one torch thread on float32 512x512 matrix products (best of three rounds):
+    machines sold under one CPU name differ (and so does one machine under a neighbour's load),
+    so every section records this beside its figures to make runs comparable."""
+    import time
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.randn(512, 512, generator=torch.Generator().manual_seed(0))
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(10):
+                a @ a
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 10 * 2 * 512 ** 3 / best / 1e9
+
+
 def machine() -> str:
     import torch
 
@@ -36,7 +59,8 @@ def machine() -> str:
         pass
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     versions = ", ".join(f"{n} {metadata.version(n)}" for n in ("torch", "diffusers"))
-    return (f"{_dt.date.today().isoformat()}; {cpu}, {os.cpu_count()} cores, {dev}; "
+    return (f"{_dt.date.today().isoformat()}; {cpu}, {os.cpu_count()} cores "
+            f"(one thread: {speed_probe():.0f} GFLOP/s in float32 matrix products), {dev}; "
             f"Python {platform.python_version()}, {versions}")
 
 
