@@ -128,3 +128,24 @@ def test_training_runs_saves_and_loads(tmp_path):
         E.save_evaluator(model, tmp_path / "ev.pt")
     with pytest.raises(FileNotFoundError, match="train"):
         E.load_evaluator(tmp_path / "missing.safetensors")
+
+
+def test_the_evaluator_command_line_trains_saves_and_reports(tmp_path, capsys):
+    """``nbhelpers toy evaluator train`` sets the recipe's fields from its options, writes the
+    weights and their card whole (no temporary file left), and reports; ``report`` reads any
+    weights file."""
+    from nbhelpers.cli import main
+
+    out = tmp_path / "ev.safetensors"
+    assert main(["toy", "evaluator", "train", "--out", str(out), "--steps", "3",
+                 "--n-train", "32", "--seed", "1", "--n", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert f"saved {out}" in printed and printed.count("%") == 10   # two rows of five
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["info"]["train"]["steps"] == 3 and card["info"]["train"]["n_train"] == 32
+    assert card["info"]["train"]["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ev.json", "ev.safetensors"]
+    assert main(["toy", "evaluator", "report", "--weights", str(out), "--n", "8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["condition", *E.ATTRIBUTES, "all"]
+    assert [line.split()[0] for line in lines[1:]] == ["clean", "vae"]

@@ -1,5 +1,6 @@
-"""``nbhelpers toy``: the embedded tiny Stable Diffusion's pictures, and the recipe that
-rebuilds it (:func:`nbhelpers.toy.train.train_toy`)."""
+"""``nbhelpers toy``: the embedded tiny Stable Diffusion's pictures, the recipe that rebuilds
+it (:func:`nbhelpers.toy.train.train_toy`), and the evaluator's training and report
+(:mod:`nbhelpers.toy.evaluator_train`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ TOY_TRAIN_OPTIONS: dict[str, str] = {
     "decoder_steps": "decoder fine-tune steps (default: recipe)",
 }
 _RECIPE_STEPS = ("steps", "vae_steps", "decoder_steps")
+
+#: The ``toy evaluator train`` options that set an
+#: :class:`~nbhelpers.toy.evaluator_train.EvaluatorTrainConfig` field, with their help.
+EVALUATOR_OPTIONS: dict[str, str] = {
+    "seed": "seed of the training scenes and batches (default %(default)s)",
+    "steps": "optimisation steps (default %(default)s)",
+    "n_train": "training scenes, balanced over every attribute (default %(default)s)",
+}
 
 
 def _cmd_toy_pictures(args: argparse.Namespace) -> int:
@@ -82,6 +91,85 @@ def _cmd_toy_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluator_train(args: argparse.Namespace) -> int:
+    """Train the evaluator, save it atomically, print the report of what was saved."""
+    import torch
+
+    from nbhelpers.toy.evaluator import load_evaluator, save_evaluator
+    from nbhelpers.toy.evaluator_train import (
+        EvaluatorTrainConfig,
+        accuracy_table,
+        train_evaluator,
+    )
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    cfg = config_from_args(EvaluatorTrainConfig, args, list(EVALUATOR_OPTIONS))
+    every = max(1, cfg.steps // 20)
+
+    def show(step: int, loss: float) -> None:
+        if step % every == 0 or step == cfg.steps - 1:
+            print(f"step {step:5d}/{cfg.steps}  loss {loss:.4f}", flush=True)
+
+    model, info = train_evaluator(cfg, callback=show)
+    out = save_evaluator(model, args.out, info)
+    print(f"saved {out} ({out.stat().st_size / 1024:.0f} KiB) after "
+          f"{info['train_seconds']:.0f} s")
+    print(accuracy_table(load_evaluator(out), args.n, 0))
+    return 0
+
+
+def _cmd_evaluator_report(args: argparse.Namespace) -> int:
+    from nbhelpers.toy.evaluator import load_evaluator
+    from nbhelpers.toy.evaluator_train import accuracy_table
+
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    print(accuracy_table(load_evaluator(args.weights), args.n, args.seed))
+    return 0
+
+
+def _add_evaluator_parser(toy_sub: argparse._SubParsersAction) -> None:
+    from nbhelpers.toy.evaluator import WEIGHTS_PATH
+    from nbhelpers.toy.evaluator_train import EvaluatorTrainConfig
+
+    ev = toy_sub.add_parser("evaluator", help="train the evaluator, or report its accuracy",
+                            description="The evaluator reads shape, colour, style and "
+                                        "background back from a toy-model image; every "
+                                        "measured claim of the series rests on it. Retrain it "
+                                        "from its seed, or report its accuracy on fresh "
+                                        "scenes, clean and through the VAE's kind of damage.",
+                            epilog="Example: nbhelpers toy evaluator report --n 200")
+    sub = ev.add_subparsers(dest="evaluator_command", metavar="EVALUATOR_COMMAND",
+                            required=True)
+    tr = sub.add_parser("train", help="train the evaluator from its seed and save it",
+                        description="Train the evaluator on the shapes world's ground truth "
+                                    "(seeded, on the CPU), save its weights atomically and "
+                                    "print its accuracy.",
+                        epilog="Example: nbhelpers toy evaluator train --out /tmp/ev.safetensors"
+                               " --steps 20 --n-train 256")
+    tr.add_argument("--out", default=str(WEIGHTS_PATH),
+                    help="weights file to write (.safetensors, with its .json card beside it; "
+                         "default: the shipped one)")
+    add_config_arguments(tr, EvaluatorTrainConfig, list(EVALUATOR_OPTIONS),
+                         helps=EVALUATOR_OPTIONS)
+    tr.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: the shipped weights were made on one)")
+    tr.add_argument("--n", type=int, default=1000,
+                    help="fresh scenes for the report at the end (default 1000)")
+    tr.set_defaults(func=_cmd_evaluator_train)
+    rep = sub.add_parser("report", help="the evaluator's accuracy on fresh scenes",
+                         description="Per-attribute accuracy of the evaluator on fresh scenes, "
+                                     "clean and through the toy VAE's kind of damage.",
+                         epilog="Example: nbhelpers toy evaluator report --n 200")
+    rep.add_argument("--weights", default=str(WEIGHTS_PATH),
+                     help="weights file (default: the shipped one)")
+    rep.add_argument("--n", type=int, default=1000, help="fresh scenes (default 1000)")
+    rep.add_argument("--seed", type=int, default=0, help="seed of the scenes (default 0)")
+    rep.set_defaults(func=_cmd_evaluator_report)
+
+
 def _add_pictures_parser(toy_sub: argparse._SubParsersAction) -> None:
     p = toy_sub.add_parser(
         "pictures", help="write a folder of captioned pictures for the exercises",
@@ -141,3 +229,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     toy_sub = toy.add_subparsers(dest="toy_command", metavar="TOY_COMMAND", required=True)
     _add_pictures_parser(toy_sub)
     _add_train_parser(toy_sub)
+    _add_evaluator_parser(toy_sub)

@@ -301,21 +301,24 @@ def accuracy_report(n: int = 500, seed: int = 0,
 def save_evaluator(model: EvaluatorNet, path: str | Path,
                    info: dict[str, Any] | None = None) -> Path:
     """Write the weights (safetensors, float16) and ``<stem>.json`` (config and ``info``)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from nbhelpers.files import write_bytes
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"weights path must end in .safetensors, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # float16 halves the file; the argmax of every test image is unchanged (tested)
-    save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()},
-              str(path))
-    path.chmod(0o644)  # safetensors writes 0600; package data must be readable by all
     meta = {"architecture": "EvaluatorNet", "widths": list(model.config.widths),
             "groups": model.config.groups,
             "classes": {k: list(v) for k, v in model.config.classes.items()},
             "info": info or {}}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    # float16 halves the file; the argmax of every test image is unchanged (tested). Each file
+    # is written whole or not at all, the card last, so a crash leaves the old pair readable
+    # or the new weights beside the old card, never a cut file
+    write_bytes(path, save({k: v.detach().half().contiguous()
+                            for k, v in model.state_dict().items()}))
+    write_bytes(path.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
     return path
 
 
@@ -325,8 +328,8 @@ def _load(path: str) -> EvaluatorNet:
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"no evaluator weights at {p}; train them with `python -m "
-                                f"nbhelpers.toy.evaluator_train train --out {p}`")
+        raise FileNotFoundError(f"no evaluator weights at {p}; train them with `nbhelpers "
+                                f"toy evaluator train --out {p}`")
     meta = json.loads(p.with_suffix(".json").read_text())
     classes = {k: tuple(v) for k, v in meta["classes"].items()}
     if classes != CLASSES:

@@ -2,20 +2,18 @@
 
 The network is :mod:`nbhelpers.toy.evaluator`'s. :func:`train_evaluator` (seeded, CPU, one
 thread; its time is in docs/benchmarks.md, "Figures behind the defaults") made the shipped
-weights; the command line trains and saves
-them, then prints the accuracy table::
+weights; :func:`accuracy_table` is the report. On the command line::
 
-    python -m nbhelpers.toy.evaluator_train train --out nbhelpers/data/evaluator.safetensors
-    python -m nbhelpers.toy.evaluator_train report --n 2000
+    nbhelpers toy evaluator train --out nbhelpers/data/evaluator.safetensors
+    nbhelpers toy evaluator report --n 2000
 
 Training scenes use world seeds from ``TRAIN_SEED_BASE`` up, which no test and no report uses.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,11 +26,8 @@ from nbhelpers.toy.degradations import degrade
 from nbhelpers.toy.evaluator import (
     ATTRIBUTES,
     CLASSES,
-    WEIGHTS_PATH,
     EvaluatorNet,
     accuracy_report,
-    load_evaluator,
-    save_evaluator,
 )
 
 #: Training scenes are ``world.balanced_scenes(n, TRAIN_SEED_BASE + seed)``: far from the small
@@ -107,47 +102,12 @@ def train_evaluator(config: EvaluatorTrainConfig | None = None, *,
     return model, info
 
 
-# --------------------------------------------------------------------------------------------
-# Entry point: python -m nbhelpers.toy.evaluator_train {train,report}
-# --------------------------------------------------------------------------------------------
-
-
-def _main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m nbhelpers.toy.evaluator_train",
-                                     description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train the evaluator and save its weights")
-    tr.add_argument("--out", default=str(WEIGHTS_PATH))
-    tr.add_argument("--seed", type=int, default=EvaluatorTrainConfig.seed)
-    tr.add_argument("--steps", type=int, default=EvaluatorTrainConfig.steps)
-    tr.add_argument("--n-train", type=int, default=EvaluatorTrainConfig.n_train)
-    tr.add_argument("--threads", type=int, default=1)
-    rep = sub.add_parser("report", help="per-attribute accuracy on fresh scenes")
-    rep.add_argument("--weights", default=str(WEIGHTS_PATH))
-    rep.add_argument("--n", type=int, default=1000)
-    rep.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    if args.command == "train":
-        torch.set_num_threads(args.threads)
-        cfg = EvaluatorTrainConfig(seed=args.seed, steps=args.steps, n_train=args.n_train)
-        every = max(1, cfg.steps // 20)
-
-        def show(step: int, loss: float) -> None:
-            if step % every == 0 or step == cfg.steps - 1:
-                print(f"step {step:5d}/{cfg.steps}  loss {loss:.4f}", flush=True)
-
-        model, info = train_evaluator(cfg, callback=show)
-        out = save_evaluator(model, args.out, info)
-        print(f"saved {out} ({out.stat().st_size / 1024:.0f} KiB) after "
-              f"{info['train_seconds']:.0f} s")
-        args.weights, args.n, args.seed = str(out), 1000, 0
-    model = load_evaluator(args.weights)
-    print(f"{'condition':<10}" + "".join(f"{k:>12}" for k in (*ATTRIBUTES, "all")))
+def accuracy_table(model: EvaluatorNet, n: int = 1000, seed: int = 0) -> str:
+    """Per-attribute accuracy on ``n`` fresh scenes, clean and through the toy VAE's kind of
+    damage, as the table ``nbhelpers toy evaluator report`` prints."""
+    lines = [f"{'condition':<10}" + "".join(f"{k:>12}" for k in (*ATTRIBUTES, "all"))]
     for name, spec in (("clean", None), ("vae", "vae")):
-        acc = accuracy_report(args.n, args.seed, spec, model=model)
-        print(f"{name:<10}" + "".join(f"{100 * acc[k]:>11.1f}%" for k in (*ATTRIBUTES, "all")))
-
-
-if __name__ == "__main__":
-    _main()
+        acc = accuracy_report(n, seed, spec, model=model)
+        lines.append(f"{name:<10}" + "".join(f"{100 * acc[k]:>11.1f}%"
+                                             for k in (*ATTRIBUTES, "all")))
+    return "\n".join(lines)
