@@ -103,6 +103,18 @@ def guided_score(score: Tensor, classifier_grad: Tensor, s: float | Tensor) -> T
     return score + _scale_like(s, score) * classifier_grad
 
 
+def _check_phi(phi: float) -> None:
+    if not 0.0 <= phi <= 1.0:
+        raise ValueError(f"phi must lie in [0, 1] (0 = no rescale, 0.7 recommended), got {phi}")
+
+
+def _check_interval(interval: tuple[int, int]) -> tuple[int, int]:
+    lo, hi = interval
+    if lo > hi:
+        raise ValueError(f"interval must be (t_low, t_high) with t_low <= t_high, got {interval}")
+    return lo, hi
+
+
 def rescale_guidance(eps_guided: Tensor, eps_cond: Tensor, phi: float) -> Tensor:
     """Guidance rescale ([RES] eqs. 15-16): pull the guided prediction's spread back.
 
@@ -112,8 +124,7 @@ def rescale_guidance(eps_guided: Tensor, eps_cond: Tensor, phi: float) -> Tensor
     ``phi = 0`` is plain guidance; [RES] recommend ``phi = 0.7``. Same as diffusers'
     ``rescale_noise_cfg``.
     """
-    if not 0.0 <= phi <= 1.0:
-        raise ValueError(f"phi must lie in [0, 1] (0 = no rescale, 0.7 recommended), got {phi}")
+    _check_phi(phi)
     dims = tuple(range(1, eps_cond.ndim))
     std_cond = eps_cond.std(dim=dims, keepdim=True)
     std_guided = eps_guided.std(dim=dims, keepdim=True)
@@ -133,9 +144,7 @@ def interval_scale(s: float, t: int, interval: tuple[int, int]) -> float:
         t: current timestep.
         interval: ``(t_low, t_high)``, inclusive bounds on ``t``.
     """
-    lo, hi = interval
-    if lo > hi:
-        raise ValueError(f"interval must be (t_low, t_high) with t_low <= t_high, got {interval}")
+    lo, hi = _check_interval(interval)
     return float(s) if lo <= t <= hi else 1.0
 
 
@@ -148,8 +157,7 @@ def cfg_guide(eps_uncond: Tensor, eps_cond: Tensor, s: Tensor, t: int) -> tuple[
 def rescale_guide(phi: float, inner: Guide = cfg_guide) -> Guide:
     """A :data:`Guide` that rescales what ``inner`` combines (:func:`rescale_guidance`, [RES]),
     by ``phi`` in [0, 1]."""
-    if not 0.0 <= phi <= 1.0:
-        raise ValueError(f"phi must lie in [0, 1] (0 = no rescale, 0.7 recommended), got {phi}")
+    _check_phi(phi)   # at once, not at the first step of a sampling run
 
     def guide(eps_uncond: Tensor, eps_cond: Tensor, s: Tensor, t: int) -> tuple[Tensor, Tensor]:
         eps_guided, s_used = inner(eps_uncond, eps_cond, s, t)
@@ -161,8 +169,7 @@ def rescale_guide(phi: float, inner: Guide = cfg_guide) -> Guide:
 def interval_guide(interval: tuple[int, int], inner: Guide = cfg_guide) -> Guide:
     """A :data:`Guide` that guides only inside ``interval = (t_low, t_high)`` and uses the
     conditional model (s = 1) outside it (:func:`interval_scale`, [INT])."""
-    if interval[0] > interval[1]:
-        raise ValueError(f"interval must be (t_low, t_high) with t_low <= t_high, got {interval}")
+    _check_interval(interval)   # at once, not at the first step of a sampling run
 
     def guide(eps_uncond: Tensor, eps_cond: Tensor, s: Tensor, t: int) -> tuple[Tensor, Tensor]:
         s_now = torch.tensor([interval_scale(v, t, interval) for v in s.tolist()],

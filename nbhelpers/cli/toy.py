@@ -32,6 +32,15 @@ EVALUATOR_OPTIONS: dict[str, str] = {
 }
 
 
+def _set_threads(threads: int) -> None:
+    """``--threads``: the torch threads a training command computes with."""
+    import torch
+
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def _cmd_toy_pictures(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
@@ -74,13 +83,10 @@ def _cmd_toy_pictures(args: argparse.Namespace) -> int:
 
 def _cmd_toy_train(args: argparse.Namespace) -> int:
     """Train and save as ``args`` say; prints where, the latent scale and the stage times."""
-    import torch
 
     from nbhelpers.toy.train import TrainConfig, quick_config, train_toy
 
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     recipe = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
     cfg = config_from_args(TrainConfig, args, _RECIPE_STEPS, base=recipe)
     _, card = train_toy(cfg, args.out, workers=args.threads, device=args.device)
@@ -93,7 +99,6 @@ def _cmd_toy_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluator_train(args: argparse.Namespace) -> int:
     """Train the evaluator, save it atomically, print the report of what was saved."""
-    import torch
 
     from nbhelpers.toy.evaluator import load_evaluator, save_evaluator
     from nbhelpers.toy.evaluator_train import (
@@ -102,9 +107,7 @@ def _cmd_evaluator_train(args: argparse.Namespace) -> int:
         train_evaluator,
     )
 
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     cfg = config_from_args(EvaluatorTrainConfig, args, list(EVALUATOR_OPTIONS))
     every = max(1, cfg.steps // 20)
 

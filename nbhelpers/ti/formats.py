@@ -248,6 +248,11 @@ FORMATS: dict[str, Format] = {f.name: f for f in (Diffusers(), A1111(), Kohya())
 A1111_PNG = A1111Png()
 
 
+def _saved_extensions() -> list[str]:
+    """Every file ending some format in the table is saved with, sorted."""
+    return sorted({s for f in FORMATS.values() for s in f.extensions})
+
+
 def _or(items: list[str]) -> str:
     """``"a, b or c"``."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
@@ -265,7 +270,7 @@ def dst_format_help() -> str:
     (default: diffusers for .safetensors; a .pt file needs --format a1111 or kohya)"``."""
     defaults = [f"{f.name} for {' and '.join(f.default_for)}" for f in FORMATS.values()
                 if f.default_for]
-    known = sorted({s for f in FORMATS.values() for s in f.extensions})
+    known = _saved_extensions()
     ambiguous = []
     for suffix in known:
         if not any(suffix in f.default_for for f in FORMATS.values()):
@@ -349,7 +354,7 @@ def _format(format: object) -> Format:
 
 def _save_format(path: Path, format: str | None) -> Format:
     suffix = path.suffix.lower()
-    known = sorted({s for f in FORMATS.values() for s in f.extensions})
+    known = _saved_extensions()
     if suffix not in known:
         raise ValueError(f"cannot save an embedding as {path.name!r}: use a file name ending in "
                          f"one of {known}")
