@@ -370,3 +370,14 @@ def test_dataset_examples_prompts_and_batches():
         assert bucketed.batch(b)[0].shape[0] == len(b)
     with pytest.raises(ValueError, match="different shapes"):
         bucketed.batch([0, 1])
+
+
+def test_the_framing_table_and_type_name_the_same_modes():
+    """``FRAMING_MODES`` (what --framing offers and describes) and the ``FramingMode`` type
+    are written separately (a type checker cannot read a dict); they must agree, in order."""
+    from typing import get_args
+
+    from nbhelpers.ti.framing import FRAMING_MODES, FramingMode
+
+    assert list(get_args(FramingMode)) == list(FRAMING_MODES)
+    assert all(FRAMING_MODES.values())
