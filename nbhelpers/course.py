@@ -1,0 +1,122 @@
+"""The workshop's two paths: a one-day path of at most six hours, and the extension.
+
+One list says which notebook belongs where and how long each section takes to *teach* (a plan:
+talking through the prose, the exercise, the room's questions); the time each notebook takes to
+*run* is measured by ``bench/notebooks.py``, which writes both into ``docs/teaching.md``.
+``tests/test_course.py`` holds the notebooks to it: every notebook in exactly one place, the
+one-day path within :data:`CONTACT_LIMIT` minutes, and no one-day notebook leaning on a notebook
+outside the path (a pointer to the extension is written "extension notebook NN").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: minutes of contact time a one-day workshop has (breaks not counted)
+CONTACT_LIMIT = 360
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One notebook of a path: its file name (without ``.ipynb``) and its sections' minutes."""
+
+    notebook: str
+    title: str
+    sections: tuple[tuple[str, int], ...]
+
+    @property
+    def number(self) -> str:
+        return self.notebook.split("_", 1)[0]
+
+    @property
+    def minutes(self) -> int:
+        return sum(m for _, m in self.sections)
+
+
+#: done before the day (the evening before, or in the first minutes of the room's setup)
+BEFORE = (
+    Lesson("00_setup_check", "Setup check", (("the report and the slider", 10),)),
+)
+
+#: the one-day path, in teaching order
+ONE_DAY = (
+    Lesson("01_forward_diffusion", "Forward diffusion", (
+        ("1-2 noise step by step, the closed form", 15),
+        ("3 three schedules and the SNR", 10),
+        ("4-5 a photograph, SD's schedule", 5),
+        ("6 the reverse process, DDPM and DDIM", 10),
+        ("exercise: q_sample and the posterior mean", 10),
+        ("recap", 5),
+    )),
+    Lesson("02_score_and_bayes", "The score and the Bayes split", (
+        ("1 the score and Tweedie's formula", 10),
+        ("2 the Bayes split", 10),
+        ("3-4 scaling the classifier term, the convention for s", 10),
+        ("exercise: the score from eps, the Bayes split", 10),
+        ("recap", 5),
+    )),
+    Lesson("03_classifier_vs_free_guidance", "Classifier guidance against classifier-free", (
+        ("1 classifier guidance: two networks", 10),
+        ("2-3 classifier-free guidance, side by side", 10),
+        ("4 fidelity against diversity", 10),
+        ("5 guided sampling is not sampling the tilted density", 10),
+        ("exercise: the CFG combine and the classifier shift", 10),
+        ("recap", 5),
+    )),
+    Lesson("04_guidance_in_stable_diffusion", "Guidance inside Stable Diffusion", (
+        ("1 the loop, line by line, checked", 15),
+        ("2 three predictions step by step", 5),
+        ("3 sliders for s, and a sweep", 15),
+        ("exercise: one step of the SD loop with CFG", 10),
+        ("recap", 5),
+    )),
+    Lesson("05_textual_inversion", "Textual inversion: a new word for a style", (
+        ("1 one new row in the embedding table", 10),
+        ("2 preparing the images, framing", 10),
+        ("3 training <mosaic>", 10),
+        ("4 using the word", 10),
+        ("exercise: the textual-inversion loss", 10),
+        ("recap", 5),
+    )),
+    Lesson("06_textual_inversion_on_your_pictures", "Textual inversion on your own pictures", (
+        ("1-3 your folder, framing, templates", 15),
+        ("4 training", 10),
+        ("5-7 using, saving and loading the word; the command line", 15),
+        ("exercise: filling a template", 5),
+        ("recap", 5),
+    )),
+)
+
+#: the extension: a second day, or take-home reading, in suggested order
+EXTENSION = (
+    Lesson("04b_measuring_guidance", "Measuring guidance: adherence, diversity, variants", (
+        ("1 adherence, diversity and saturation against s", 25),
+        ("2 variants: negative prompt, rescale, interval", 20),
+    )),
+    Lesson("05b_textual_inversion_claims", "Textual inversion: the claims measured", (
+        ("1 where the search starts", 15),
+        ("2 one vector or sixteen", 15),
+        ("3 s = 7 or 14 with the learned word", 10),
+        ("4 how many images", 15),
+    )),
+    Lesson("07_textual_inversion_against_bias", "Textual inversion against a biased word", (
+        ("1-2 the bias measured, the overwrite", 25),
+        ("3-4 the mix again, compute", 20),
+        ("what it fixes, and what it does not", 15),
+    )),
+)
+
+
+def one_day_minutes() -> int:
+    """Contact minutes of the one-day path (the setup check is done before the day)."""
+    return sum(lesson.minutes for lesson in ONE_DAY)
+
+
+def lesson(notebook: str) -> Lesson:
+    """The lesson of a notebook file name (with or without ``.ipynb``)."""
+    stem = notebook.removesuffix(".ipynb")
+    for item in BEFORE + ONE_DAY + EXTENSION:
+        if item.notebook == stem:
+            return item
+    raise KeyError(f"notebook {notebook!r} is in no path of nbhelpers.course; add it to "
+                   "ONE_DAY or EXTENSION")
