@@ -530,10 +530,11 @@ print("DDIM with eta = 1 is the DDPM step (float64, within 1e-12):", same < 1e-1
 #
 # <details><summary>Answer</summary>
 #
-# Smaller, by a lot. For small $\beta$, $\log \bar\alpha_{T-1} = \sum \log(1-\beta_t) \approx
-# -\sum \beta_t$, and the sum of an evenly spaced sequence is $T \cdot (\beta_{\min} +
-# \beta_{\max})/2$: about $-10.05$ for $T = 1000$ and $-20.1$ for $T = 2000$. So $\bar\alpha$ drops
-# from about $4 \times 10^{-5}$ to about $2 \times 10^{-9}$ (check:
+# Smaller, by a lot. For small $\beta$,
+# $\log \bar\alpha_{T-1} = \sum \log(1-\beta_t) \approx -\sum \beta_t$, and the sum of an
+# evenly spaced sequence is $T \cdot (\beta_{\min} + \beta_{\max})/2$: about $-10.05$ for
+# $T = 1000$ and $-20.1$ for $T = 2000$. So $\bar\alpha$ drops from about $4 \times 10^{-5}$ to
+# about $2 \times 10^{-9}$ (check:
 # `D.alpha_bar_from_betas(D.linear_betas(2000))[-1]`). This is why $\beta$ ranges are tied to $T$.
 # </details>
 #
