@@ -449,8 +449,8 @@ check_posterior_mean(posterior_mean)
 #   fresh noise enters. A seeded DDPM sampler is deterministic too (same seed, same picture), so
 #   that is not what $\eta = 0$ adds. What it adds is that the sample is a function of the
 #   starting noise $x_T$ alone (and of the guidance scale $s$, from notebook 02 on), and a
-#   continuous one: the steps follow an ordinary differential equation, so a nearby $x_T$ or a
-#   nearby $s$ gives a nearby picture. That is what the sliders of notebooks 04 to 06 rely on
+#   continuous one: the steps discretise an ordinary differential equation, so a nearby $x_T$ or
+#   a nearby $s$ gives a nearby picture. That is what the sliders of notebooks 04 to 06 rely on
 #   when they move $s$ and keep the picture.
 #
 # Here the "model" is exact: on our 2-D world the best possible prediction,
