@@ -81,8 +81,10 @@ def classifier_guided_eps(eps: Tensor, classifier_grad: Tensor, alpha_bar_t: flo
                           s: float | Tensor) -> Tensor:
     """Classifier guidance in eps form: ``eps - s sqrt(1 - alpha_bar) grad log p(y | x_t)``.
 
-    [CG] eq. 14 (their scale ``s`` is ours). Because ``score = -eps / sqrt(1 - alpha_bar)``,
-    this is exactly ``score + s * grad log p(y | x_t)`` turned back into eps.
+    [CG] eq. 14 (their scale ``s`` is ours). Because ``score = -eps / sqrt(1 - alpha_bar)``
+    (Tweedie's formula: it holds for the conditional mean ``eps = E[eps | x_t]``, the noise
+    averaged over the ``x0`` drawn from ``p(x0 | x_t)``, which is what a trained noise predictor
+    estimates), this is exactly ``score + s * grad log p(y | x_t)`` turned back into eps.
 
     Args:
         eps: unconditional noise prediction ``(B, ...)``.

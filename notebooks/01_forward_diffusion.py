@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -30,11 +30,19 @@
 # 6. run the process backwards: the DDPM posterior, ancestral sampling and DDIM, **checked**
 #    against `diffusers`' own samplers.
 #
+# Along the way you write two functions yourself, the closed form of section 2 and the posterior
+# mean of section 6, and a check tells you whether they are right. A recap of three questions
+# closes the notebook.
+#
+# Time: about 50 minutes.
+#
 # Notation (the same everywhere in the series): $\beta_t$ is the noise added at step $t$,
-# $\alpha_t = 1-\beta_t$, $\bar\alpha_t = \prod_{i \le t} \alpha_i$ is the signal kept, and
-# $\epsilon \sim \mathcal N(0, I)$ is standard Gaussian noise. Steps run $t = 0, \dots, T-1$ with
-# $T = 1000$, as in `diffusers`. Mind the first index: $x_0$ is the clean data, but the
-# timestep $t = 0$ of a schedule is already one step of noise ($\bar\alpha_0 = 1 - \beta_0$), so
+# $\alpha_t = 1-\beta_t$, $\bar\alpha_t = \prod_{i \le t} \alpha_i$ is the signal kept,
+# $\epsilon \sim \mathcal N(0, I)$ is standard Gaussian noise, $\sigma_t = \sqrt{1-\bar\alpha_t}$ is
+# the standard deviation of the noise in $x_t$ (section 2 shows why), and $q_t$ is the density of
+# the noised data $x_t$. Steps run $t = 0, \dots, T-1$ with $T = 1000$, as in `diffusers`. Mind
+# the first index: $x_0$ is the clean data, but the timestep $t = 0$ of a schedule is already one
+# step of noise ($\bar\alpha_0 = 1 - \beta_0$), so
 # "$t = 0$" in a panel title means one step noised; `nbhelpers` writes clean data as the
 # timestep $-1$ ($\bar\alpha = 1$).
 
@@ -101,6 +109,9 @@ scatter_panels([iterated[t] for t in show_at], [f"t = {t} (step by step)" for t 
 # $$ q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\, x_0,\; (1-\bar\alpha_t) I\big),
 # \qquad x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \epsilon . $$
 #
+# The noise in $x_t$ has standard deviation $\sigma_t = \sqrt{1-\bar\alpha_t}$, the symbol
+# notebook 02 onwards writes: $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sigma_t\, \epsilon$.
+#
 # This closed form is what makes training cheap: pick a random $t$, one draw of $\epsilon$, and
 # you have a training pair, with no need to simulate the chain. It is `D.q_sample`.
 
@@ -139,6 +150,33 @@ for t in show_at[1:]:
           f"same variance: {vars_ok}")
 
 # %% [markdown]
+# ### Exercise: write the closed form
+#
+# Write `q_sample(x0, eps, alpha_bar_t)`, which returns
+# $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \epsilon$. Here `alpha_bar_t` is one
+# number (a 0-dimensional tensor, so `alpha_bar_t.sqrt()` works), and `x0` and `eps` are tensors
+# of the same shape. Then run the check below it: it compares your function with the reference on
+# a few random cases and, if they differ, says how.
+
+# %%
+import torch
+
+
+def q_sample(x0, eps, alpha_bar_t):
+    """x_t from x0 and eps (section 2's closed form)."""
+    ### HINT: scale x0 by sqrt(alpha_bar_t) and eps by sqrt(1 - alpha_bar_t), then add them
+    ### BEGIN SOLUTION
+    return alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * eps
+    ### END SOLUTION
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import check_q_sample
+
+check_q_sample(q_sample)
+
+# %% [markdown]
 # ## 3. Three noise schedules
 #
 # How fast the signal fades is set by the schedule $\beta_t$. Three are in common use:
@@ -167,26 +205,47 @@ schedule_curves(schedules);
 # NBVAL_CHECK_OUTPUT
 print(f"{'schedule':<14}{'alpha_bar[999]':>15}{'log SNR[999]':>14}"
       f"{'t: alpha_bar<0.5':>18}{'steps with |log SNR|<4':>24}")
+table = {}
 for name, ab in schedules.items():
     log_snr = torch.log(D.snr(ab))
-    half = int((ab < 0.5).nonzero()[0])
-    useful = int((log_snr.abs() < 4).sum())
-    print(f"{name:<14}{ab[-1].item():>15.2e}{log_snr[-1].item():>14.2f}{half:>18d}{useful:>24d}")
+    row = table[name] = dict(end=ab[-1].item(), log_snr_end=log_snr[-1].item(),
+                             half=int((ab < 0.5).nonzero()[0]),
+                             useful=int((log_snr.abs() < 4).sum()))
+    print(f"{name:<14}{row['end']:>15.2e}{row['log_snr_end']:>14.2f}{row['half']:>18d}"
+          f"{row['useful']:>24d}")
+
+# %%
+from IPython.display import Markdown
+
+
+def sci(x):
+    """x in LaTeX's a x 10^b, two digits."""
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return rf"{mantissa} \times 10^{{{int(exponent)}}}"
+
+
+lin, cos, sl = table["linear"], table["cosine"], table["scaled_linear"]
+# the reading below is true of these three schedules; the asserts keep it so
+assert lin["half"] < sl["half"] < cos["half"]
+assert sl["useful"] == max(r["useful"] for r in table.values()) and sl["end"] > 1e-3
+Markdown(rf"""
+Reading the table (exact properties of the schedules, printed from the table's values):
+
+* The **linear** schedule destroys the signal fastest: $\bar\alpha$ falls below one half
+  already at $t = {lin['half']}$, and its last step sits at
+  $\log \mathrm{{SNR}} = {lin['log_snr_end']:.2f}$, far below any useful range.
+  ${lin['useful']}$ of its $1000$ steps have $|\log\mathrm{{SNR}}| < 4$.
+* The **cosine** schedule keeps half the signal until $t = {cos['half']}$ and spends
+  ${cos['useful']}$ steps in that middle range; it ends at essentially pure noise
+  ($\bar\alpha_{{999}} = {sci(cos['end'])}$). It was designed for small images, where the
+  linear schedule wastes its last few hundred steps.
+* **Scaled-linear**, Stable Diffusion's schedule, sits between the two early on (half the signal
+  is gone at $t = {sl['half']}$), has the most steps in the middle range (${sl['useful']}$),
+  and, crucially, **never reaches pure noise**: at $t = 999$,
+  $\bar\alpha = {sci(sl['end'])}$, a $\log\mathrm{{SNR}}$ of ${sl['log_snr_end']:.2f}$.
+""")
 
 # %% [markdown]
-# Reading the table (these numbers are exact properties of the schedules, printed by the cell):
-#
-# * The **linear** schedule destroys the signal fastest: $\bar\alpha$ falls below one half
-#   already at $t = 259$, and its last step sits at $\log \mathrm{SNR} = -10.12$, far below any
-#   useful range. 591 of its 1000 steps have $|\log\mathrm{SNR}| < 4$.
-# * The **cosine** schedule keeps half the signal until $t = 496$ and spends 835 steps in that
-#   middle range; it ends at essentially pure noise ($\bar\alpha = 2.4 \times 10^{-9}$). It was
-#   designed for small images, where the linear schedule wastes its last few hundred steps.
-# * **Scaled-linear**, Stable Diffusion's schedule, sits between the two early on (half the signal
-#   is gone at $t = 354$), has the most steps in the middle range (857), and, crucially, **never
-#   reaches pure noise**: at $t = 999$, $\bar\alpha = 4.66 \times 10^{-3}$, a $\log\mathrm{SNR}$ of
-#   $-5.36$.
-#
 # Scaled-linear is gentler than linear only *later* on: its first $\beta$ is $8.5 \times 10^{-4}$,
 # more than eight times the linear schedule's $10^{-4}$, but it grows only to $0.012$ instead of
 # $0.02$. Stable Diffusion denoises a $4 \times 64 \times 64$ *latent* of its autoencoder rather
@@ -194,14 +253,30 @@ for name, ab in schedules.items():
 #
 # Its end has a flaw (Lin et al. 2024, *Common Diffusion Noise Schedules and Sample Steps are
 # Flawed*). In **training**, the noisiest input the model ever sees, at $t = 999$, still holds a
-# trace of the image: $\bar\alpha_{999} = 4.66 \times 10^{-3}$, so the mean brightness of the
-# picture leaks through the noise. In **sampling**, the chain starts from pure $\mathcal N(0, I)$,
-# which holds no such trace. The model learned to read the overall brightness off its input and
-# is never given one, so it keeps to medium brightness: this is why SD 1.x struggles to make very
-# dark or very bright images. Lin et al. fix it by rescaling the schedule to zero terminal SNR.
-# Their second flaw is in the sampler: with `diffusers`' default "leading" spacing and SD's
-# `steps_offset=1`, a sampler with few steps does not even start at the last training step; the
-# check of section 5 prints where it starts. Keep both in mind in notebook 04.
+# trace of the image ($\bar\alpha_{999}$, in the table, is small but not zero), so the mean
+# brightness of the picture leaks through the noise. In **sampling**, the chain starts from pure
+# $\mathcal N(0, I)$, which holds no such trace. The model learned to read the overall brightness
+# off its input and is never given one, so it keeps to medium brightness: this is why SD 1.x
+# struggles to make very dark or very bright images. Lin et al.'s fix has four parts that go
+# together:
+#
+# 1. **zero terminal SNR**: rescale the schedule so that $\bar\alpha_{T-1} = 0$, pure noise in
+#    training as in sampling;
+# 2. **v-prediction** instead of $\epsilon$-prediction: at SNR $0$ the input *is* the noise,
+#    $x_{T-1} = \epsilon$, so predicting $\epsilon$ says nothing about the image, and
+#    $\hat x_0 = (x_t - \sigma_t \hat\epsilon)/\sqrt{\bar\alpha_t}$ divides by zero:
+#    $\epsilon$-prediction is undefined at SNR $0$, while the target
+#    $v = \sqrt{\bar\alpha_t}\,\epsilon - \sigma_t x_0$ (`D.velocity`) is $-x_0$ there;
+# 3. **trailing timesteps**, so that the sampler starts at $t = T-1$ (their second flaw, below);
+# 4. **rescaled classifier-free guidance**, because at zero terminal SNR large guidance scales
+#    over-expose images (guidance rescale, `nbhelpers.guidance.rescale_guidance`; it is tried in
+#    extension notebook 04b).
+#
+# So the first two need the model fine-tuned: rescaling the schedule of SD 1.x at sampling time,
+# alone, does not fix it. Their second flaw is in the sampler: with `diffusers`' default
+# "leading" spacing and SD's `steps_offset=1`, a sampler with few steps does not even start at the
+# last training step; the check of section 5 prints where it starts. Keep both in mind in
+# notebook 04.
 
 # %% [markdown]
 # ## 4. A real photograph
@@ -236,8 +311,8 @@ forward_slider(photo, schedules, eps, value=250)
 # The slider only displays a function, `nbhelpers.widgets.forward_frame(photo, t, schedules, eps)`.
 # A headless test run cannot drag a slider, so the check below tests that function: at $t = 0$ it
 # must return the photograph with a trace of noise ($\bar\alpha_0 = 1 - 10^{-4}$ under the linear
-# schedule, so a correlation above 0.99), and at $t = 999$ almost nothing of it (a correlation near
-# zero).
+# schedule, so a correlation above $0.99$), and at $t = 999$ almost nothing of it (a correlation
+# near zero).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -264,11 +339,14 @@ print("t = 999 (linear) is uncorrelated with it (|correlation| < 0.1):",
 # `beta_start=0.00085`, `beta_end=0.012` and 1000 training steps. `diffusers` turns that into
 # `alphas_cumprod`. Ours is computed in float64; `diffusers` works in float32, so we allow
 # $10^{-6}$. Then the sampler's timesteps: `D.inference_timesteps` against `diffusers`'
-# `DDIMScheduler` configured as SD 1.4 ships it ("leading" spacing, `steps_offset=1`).
+# `DDIMScheduler` given the timestep settings of SD 1.4's scheduler configuration ("leading"
+# spacing, `steps_offset=1`). That configuration names a different sampler, `PNDMScheduler`
+# (a pseudo-numerical multistep method); its timesteps start at the same place, which the check
+# also tests.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, PNDMScheduler
 
 alpha_bar_sd = schedules["scaled_linear"]
 sd_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
@@ -277,21 +355,26 @@ diff = (schedules["scaled_linear"] - sd_scheduler.alphas_cumprod.double()).abs()
 assert diff < 1e-6, diff
 print("scaled-linear alpha_bar equals diffusers' to within 1e-6:", diff < 1e-6)
 
-# where SD's DDIM sampler starts: "leading" spacing, steps_offset=1 (SD 1.4's scheduler config)
+# where SD's samplers start: "leading" spacing, steps_offset=1 (SD 1.4's scheduler config)
+sd_config = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                 beta_end=0.012, steps_offset=1, set_alpha_to_one=False)
+short_of_999 = {}
 for n_steps in (10, 20, 50):
-    sd_ddim = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
-                            beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                            set_alpha_to_one=False, clip_sample=False)
+    sd_ddim = DDIMScheduler(**sd_config, clip_sample=False)
+    sd_pndm = PNDMScheduler(**sd_config, skip_prk_steps=True)
     sd_ddim.set_timesteps(n_steps)
+    sd_pndm.set_timesteps(n_steps)
     ours = D.inference_timesteps(n_steps, spacing="leading", offset=1)
-    assert sd_ddim.timesteps.tolist() == ours
+    assert sd_ddim.timesteps.tolist() == ours and int(sd_pndm.timesteps[0]) == ours[0]
+    short_of_999[n_steps] = 999 - ours[0]
     print(f"{n_steps} DDIM steps start at t = {ours[0]} (alpha_bar = {alpha_bar_sd[ours[0]]:.2e}, "
-          f"not t = 999), end at t = {ours[-1]}; same timesteps as diffusers: True")
+          f"{short_of_999[n_steps]} timesteps short of t = 999), end at t = {ours[-1]}; "
+          "same timesteps as diffusers: True; PNDM starts there too: True")
 
 # %% [markdown]
 # The first step of an $n$-step sampler is $t = T - T/n + 1$: almost one whole spacing short of
-# $t = 999$ (18 timesteps for 50 steps, 98 for 10), where $\bar\alpha$ (printed) is larger
-# still than at $t = 999$. So on top of the schedule's own flaw, a short sampler hands the model
+# $t = 999$ (the check prints by how much), where $\bar\alpha$ (printed) is larger still than at
+# $t = 999$. So on top of the schedule's own flaw, a short sampler hands the model
 # pure noise where, in training, an input at that $t$ held even more of the image. Lin et al.
 # recommend "trailing" spacing, which starts at $t = 999$
 # (`D.inference_timesteps(n, spacing="trailing")`).
@@ -308,25 +391,67 @@ for n_steps in (10, 20, 50):
 # + \frac{\sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})}{1-\bar\alpha_t}\, x_t,
 # \qquad \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t . $$
 #
+# The mean blends the clean point and the current one. A sampler with fewer steps than $T$ jumps
+# from $t$ to an earlier $t'$; the same formulas hold with $\bar\alpha_{t-1}$ replaced by
+# $\bar\alpha_{t'}$, and with the *effective* step $\alpha = \bar\alpha_t / \bar\alpha_{t'}$,
+# $\beta = 1 - \alpha$ in place of $\alpha_t$ and $\beta_t$ (for one step, $t' = t - 1$, they are
+# the same).
+#
+# ### Exercise: the posterior mean
+#
+# Write `posterior_mean(x_t, x0, alpha_bar_t, alpha_bar_prev)`, the mean $\tilde\mu$ of a jump
+# from $t$ to $t'$, where `alpha_bar_prev` is $\bar\alpha_{t'}$:
+#
+# $$ \alpha = \frac{\bar\alpha_t}{\bar\alpha_{t'}}, \quad \beta = 1 - \alpha, \qquad
+# \tilde\mu = \frac{\sqrt{\bar\alpha_{t'}}\,\beta}{1-\bar\alpha_t}\, x_0
+# + \frac{\sqrt{\alpha}\,(1-\bar\alpha_{t'})}{1-\bar\alpha_t}\, x_t . $$
+
+# %%
+def posterior_mean(x_t, x0, alpha_bar_t, alpha_bar_prev):
+    """The mean of q(x_{t'} | x_t, x0) for a jump t -> t' (alpha_bar_prev is alpha_bar at t')."""
+    ### HINT: first alpha = alpha_bar_t / alpha_bar_prev and beta = 1 - alpha, then the two terms
+    ### BEGIN SOLUTION
+    alpha = alpha_bar_t / alpha_bar_prev
+    beta = 1 - alpha
+    return (alpha_bar_prev.sqrt() * beta / (1 - alpha_bar_t) * x0
+            + alpha.sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar_t) * x_t)
+    ### END SOLUTION
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import check_posterior_mean
+
+check_posterior_mean(posterior_mean)
+
+# %% [markdown]
+# ### From the posterior to two samplers
+#
 # We do not know $x_0$, but a diffusion model predicts the noise, $\hat\epsilon(x_t, t)$, and the
 # closed form of section 2 solved for $x_0$ turns that into an estimate (eq. 15):
 #
-# $$ \hat x_0 = \frac{x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon}{\sqrt{\bar\alpha_t}} . $$
+# $$ \hat x_0 = \frac{x_t - \sigma_t\,\hat\epsilon}{\sqrt{\bar\alpha_t}}, \qquad
+# \sigma_t = \sqrt{1-\bar\alpha_t} . $$
 #
 # * **Ancestral sampling (DDPM).** Put $\hat x_0$ into the posterior and draw from it:
-#   $x_{t-1} = \tilde\mu_t(x_t, \hat x_0) + \sqrt{\tilde\beta_t}\, z$ with $z \sim \mathcal N(0, I)$,
-#   and no noise on the last step. So one step is: $\hat\epsilon \to \hat x_0 \to$ mean, plus noise
-#   (`D.ddpm_step`). A sampler with fewer steps than $T$ jumps from $t$ to an earlier $t'$; the
-#   same formulas hold with $\bar\alpha_{t-1}$ replaced by $\bar\alpha_{t'}$ and $\beta_t$ by the
-#   effective $1 - \bar\alpha_t / \bar\alpha_{t'}$, which is what `ddpm_step` does.
-# * **DDIM** (Song et al. 2021, eq. 12). Take the same $\hat x_0$ and noise it back to level $t'$,
-#   re-using the predicted noise for most of the way:
-#   $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}-\sigma_t^2}\,\hat\epsilon +
-#   \sigma_t z$, with
-#   $\sigma_t = \eta\,\sqrt{(1-\bar\alpha_{t'})/(1-\bar\alpha_t)}\,\sqrt{1-\bar\alpha_t/\bar\alpha_{t'}}$
-#   (eq. 16). With $\eta = 0$ the step is deterministic: the same starting noise always gives the
-#   same sample, which is why the sliders of notebooks 04 to 06 can move $s$ and keep the picture.
-#   With $\eta = 1$, $\sigma_t^2 = \tilde\beta_t$ and the step is the DDPM step (`D.ddim_step`).
+#   $x_{t'} = \tilde\mu(x_t, \hat x_0) + \sqrt{\tilde\beta}\, z$ with $z \sim \mathcal N(0, I)$,
+#   and no noise on the last step. So one step is: $\hat\epsilon \to \hat x_0 \to$ mean (your
+#   `posterior_mean`), plus noise (`D.ddpm_step`).
+# * **DDIM** (Song, Meng and Ermon 2021, *Denoising Diffusion Implicit Models*, eq. 12). Take the
+#   same $\hat x_0$ and noise it back to level $t'$, re-using the predicted noise for most of the
+#   way:
+#   $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}-\tilde\sigma^2}\,\hat\epsilon +
+#   \tilde\sigma z$, with
+#   $\tilde\sigma = \eta\,\sqrt{(1-\bar\alpha_{t'})/(1-\bar\alpha_t)}\,\sqrt{1-\bar\alpha_t/\bar\alpha_{t'}}$
+#   (eq. 16; the paper writes $\sigma_t$ for this fresh noise's scale, we write $\tilde\sigma$ so as
+#   not to mix it up with the noise level $\sigma_t = \sqrt{1-\bar\alpha_t}$). With $\eta = 1$,
+#   $\tilde\sigma^2 = \tilde\beta$ and the step is the DDPM step (`D.ddim_step`). With $\eta = 0$ no
+#   fresh noise enters. A seeded DDPM sampler is deterministic too (same seed, same picture), so
+#   that is not what $\eta = 0$ adds. What it adds is that the sample is a function of the
+#   starting noise $x_T$ alone (and of the guidance scale $s$, from notebook 02 on), and a
+#   continuous one: the steps discretise an ordinary differential equation, so a nearby $x_T$ or
+#   a nearby $s$ gives a nearby picture. That is what the sliders of notebooks 04 to 06 rely on
+#   when they move $s$ and keep the picture.
 #
 # Here the "model" is exact: on our 2-D world the best possible prediction,
 # $\hat\epsilon = \mathbb E[\epsilon \mid x_t]$, is known in closed form (`world.eps_model`;
@@ -347,8 +472,12 @@ scatter_panels(panels, ["x_T: pure noise", "DDPM, 50 steps", "DDIM (eta = 0), 50
 
 # %% [markdown]
 # Both samplers turn the same cloud of noise back into six blobs. Notebook 03 uses the DDPM
-# sampler with trained networks in place of the exact $\hat\epsilon$; notebooks 04 to 07 use DDIM
-# with $\eta = 0$, as Stable Diffusion users mostly do.
+# sampler with trained networks in place of the exact $\hat\epsilon$; notebooks 04 to 06 (and the
+# extension notebooks) use DDIM with $\eta = 0$, for the continuity above. That is this series'
+# choice, not what Stable Diffusion users mostly run: SD 1.4 ships a `PNDMScheduler`
+# configuration (section 5), and users of the AUTOMATIC1111 web UI mostly sample with
+# "Euler a" or one of the DPM++ samplers. All of them run on the schedule of section 3 and the
+# $\hat\epsilon \to \hat x_0$ step of this section.
 #
 # ### Check: our steps are `diffusers`' steps
 #
@@ -401,10 +530,11 @@ print("DDIM with eta = 1 is the DDPM step (float64, within 1e-12):", same < 1e-1
 #
 # <details><summary>Answer</summary>
 #
-# Smaller, by a lot. For small $\beta$, $\log \bar\alpha_{T-1} = \sum \log(1-\beta_t) \approx
-# -\sum \beta_t$, and the sum of an evenly spaced sequence is $T \cdot (\beta_{\min} +
-# \beta_{\max})/2$: about $-10.05$ for $T = 1000$ and $-20.1$ for $T = 2000$. So $\bar\alpha$ drops
-# from about $4 \times 10^{-5}$ to about $2 \times 10^{-9}$ (check:
+# Smaller, by a lot. For small $\beta$,
+# $\log \bar\alpha_{T-1} = \sum \log(1-\beta_t) \approx -\sum \beta_t$, and the sum of an
+# evenly spaced sequence is $T \cdot (\beta_{\min} + \beta_{\max})/2$: about $-10.05$ for
+# $T = 1000$ and $-20.1$ for $T = 2000$. So $\bar\alpha$ drops from about $4 \times 10^{-5}$ to
+# about $2 \times 10^{-9}$ (check:
 # `D.alpha_bar_from_betas(D.linear_betas(2000))[-1]`). This is why $\beta$ ranges are tied to $T$.
 # </details>
 #
@@ -414,12 +544,24 @@ print("DDIM with eta = 1 is the DDPM step (float64, within 1e-12):", same < 1e-1
 #
 # <details><summary>Answer</summary>
 #
-# The three $t$ differ (the linear schedule loses the face first, scaled-linear later), but the
-# three $\log\mathrm{SNR}$ values are close to each other. Visibility is a function of the
-# signal-to-noise ratio, not of the step index: a schedule is just a choice of how to walk
-# through SNR values.
+# The three $t$ differ: the linear schedule loses the face first, scaled-linear later, and the
+# cosine schedule keeps it longest. But the three $\log\mathrm{SNR}$ values are close to each other,
+# and with one fixed $\epsilon$ they have to be: two schedules at the same $\bar\alpha$ show exactly
+# the same picture. Visibility is a function of the signal-to-noise ratio, not of the step index:
+# a schedule is just a choice of how to walk through SNR values. The cell below takes one level,
+# $\log\mathrm{SNR} = -3$, and prints the first step at which each schedule reaches it: compare
+# with your three $t$.
 # </details>
-#
+
+# %%
+# NBVAL_CHECK_OUTPUT
+reaches = {name: int((torch.log(D.snr(ab)) < -3).nonzero()[0]) for name, ab in schedules.items()}
+for name, t in reaches.items():
+    print(f"{name:<14} reaches log SNR = -3 at t = {t}")
+assert reaches["linear"] < reaches["scaled_linear"] < reaches["cosine"]
+print("the cosine schedule gets there last, then scaled-linear, then linear:", True)
+
+# %% [markdown]
 # **3. A brutal schedule.** Set `betas = torch.full((10,), 0.5, dtype=torch.float64)` (ten steps
 # that each add as much noise as they keep) and rerun the check of section 2 on it (you will need
 # `show_at = [0, 3, 9]`). Does the closed form still hold?
@@ -431,3 +573,25 @@ print("DDIM with eta = 1 is the DDPM step (float64, within 1e-12):", same < 1e-1
 # $(0, 1)$. Here $\bar\alpha_9 = 0.5^{10} \approx 0.001$. Small steps matter for the *reverse*
 # process, where each step is only approximately Gaussian.
 # </details>
+
+# %% [markdown]
+# ## Recap
+#
+# Three questions on this notebook. Answer them in the cell after the questions (a letter, or a
+# number), then run it: each answer is checked and explained.
+
+# %%
+from nbhelpers.exercises import RECAP_01
+
+RECAP_01
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import RECAP_01
+
+### BEGIN SOLUTION
+answer_1 = "b"
+answer_2 = 0.5
+answer_3 = "b"
+### END SOLUTION
+RECAP_01.check({1: answer_1, 2: answer_2, 3: answer_3})

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -27,9 +27,17 @@
 #    density $p(x)\,p(y \mid x)^s$ sharpens;
 # 4. fix the convention for $s$ that the rest of the series uses, with a slider to feel it.
 #
-# Notation as in notebook 01: $\bar\alpha_t$ is the signal kept at step $t$ and
+# You write two one-line functions on the way, the score from a noise prediction (section 1) and
+# the scaled Bayes split (section 3), each with a check; a recap of three questions closes the
+# notebook.
+#
+# Time: about 45 minutes.
+#
+# Notation as in notebook 01: $\bar\alpha_t$ is the signal kept at step $t$,
 # $\sigma_t = \sqrt{1-\bar\alpha_t}$ the standard deviation of the noise, so
-# $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sigma_t\,\epsilon$.
+# $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sigma_t\,\epsilon$, and $q_t$ the density of the noised
+# data $x_t$ ($q_0$ is all but the data density $p$, one step of noise away). With a class $y$,
+# $q_t(y \mid x)$ is the probability of class $y$ given the noised point $x_t = x$.
 
 # %%
 import torch
@@ -71,7 +79,9 @@ density_panels(xs, ys, densities, [f"q_t(x), t = {t}" for t in show]);
 #
 # The **score** of a density is the gradient of its log: $\nabla_x \log q_t(x)$. It is a vector
 # field that points uphill, toward more probable points. If we know the score at every noise level,
-# we can run the forward process backwards (Song et al. 2021).
+# we can run the forward process backwards (Song et al. 2021b, *Score-Based Generative Modeling
+# through Stochastic Differential Equations*; not the DDIM paper of Song, Meng and Ermon 2021 that
+# notebook 01 cites).
 #
 # A diffusion model is not trained on the score but on noise: it learns $\hat\epsilon(x_t, t)$
 # minimising $\mathbb E\,\|\epsilon - \hat\epsilon(x_t, t)\|^2$. The minimiser of a squared error is
@@ -84,19 +94,27 @@ density_panels(xs, ys, densities, [f"q_t(x), t = {t}" for t in show]);
 # Mind which $\epsilon$: it is the *optimal prediction* $\hat\epsilon = \mathbb E[\epsilon \mid x_t]$,
 # the average of all the noises that could have produced $x_t$, that gives the score of the noised
 # data $q_t$. The one noise $\epsilon$ actually drawn for a training pair gives
-# $-\epsilon/\sigma_t$, the score of $q(x_t \mid x_0)$ for that pair's own $x_0$: a noisy, unbiased
-# target whose average over $x_0$ is the score we want.
+# $-\epsilon/\sigma_t$, the score of $q(x_t \mid x_0)$ for that pair's own $x_0$: a noisy target.
+# Its average at a fixed $x_t$, taken over the clean points $x_0$ drawn from the **posterior**
+# $p(x_0 \mid x_t)$ (the points that could have produced this $x_t$, each as likely as it is to
+# have done so), is the score we want. Not its average over the data $p(x_0)$: that would ignore
+# where $x_t$ is.
 #
 # (Sketch: $q_t(x) = \int p(x_0)\, \mathcal N(x; \sqrt{\bar\alpha_t}x_0, \sigma_t^2 I)\,dx_0$;
 # differentiate under the integral, and $\nabla_x \mathcal N = -\frac{x - \sqrt{\bar\alpha_t}x_0}
-# {\sigma_t^2}\mathcal N = -\frac{\epsilon}{\sigma_t}\mathcal N$.)
+# {\sigma_t^2}\mathcal N = -\frac{\epsilon}{\sigma_t}\mathcal N$. Divide by $q_t(x)$: the weight
+# $p(x_0)\,\mathcal N(x; \sqrt{\bar\alpha_t}x_0, \sigma_t^2 I)/q_t(x)$ is Bayes' $p(x_0 \mid x_t = x)$,
+# so $\nabla_x \log q_t(x) = \mathbb E_{x_0 \sim p(x_0 \mid x_t = x)}[-\epsilon/\sigma_t]
+# = -\mathbb E[\epsilon \mid x_t = x]/\sigma_t$.)
 #
 # ### Check: Tweedie's formula, by brute force
 #
 # We estimate $\mathbb E[\epsilon \mid x_t = x]$ at a few points $x$ *without* using any formula for
 # the score: draw many $x_0$ from the data, weight each by how likely it is to have produced $x$
 # (the Gaussian $\mathcal N(x; \sqrt{\bar\alpha_t}x_0, \sigma_t^2 I)$), and average the implied
-# noise $\epsilon = (x - \sqrt{\bar\alpha_t}x_0)/\sigma_t$. Then we compare with
+# noise $\epsilon = (x - \sqrt{\bar\alpha_t}x_0)/\sigma_t$. The weights turn draws from the data
+# into draws from the posterior $p(x_0 \mid x_t = x)$ (importance sampling), exactly the average
+# of the sketch. Then we compare with
 # $-\sigma_t \times$ the closed-form score. The Monte Carlo estimate has a standard error that we
 # compute alongside; we accept a difference of up to 5 standard errors.
 
@@ -119,6 +137,28 @@ for t in (200, 500):
     print(f"t = {t}: Monte Carlo E[eps | x_t] equals -sigma * exact score at 4 points: {ok}")
 
 # %% [markdown]
+# ### Exercise: the score from a noise prediction
+#
+# Write `score_from_eps(eps_hat, alpha_bar_t)`, which turns a noise prediction into the score:
+# $\text{score} = -\hat\epsilon / \sigma_t$ with $\sigma_t = \sqrt{1-\bar\alpha_t}$.
+# `alpha_bar_t` is one number (a 0-dimensional tensor, so `alpha_bar_t.sqrt()` works).
+
+# %%
+def score_from_eps(eps_hat, alpha_bar_t):
+    """The score of q_t at x_t from the prediction eps_hat = E[eps | x_t] (Tweedie's formula)."""
+    ### HINT: divide -eps_hat by sigma_t = sqrt(1 - alpha_bar_t)
+    ### BEGIN SOLUTION
+    return -eps_hat / (1 - alpha_bar_t).sqrt()
+    ### END SOLUTION
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import check_score_from_eps
+
+check_score_from_eps(score_from_eps)
+
+# %% [markdown]
 # ## 2. The Bayes split
 #
 # Now add a condition $y$ (here a class; in Stable Diffusion a text prompt). Bayes' rule says
@@ -129,7 +169,8 @@ for t in (200, 500):
 #
 # The $\log p(y)$ term vanishes because it does not depend on $x$. This is the whole trick: the
 # **conditional score** is the **unconditional score** plus the gradient of a **classifier**. It
-# holds at every noise level, with the classifier $p(y \mid x_t)$ that looks at *noisy* points.
+# holds at every noise level, with the classifier that looks at *noisy* points:
+# $\nabla \log q_t(x \mid y) = \nabla \log q_t(x) + \nabla \log q_t(y \mid x)$.
 #
 # ### Check: the identity holds to float precision
 #
@@ -184,11 +225,37 @@ field_panels(xs, ys, panels, ncols=3, stride=10, row_labels=rows);
 #
 # $$ \nabla_x \log p(x) + s\, \nabla_x \log p(y \mid x) = \nabla_x \log \big[ p(x)\, p(y \mid x)^s \big]. $$
 #
-# It is the score of a new, *tilted* density $\tilde p_s(x) \propto p(x)\,p(y \mid x)^s$. Raising
+# It is the score of a new, *tilted* density $\tilde p_s(x) \propto p(x)\,p(y \mid x)^s$ (and, at
+# noise level $t$, the guided score is the score of $q_t(x)\,q_t(y \mid x)^s$). Raising
 # $p(y \mid x) \in [0, 1]$ to a power $s > 1$ pushes values below 1 toward 0 much faster than values
 # near 1: points where the classifier is merely fairly sure lose mass to points where it is very
 # sure. The density **sharpens** onto the most unambiguous parts of the class; the uncertain middle
 # blobs fade first.
+#
+# ### Exercise: the Bayes split, scaled
+#
+# Write `conditional_score(score_uncond, classifier_grad, s)`, the left-hand side above:
+# $\nabla_x \log p(x) + s\, \nabla_x \log p(y \mid x)$, from the unconditional score, the
+# classifier's gradient and the scale $s$ (a number). At $s = 1$ it is the conditional score of
+# section 2.
+
+# %%
+def conditional_score(score_uncond, classifier_grad, s):
+    """The score of p(x) p(y | x)^s: the Bayes split with the classifier term scaled by s."""
+    ### HINT: keep the unconditional score as it is and add s times the classifier gradient
+    ### BEGIN SOLUTION
+    return score_uncond + s * classifier_grad
+    ### END SOLUTION
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import check_bayes_split
+
+check_bayes_split(conditional_score)
+
+# %% [markdown]
+# The tilted density itself, for the class "right" at four scales:
 
 # %%
 scales = [0, 1, 3, 10]
@@ -214,20 +281,34 @@ for s in scales:
     print(f"s = {s:2d}: mass on the 'right' side of the boundary = {masses[-1]:.3f}")
 assert all(a < b for a, b in zip(masses, masses[1:]))
 
+# %%
+from IPython.display import Markdown
+
+wrong_side = {s: 1 - m for s, m in zip(scales, masses)}
+Markdown(f"""
+The mass left on the wrong side of the boundary falls fast with $s$: {wrong_side[1]:.1%} for the
+honest conditional density ($s = 1$), {wrong_side[3]:.1%} at $s = 3$, {wrong_side[10]:.1%} at
+$s = 10$. This is the second half of claim C6 in the README's claims table ("$p(y \\mid x)^s$
+amplifies modes"), on the exact density; notebook 03 measures the first half, guidance trading
+diversity for fidelity.
+""")
+
 # %% [markdown]
-# The printed masses are 0.463, 0.950, 0.994 and 1.000: guidance with $s = 3$ already leaves
-# less than 1% of the mass on the wrong side, against 5% for the honest conditional density.
-#
 # ## 4. The convention for $s$, once and for all
 #
 # This series uses the convention of `diffusers` (`guidance_scale`), and so does every figure you
 # will see in Stable Diffusion:
 #
-# | $s$ | density sampled (in the ideal case) | name |
-# |---|---|---|
-# | $0$ | $p(x)$ | unconditional |
-# | $1$ | $p(x)\,p(y \mid x) \propto p(x \mid y)$ | conditional, **no extra guidance** |
-# | $s > 1$ | $p(x)\,p(y \mid x)^s$ | guided: sharper than conditional |
+# | $s$ | at noise level $t$, the guided score is the score of | an exact sampler that follows it draws | name |
+# |---|---|---|---|
+# | $0$ | $q_t(x)$ | $p(x)$ | unconditional |
+# | $1$ | $q_t(x)\,q_t(y \mid x) \propto q_t(x \mid y)$ | $p(x \mid y)$ | conditional, **no extra guidance** |
+# | any other $s$ (in practice $s > 1$) | $q_t(x)\,q_t(y \mid x)^s$ | **not** $p(x)\,p(y \mid x)^s$: another density (notebook 03, section 5) | guided |
+#
+# Only the first two rows sample what the score suggests. For $s > 1$ the tilted density
+# $p(x)\,p(y \mid x)^s$ of section 3 is the picture of what guidance aims at, not what the sampler
+# draws: the scores $q_t(x)\,q_t(y \mid x)^s$ at the different noise levels are not the noised
+# versions of any one density, and notebook 03 measures how far the samples land from it.
 #
 # Ho and Salimans (2022) write the same thing with $w = s - 1$, so their $w = 0$ is our $s = 1$,
 # and Stable Diffusion's default 7.5 is their $w = 6.5$.
@@ -302,7 +383,7 @@ print("slider frame at s = 1 shows p(x | y) (colour levels within 1):", max_leve
 # This is **not** what a *negative prompt* does in Stable Diffusion, though the two are often
 # confused. A negative prompt $c_-$ keeps $s > 1$ and replaces the *unconditional* branch by
 # $c_-$: $\tilde\epsilon = \hat\epsilon(x, c_-) + s\,[\hat\epsilon(x, c) - \hat\epsilon(x, c_-)]$,
-# the score of $p(x \mid c_-)^{1-s}\,p(x \mid c)^s$ (notebook 04, section 5). It pulls toward $c$
+# the score of $p(x \mid c_-)^{1-s}\,p(x \mid c)^s$ (extension notebook 04b). It pulls toward $c$
 # and away from $c_-$ at once; a negative $s$ with the empty prompt as reference pushes away from
 # $c$ and toward nothing in particular.
 # </details>
@@ -334,3 +415,25 @@ print("slider frame at s = 1 shows p(x | y) (colour levels within 1):", max_leve
 # components and their *relative* weights; halving all three right-class weights leaves it
 # unchanged, while the unconditional $p(x)$ (and so $s = 0$) changes.
 # </details>
+
+# %% [markdown]
+# ## Recap
+#
+# Three questions on this notebook. Answer them in the cell after the questions (a letter, or a
+# number), then run it: each answer is checked and explained.
+
+# %%
+from nbhelpers.exercises import RECAP_02
+
+RECAP_02
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import RECAP_02
+
+### BEGIN SOLUTION
+answer_1 = -0.5
+answer_2 = "b"
+answer_3 = "c"
+### END SOLUTION
+RECAP_02.check({1: answer_1, 2: answer_2, 3: answer_3})

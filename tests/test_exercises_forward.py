@@ -1,0 +1,110 @@
+"""Notebook 01's exercises: the references agree with the package (whose steps are diffusers'),
+each named mistake gets its own hint, nonsense gets a hint and never a traceback, and the recap
+judges its answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nbhelpers import diffusion as D
+from nbhelpers.exercises import RECAP_01, check_posterior_mean, check_q_sample
+from nbhelpers.exercises.forward import (
+    POSTERIOR_MEAN,
+    Q_SAMPLE,
+    posterior_mean_reference,
+    q_sample_reference,
+)
+
+SD = D.alpha_bar_from_betas(D.scaled_linear_betas())
+
+
+def test_q_sample_reference_is_the_packages_q_sample():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    eps = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    for t in (0, 400, 999):
+        assert torch.allclose(q_sample_reference(x0, eps, SD[t]), D.q_sample(x0, t, SD, eps),
+                              atol=1e-14)
+
+
+def test_posterior_mean_reference_is_the_mean_of_ddpm_step():
+    """ddpm_step without noise returns the posterior mean at x0_hat; feed it the true x0.
+
+    (ddpm_step itself is held to diffusers' DDPMScheduler.step in test_diffusion.py and in
+    notebook 01.)
+    """
+    g = torch.Generator().manual_seed(1)
+    x_t = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    x0 = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    for t, t_prev in ((999, 979), (500, 499), (300, 100)):
+        eps = D.x0_to_eps(x_t, x0, SD[t])
+        step = D.ddpm_step(x_t, eps, t, t_prev, SD, noise=torch.zeros_like(x_t))
+        assert torch.allclose(posterior_mean_reference(x_t, x0, SD[t], SD[t_prev]),
+                              step.x_prev, atol=1e-10)
+
+
+def test_the_references_pass():
+    assert check_q_sample(q_sample_reference).ok
+    assert check_posterior_mean(posterior_mean_reference).ok
+    assert str(check_q_sample(q_sample_reference)).startswith("correct: ")
+
+
+@pytest.mark.parametrize("exercise, check_fn", [(Q_SAMPLE, check_q_sample),
+                                                (POSTERIOR_MEAN, check_posterior_mean)],
+                         ids=["q_sample", "posterior_mean"])
+def test_each_named_mistake_gets_its_own_hint(exercise, check_fn):
+    for wrong in exercise.wrong:
+        verdict = check_fn(wrong.compute)
+        assert not verdict.ok, wrong.name
+        assert verdict.message == wrong.hint, (wrong.name, verdict.message)
+
+
+def test_an_unnamed_mistake_says_how_far_off():
+    verdict = check_q_sample(lambda x0, eps, alpha_bar_t: x0 + eps)
+    assert not verdict.ok and "differs from the reference by up to" in verdict.message
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError("scale x0 by sqrt(alpha_bar_t)")
+
+
+NONSENSE = {
+    "wrong shape": lambda **kw: next(iter(kw.values())).sum(),
+    "NaN": lambda **kw: next(iter(kw.values())) * math.nan,
+    "raises": lambda **kw: 1 / 0,
+    "None": lambda **kw: None,
+    "integers": lambda **kw: next(iter(kw.values())).long(),
+}
+
+
+@pytest.mark.parametrize("check_fn", [check_q_sample, check_posterior_mean],
+                         ids=["q_sample", "posterior_mean"])
+def test_nonsense_gets_a_hint_not_a_traceback(check_fn):
+    said = {name: check_fn(fn) for name, fn in NONSENSE.items()}
+    assert all(not v.ok for v in said.values())
+    assert "shape" in said["wrong shape"].message
+    assert "NaN" in said["NaN"].message
+    assert "ZeroDivisionError" in said["raises"].message
+    assert "return" in said["None"].message
+    assert "float" in said["integers"].message
+    stub = check_fn(_stub)
+    assert not stub.ok and str(stub).startswith("not yet: ")
+    assert stub.message.endswith("Hint: scale x0 by sqrt(alpha_bar_t)")
+    for thing in ("q_sample", 1, None):
+        verdict = check_fn(thing)
+        assert not verdict.ok and "pass your function itself" in verdict.message
+    renamed = check_fn(lambda a, b: a)
+    assert not renamed.ok and "argument names" in renamed.message
+
+
+def test_recap_01():
+    assert RECAP_01.check({1: "b", 2: 0.5, 3: "b"}).ok
+    wrong = RECAP_01.check({1: "a", 2: 0.25, 3: "a"})
+    assert not wrong.ok and wrong.message.startswith("0 of 3 right")
+    for question in RECAP_01.questions:
+        assert question.why in wrong.message
+    unanswered = RECAP_01.check({1: None, 2: None, 3: None})
+    assert not unanswered.ok and unanswered.message.count("not answered yet") == 3
