@@ -41,18 +41,17 @@ BEFORE = (
 #: the one-day path, in teaching order
 ONE_DAY = (
     Lesson("01_forward_diffusion", "Forward diffusion", (
-        ("1-2 noise step by step, the closed form", 15),
-        ("3 three schedules and the SNR", 10),
-        ("4-5 a photograph, SD's schedule", 5),
-        ("6 the reverse process, DDPM and DDIM", 10),
-        ("exercise: q_sample and the posterior mean", 10),
+        ("1-2 noise step by step, the closed form; exercise: q_sample", 15),
+        ("3 three schedules, the SNR, Lin et al.'s fix", 10),
+        ("4-5 a photograph, SD's schedule and where its sampler starts", 5),
+        ("6 the posterior (exercise: posterior_mean), DDPM and DDIM", 15),
         ("recap", 5),
     )),
     Lesson("02_score_and_bayes", "The score and the Bayes split", (
-        ("1 the score and Tweedie's formula", 10),
-        ("2 the Bayes split", 10),
-        ("3-4 scaling the classifier term, the convention for s", 10),
-        ("exercise: the score from eps, the Bayes split", 10),
+        ("1 the score and Tweedie's formula; exercise: score_from_eps", 12),
+        ("2 the Bayes split", 8),
+        ("3 scaling the classifier term; exercise: conditional_score", 10),
+        ("4 the convention for s, what a sampler draws", 10),
         ("recap", 5),
     )),
     Lesson("03_classifier_vs_free_guidance", "Classifier guidance against classifier-free", (
