@@ -2,9 +2,9 @@
 
 A copy of ``notebooks/01_forward_diffusion.ipynb``, its slide metadata written by
 ``tools/slides.py`` (the rule the stored notebooks follow), is opened in JupyterLab with the
-window at 1280x720 (a projector). The test starts the slideshow as a teacher does, with one
-click on RISE's button in the notebook's toolbar ("Render as Reveal Slideshow", Alt+R), and
-checks in the reveal.js deck that opens beside the notebook:
+page at 1280x720 (a projector, the browser in full screen). The test starts the slideshow as
+a teacher does, with one click on RISE's button in the notebook's toolbar ("Render as Reveal
+Slideshow", Alt+R), and checks in the reveal.js deck that opens beside the notebook:
 
 * the deck has one slide per title or ``##`` section of the notebook, and ``###`` subsections
   as slides below their section's;
@@ -27,6 +27,7 @@ import time
 
 import nbformat
 
+from tests.browser.test_slider_fits_screen import _set_viewport
 from tests.browser.test_sliders_in_browser import (
     ROOT,
     TOKEN,
@@ -107,7 +108,7 @@ def test_notebook_01_presents_as_slides_in_one_click(tmp_path):
     try:
         driver, service = _start_chromium(tmp_path)
         page = Page(driver, shots)
-        driver.set_window_size(*SCREEN)
+        _set_viewport(driver, *SCREEN)
         lab.wait_ready()
         driver.get(f"{lab.url}/lab/tree/{SOURCE.name}?token={TOKEN}")
         page.wait("the notebook to open", lambda: page.find(
