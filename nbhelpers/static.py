@@ -56,6 +56,30 @@ def spread_values(lo: float, hi: float, step: float, n: int, current: float) -> 
     return sorted(values)
 
 
+#: the tallest a slider's picture is shown, in CSS pixels: with its slider and caption it fits a
+#: 1280x720 projector and a 1366x768 laptop (tests/browser/test_slider_fits_screen.py)
+PICTURE_PX = 420
+#: a small picture is shown at most this many times its own size (more is only blur)
+PICTURE_ZOOM = 2.0
+
+
+def picture_width(height: int, width: int, reserve_px: int) -> str:
+    """The CSS width to show a ``height x width`` picture at (its height follows, aspect kept):
+    at most :data:`PICTURE_PX` tall and :data:`PICTURE_ZOOM` times its size, never wider than
+    the output area, and never taller than the window less ``reserve_px`` (what must fit beside
+    it: the page's bars, the slider, the caption), so that a small screen shrinks it."""
+    zoom = min(PICTURE_PX / height, PICTURE_ZOOM)
+    return (f"min({round(width * zoom)}px, 100%, "
+            f"calc((100vh - {reserve_px}px) * {width / height:.4f}))")
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """``(height, width)`` of a PNG, from its header."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    return int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big")
+
+
 def img_tag(png: bytes, alt: str, css: str = "") -> str:
     """An ``<img>`` holding ``png`` inline (a data URL), so the page needs no other file."""
     data = base64.b64encode(png).decode("ascii")
@@ -80,9 +104,10 @@ def scrubber_html(label: str, frames: Sequence[tuple[bytes, str]], start: int = 
                      f'step="1" value="{start}" aria-label="{html.escape(label)}" '
                      f'oninput="{html.escape(_ON_INPUT)}" style="width:320px"></label>')
     for k, (png, caption) in enumerate(frames):
+        css = f"width:{picture_width(*png_size(png), 200)};height:auto"
         hide = "" if k == start else "display:none;"
         parts.append(f'<figure class="nbh-frame" data-k="{k}" style="{hide}margin:4px 0">'
-                     f'{img_tag(png, f"{label}: frame {k + 1} of {len(frames)}")}'
+                     f'{img_tag(png, f"{label}: frame {k + 1} of {len(frames)}", css)}'
                      f'<figcaption>{caption}</figcaption></figure>')
     if note:
         parts.append(f'<p class="nbh-static-note"><i>{note}</i></p>')

@@ -25,6 +25,7 @@ from nbhelpers.mixtures import GaussianMixture2D
 from nbhelpers.static import (
     STATIC_ENV,
     panel_html,
+    picture_width,
     scrubber_html,
     spread_values,
     static_frame_count,
@@ -61,6 +62,10 @@ class ImageSlider(_WithStaticView):
             (:meth:`static_html`); None: ``$NBHELPERS_STATIC_FRAMES`` values spread over the
             range, or only the frame on screen when that is unset.
     """
+
+    #: the window's height left to JupyterLab's bars, the slider and the caption: the picture
+    #: gets the rest, up to ``static.PICTURE_PX`` (:func:`nbhelpers.static.picture_width`)
+    RESERVE_PX = 230
 
     def __init__(self, render: Render, *, description: str, min: float, max: float,
                  step: float = 1, value: float | None = None,
@@ -109,10 +114,12 @@ class ImageSlider(_WithStaticView):
     def update(self, value: float) -> None:
         """Render ``value`` into the image; an error shows under the image, the old image stays."""
         try:
-            self.image.value = png_bytes(self.render(value))
+            frame = self.render(value)
+            self.image.value = png_bytes(frame)
         except Exception as err:  # shown in the page: a callback's traceback is invisible there
             self.caption_html.value = f"<b style='color:#b00'>render failed at {value}: {err}</b>"
             raise
+        self.image.layout.width = picture_width(*frame.shape[:2], self.RESERVE_PX)
         self.caption_html.value = self._caption(value) if self._caption else ""
 
 
@@ -338,6 +345,9 @@ class LiveGuidanceSlider(_WithStaticView):
         delay: seconds of quiet before rendering (the debounce).
     """
 
+    #: as :attr:`ImageSlider.RESERVE_PX`, with three rows of controls above the picture
+    RESERVE_PX = 300
+
     def __init__(self, pipe, prompt: str, *, s: float = 7.5, seed: int = 0, steps: int = 20,
                  s_max: float = 20.0, delay: float = 0.15) -> None:
         self.pipe = pipe
@@ -385,11 +395,12 @@ class LiveGuidanceSlider(_WithStaticView):
     def _render(self, prompt: str, s: float, seed: int, steps: int) -> None:
         start = time.perf_counter()
         try:
-            self.image.value = png_bytes(upscale(render_guided(self.pipe, prompt, s, seed,
-                                                               steps)))
+            frame = upscale(render_guided(self.pipe, prompt, s, seed, steps))
+            self.image.value = png_bytes(frame)
         except Exception as err:
             self.status.value = f"<b style='color:#b00'>render failed: {err}</b>"
             raise
+        self.image.layout.width = picture_width(*frame.shape[:2], self.RESERVE_PX)
         self.status.value = (f"s = {s:.1f}, seed {seed}, {steps} steps: "
                              f"{time.perf_counter() - start:.2f} s")
 
