@@ -31,7 +31,7 @@ INSTALL = $$(if test -x $(UV); then echo "$(UV) pip install --python $(PY)"; \
              else echo "$(PIP) install"; fi)
 STAMP := $(VENV)/.installed
 
-.PHONY: install lab test unit notebooks lint bench clean help test-browser sync book test-book
+.PHONY: install lab test unit notebooks lint bench clean help test-browser sync book test-book slides
 
 help:
 	@echo "make install - create .venv and install the package with its extras (the others do it"
@@ -49,6 +49,7 @@ help:
 	@echo "              from the .ipynb, which is the source of truth"
 	@echo "make test-browser - the sliders in JupyterLab under headless Chromium (needs chromium,"
 	@echo "                    chromium-driver: .ci/run installs them); screenshots: artifacts/browser/"
+	@echo "make slides - write the RISE slide metadata of every notebook (tools/slides.py)"
 	@echo "make learner-copies [LEARNERS=dir] [ANSWERS=drop] - the learners' copies of the"
 	@echo "               notebooks in build/learners: solutions replaced by stubs that raise"
 	@echo "               NotImplementedError with a hint, outputs cleared (ANSWERS=drop also"
@@ -179,6 +180,11 @@ book: install $(BOOK_STAMP)
 # Debian's chromium + chromium-driver, as for test-browser; screenshots: artifacts/book/
 test-book: book
 	$(PY) -m pytest tests/book -q
+
+# RISE slides (jupyterlab-rise, lab extra): every notebook's slide metadata by tools/slides.py's
+# rule (# and ## headings start a slide, ### a subslide); tests/test_slides.py fails when off
+slides: install
+	$(PY) tools/slides.py apply notebooks/*.ipynb
 
 # The notebooks in notebooks/ are the instructor's (solutions between nbgrader's ### BEGIN
 # SOLUTION / ### END SOLUTION); this writes the learners' copies (tools/learner_copies.py)
