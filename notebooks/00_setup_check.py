@@ -5,14 +5,14 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # # 00 · Setup check
 #
 # Run this notebook first, ideally the day before the workshop. It takes a few seconds and answers
@@ -25,7 +25,7 @@
 #
 # Run every cell from the top (*Run → Run All Cells*).
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # On Colab or a JupyterHub, nbhelpers may not be installed yet: this cell needs nothing
 # installed, says whether it is, and gives the line that installs it. INSTALL = True runs that
 # line here (a few minutes); restart the kernel if Colab or pip asks you to, then run on.
@@ -48,7 +48,7 @@ print(f"On {host}, this kernel has {'no ' if missing else ''}nbhelpers installed
 installed_now = INSTALL and missing and not unset and get_ipython().run_line_magic(
     "pip", f'install "{SPEC}"')
 
-# %% slideshow={"slide_type": "-"}
+# %%
 from nbhelpers.info import collect_info, format_info
 from nbhelpers.profile import PROFILE_NAMES, get_profile
 from nbhelpers.widgets import setup_check_slider
@@ -56,7 +56,7 @@ from nbhelpers.widgets import setup_check_slider
 info = collect_info()
 print(format_info(info))
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## Reading the report
 #
 # * **device**: `cuda:0 ...` means the notebooks can use Stable Diffusion 1.x on your GPU; `cpu`
@@ -78,7 +78,7 @@ print(format_info(info))
 #
 # The next cell turns the report into checks: it fails loudly if something essential is missing.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 import torch
 
@@ -91,7 +91,7 @@ assert profile.device == "cpu" or torch.cuda.is_available()
 print("packages: ok")
 print(f"profile is one of {'/'.join(PROFILE_NAMES)}:", profile.name in PROFILE_NAMES)
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## Do widgets work here?
 #
 # Drag the slider below. **The blue dot must move and the number under it must change.**
@@ -105,10 +105,10 @@ print(f"profile is one of {'/'.join(PROFILE_NAMES)}:", profile.name in PROFILE_N
 # 2. An old browser tab: reload the page.
 # 3. A JupyterLab older than 4 or an `ipywidgets` older than 8: `make lab` installs current ones.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 setup_check_slider()
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## If something failed
 #
 # * `ModuleNotFoundError`: the kernel is not the environment `make lab` made. Stop JupyterLab and

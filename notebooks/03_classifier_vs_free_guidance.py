@@ -5,14 +5,14 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # # 03 · Classifier guidance against classifier-free guidance
 #
 # Notebook 02 showed that guidance is the score of a tilted density,
@@ -29,7 +29,7 @@
 # exact guided score for $s \in \{0, 1, 2, 4, 8\}$; measure **fidelity** and **diversity**
 # against $s$; and find out that guided sampling does *not* sample $p(x)\,p(y \mid x)^s$.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 import time
 
 import torch
@@ -55,7 +55,7 @@ SCALES = [0, 1, 2, 4, 8]
 print(f"profile {P.name}: {P.train_steps_2d} training steps per network, "
       f"{P.sample_steps_2d} sampling steps")
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 1. Classifier guidance: two networks
 #
 # First an **unconditional denoiser** $\hat\epsilon_\theta(x_t, t)$: a small MLP, trained with the
@@ -64,7 +64,7 @@ print(f"profile {P.name}: {P.train_steps_2d} training steps per network, "
 # kind of noised points. It must be trained on noisy points: a classifier of clean data has no idea
 # what to say about $x_t$ at $t = 700$, and its gradient there would be meaningless.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 torch.manual_seed(0)
 denoiser = M.Denoiser2D()
 with ProgressBar(P.train_steps_2d, "unconditional denoiser") as bar:
@@ -76,7 +76,7 @@ with ProgressBar(P.train_steps_2d, "noisy classifier") as bar:
                                          seed=2, callback=bar)
 
 
-# %% [markdown] slideshow={"slide_type": "subslide"}
+# %% [markdown]
 # ### How good are the learned pieces?
 #
 # Because the world is exact, we can grade the networks directly. At a moderate noise level we
@@ -86,7 +86,7 @@ with ProgressBar(P.train_steps_2d, "noisy classifier") as bar:
 # probability. Small $t$ is the hardest (the score is sharp and large there); we grade at
 # $t = 300$ and $t = 500$.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 def relative_rms(pred, exact):
     return float(((pred - exact).pow(2).sum(1).mean() / exact.pow(2).sum(1).mean()).sqrt())
@@ -106,12 +106,12 @@ for t in (300, 500):
     print(f"t = {t}: learned eps within 25% RMS of exact: True; "
           f"classifier within 0.05 of exact p(y|x_t): True")
 
-# %% slideshow={"slide_type": "-"}
+# %%
 for t, (e, c) in grades.items():
     print(f"t = {t}: eps relative RMS error {e:.3f}, classifier mean |p - p_exact| {c:.3f}")
 
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # Now the guided sampler. At each step we take the unconditional prediction and subtract $s$ times
 # the classifier gradient, scaled by $\sigma_t$ to turn a score into a noise (Dhariwal and Nichol
 # 2021, eq. 14):
@@ -123,7 +123,7 @@ for t, (e, c) in grades.items():
 # We use the ancestral DDPM sampler of notebook 01's schedule, starting every method from the same
 # noise, so differences between pictures are differences between methods.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 def run(eps_model, n=N, seed=5):
     x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return D.sample_loop(eps_model, x_T, alpha_bar, timesteps, method="ddpm",
@@ -135,7 +135,7 @@ scatter_panels([classifier_guided[s] for s in SCALES], [f"classifier guidance, s
                for s in SCALES], colors=[class_colors(world, classifier_guided[s]) / 255
                                          for s in SCALES]);
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 2. Classifier-free guidance: one network, two branches
 #
 # Bayes again: $\nabla \log p(y \mid x) = \nabla \log p(x \mid y) - \nabla \log p(x)$. The classifier
@@ -152,7 +152,7 @@ scatter_panels([classifier_guided[s] for s in SCALES], [f"classifier guidance, s
 # Both branches run in one batched call of the network. In Stable Diffusion the label is the text
 # prompt and the null label is the empty prompt `""`.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 cfg_model = M.Denoiser2D(n_classes=2)
 with ProgressBar(P.train_steps_2d, "conditional denoiser, 15% label dropout") as bar:
     cfg_loss = M.train_denoiser(cfg_model, world, alpha_bar, steps=P.train_steps_2d,
@@ -161,13 +161,13 @@ with ProgressBar(P.train_steps_2d, "conditional denoiser, 15% label dropout") as
 classifier_free = {s: run(M.cfg_eps_model(cfg_model, Y, s)) for s in SCALES}
 exact_guided = {s: run(world.eps_model(alpha_bar, y=Y, s=s)) for s in SCALES}
 
-# %% [markdown] slideshow={"slide_type": "subslide"}
+# %% [markdown]
 # ### Check: $s = 0$ is the unconditional model and $s = 1$ the conditional one, exactly
 #
 # `cfg_combine` is written as $(1-s)\,\hat\epsilon_\varnothing + s\,\hat\epsilon_y$ so that the two
 # endpoints hold bit for bit, not just up to rounding. We check on the trained network's outputs.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 x = torch.randn(512, 2, generator=torch.Generator().manual_seed(7))
 t = torch.full((512,), 400)
@@ -178,7 +178,7 @@ assert torch.equal(cfg_combine(eps_null, eps_y, 1.0), eps_y)
 print("s = 0 gives the unconditional prediction exactly:", True)
 print("s = 1 gives the conditional prediction exactly:", True)
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 3. Side by side
 #
 # Rows: the exact guided score (the ideal both methods approximate), classifier guidance, and
@@ -191,14 +191,14 @@ print("s = 1 gives the conditional prediction exactly:", True)
 #   lies there).
 # * As $s$ grows, points leave the boundary region, the blobs tighten, and the middle blob empties.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 rows = {"exact guided score": exact_guided, "classifier guidance": classifier_guided,
         "classifier-free": classifier_free}
 for name, samples in rows.items():
     scatter_panels([samples[s] for s in SCALES], [f"{name}, s = {s}" for s in SCALES],
                    colors=[class_colors(world, samples[s]) / 255 for s in SCALES], size=2.3);
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 4. Fidelity against diversity
 #
 # Two numbers per batch of samples:
@@ -210,7 +210,7 @@ for name, samples in rows.items():
 #
 # We sweep $s$ more finely and draw the trade-off curve.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 sweep = [0, 0.5, 1, 1.5, 2, 3, 4, 6, 8]
 makers = {"exact guided score": lambda s: world.eps_model(alpha_bar, y=Y, s=s),
           "classifier guidance": lambda s: M.classifier_guided_eps_model(
@@ -230,7 +230,7 @@ for name, make in makers.items():
         print(f"{name:<22}{s:>5}{row[1]:>10.3f}{row[2]:>8.3f}{row[3]:>10.2f}")
 tradeoff_curve({k: [r[:3] for r in v] for k, v in measured.items()});
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 for name, rows_ in measured.items():
     fid = [r[1] for r in rows_]
@@ -242,7 +242,7 @@ spread_falls = cfg_rows[-1][2] < cfg_rows[2][2]
 assert spread_falls
 print("classifier-free: within-mode spread at s = 8 is below s = 1:", spread_falls)
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # Read the table the cell printed, not a summary of it (the numbers differ a little between
 # profiles, which train for different lengths). The shape is always the same: fidelity climbs
 # steeply between $s = 0$ and $s = 2$ and then saturates near 1, while the within-mode spread of the
@@ -255,7 +255,7 @@ print("classifier-free: within-mode spread at s = 8 is below s = 1:", spread_fal
 # How do the learned methods compare with the exact guided score at the largest $s$? The next cell
 # states what this run measured:
 
-# %% slideshow={"slide_type": "-"}
+# %%
 from IPython.display import Markdown
 
 spread_at = {name: rows_[-1][2] for name, rows_ in measured.items()}    # s = 8, the last row
@@ -268,7 +268,7 @@ Markdown(f"At $s = {sweep[-1]}$ in this run ({P.name} profile), the within-mode 
          f"classifier-free guidance is {relation('classifier-free')}; that of classifier "
          f"guidance is {relation('classifier guidance')}.")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # Treat this as an observation about these networks, not a law. A learned method can come out
 # tighter than the exact one because its errors are multiplied by $s$ too: the classifier-free
 # "classifier" is the difference of two separately imperfect predictions, and any systematic
@@ -283,7 +283,7 @@ Markdown(f"At $s = {sweep[-1]}$ in this run ({P.name} profile), the within-mode 
 # can draw exact samples of the tilted density (from its values on a fine grid) and compare them
 # with the **exact** guided sampler, which has no learning error at all.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 tilted = {s: world.sample_tilted(N, Y, s, generator=torch.Generator().manual_seed(11))
           for s in (1, 3)}
 exact_guided[3] = run(world.eps_model(alpha_bar, y=Y, s=3))
@@ -296,7 +296,7 @@ scatter_panels([tilted[3], exact_guided[3]], ["samples of p(x) p(y|x)^3", "guide
                        class_colors(world, exact_guided[3]) / 255]);
 
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 def z_score_of_means(a, b):
     return float((a[:, 0].mean() - b[:, 0].mean()) / (a[:, 0].var() / len(a)
@@ -310,7 +310,7 @@ print("s = 3: guided sampler overshoots the tilted density (mean x over 10 stand
       " further right):", z3 > 10)
 
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # At $s = 1$ the two agree: the conditional score at every noise level *is* the score of the noised
 # conditional density, so the sampler is an honest sampler of $p(x \mid y)$. At $s = 3$ the guided
 # sampler lands further right and tighter than $p(x)\,p(y \mid x)^3$.
@@ -330,7 +330,7 @@ print("s = 3: guided sampler overshoots the tilted density (mean x over 10 stand
 # Move $s$ and the classifier-free sampler reruns from the same starting noise (1000 points). The
 # sampling time for one position is printed below; on a laptop CPU it is a fraction of a second.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 def live_sample(s):
     return run(M.cfg_eps_model(cfg_model, Y, s), n=1000)
 
@@ -340,7 +340,7 @@ print(f"one resample: {time.perf_counter() - start:.2f} s")
 guided_sampling_slider(live_sample, world, value=1.0,
                        caption=lambda s: f"classifier-free guidance, s = {s:.1f}")
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## Try it
 #
 # **1. No label dropout.** Retrain the conditional denoiser with `p_uncond=0.0` and sample with

@@ -5,14 +5,14 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # # 04 · Guidance inside Stable Diffusion
 #
 # Notebooks 02 and 03 built guidance on a 2-D world where everything could be checked exactly. Now
@@ -34,7 +34,7 @@
 #    object" (C5), and "$s = 14$ looked better than 7 but had more artefacts" (C4);
 # 5. try three variants: a negative prompt, guidance rescale, and guidance limited to an interval.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
@@ -57,7 +57,7 @@ NEGATIVE = "striped" if TOY else "blurry, muddy colours"   # for the negative-pr
 STEPS = P.sd_steps               # DDIM steps of a render of this model
 print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps")
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 1. The loop, line by line
 #
 # `nbhelpers.sampling.sample_cfg` is the loop of `StableDiffusionPipeline`, reduced to its steps:
@@ -117,7 +117,7 @@ print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps")
 # differently at every step. So the check runs on a float32 copy of the model (on the CPU it
 # already is float32): it tests the math, not the rounding.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 from nbhelpers.toy.model import read_card
 
 print(f"this model's VAE scaling factor: {pipe.vae.config.scaling_factor:.5g} "
@@ -129,7 +129,7 @@ budget = pipe.tokenizer.model_max_length
 print(f"token budget: {budget} positions, {budget - 2} for the prompt; "
       f"'{PROMPT}' uses {len(pipe.tokenizer(PROMPT).input_ids) - 2}")
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 with float32_pipeline(pipe) as p32:    # equality is a float32 fact (see above)
     ours = sample_cfg(p32, PROMPT, 7.5, num_steps=STEPS, seed=0)
@@ -145,7 +145,7 @@ with float32_pipeline(pipe) as p32:    # equality is a float32 fact (see above)
     same = float(np.abs(at_one - pipeline_at_zero).max()) < 1e-3
     print("the pipeline's guidance_scale=0 is really the conditional model (s = 1):", same)
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 2. Three predictions, step by step
 #
 # At every step the UNet makes two predictions of the clean image (through
@@ -154,7 +154,7 @@ with float32_pipeline(pipe) as p32:    # equality is a float32 fact (see above)
 # hands us all three; we decode a few steps. Early on the predictions are blurry averages; the
 # guided one commits to the prompt first.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 seen, unet_rows = [], []
 counting = pipe.unet.register_forward_pre_hook(lambda m, args: unet_rows.append(len(args[0])))
 sample_cfg(pipe, PROMPT, 7.5, num_steps=STEPS, seed=0, callback=seen.append)   # one image
@@ -168,13 +168,13 @@ for attr in rows.values():
 image_grid(frames, titles=[f"step {i + 1}, t = {seen[i].t}" for i in picks] * 3,
            ncols=len(picks), row_labels=list(rows));
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 assert sum(unet_rows) == 2 * len(seen)
 print("classifier-free guidance: two UNet rows per image and step (unconditional and "
       "conditional):", sum(unet_rows) == 2 * len(seen))
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 3. Sliders for $s$, and a sweep
 #
 # **The cached slider** renders a grid of scales once, all in one batched loop from the same
@@ -182,20 +182,20 @@ print("classifier-free guidance: two UNet rows per image and step (unconditional
 # $s$, the seed, the steps or the prompt), waiting until you stop moving and dropping requests that
 # went stale; on the toy model a render takes a fraction of a second on a laptop CPU.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 cached = cached_scale_slider(pipe, PROMPT, [0, 0.5, 1, 1.5, 2, 3, 4, 5, 7.5, 10, 14, 20, 30],
                              steps=STEPS)
 cached
 
-# %% slideshow={"slide_type": "-"}
+# %%
 LiveGuidanceSlider(pipe, PROMPT, s=7.5, steps=STEPS)
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # **A sweep from 0 to 30** as an animation, $s$ printed on every frame. The command line does the
 # same with any number of frames (`nbhelpers sweep --prompt "a red circle" --scales 0:30:0.03 --out sweep.mp4` gives 1001), streaming
 # them to an MP4 or GIF.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 sweep_scales = parse_scales("0:30:0.5" if P.name in ("cpu", "gpu") else "0:30:5")
 frames = [label_frame(im, f"s = {s:.1f}") for s, im in
           render_frames(pipe, PROMPT, sweep_scales, seed=0, num_steps=STEPS)]
@@ -204,7 +204,7 @@ gif = f"{tempfile.gettempdir()}/nbhelpers-sweep-{P.name}.gif"
 write_animation(iter(frames), gif, fps=8)
 ShowImage(filename=gif)
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 4. Measured: adherence, diversity and saturation against $s$
 #
 # For the toy model the evaluator reads shape, colour and style from each image, so we can count.
@@ -216,7 +216,7 @@ ShowImage(filename=gif)
 # * **diversity**: the mean pixel distance between images of the same prompt across seeds;
 # * **saturation**: the fraction of pixel values clipped to 0 or 1 by the decoder's output range.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 from nbhelpers.toy.measure import guidance_curves
 
 MEASURE = [0, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 10, 14, 20, 30]
@@ -234,7 +234,7 @@ if TOY:
         print(f"{s:>5}{r['adherence']:>11.2f}{r['shape']:>8.2f}{r['diversity']:>11.3f}"
               f"{r['saturation']:>12.3f}")
 
-# %% slideshow={"slide_type": "-"}
+# %%
 import matplotlib.pyplot as plt
 
 if TOY:
@@ -252,7 +252,7 @@ if TOY:
     axes[0].legend(fontsize=8)
     fig.tight_layout();
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 # toy model only: the evaluator reads the shapes world, not Stable Diffusion's images
 if TOY:
@@ -264,7 +264,7 @@ if TOY:
     assert results[30]["saturation"] > results[1]["saturation"]
     print("saturation at s = 30 exceeds s = 1:", results[30]["saturation"] > results[1]["saturation"])
 
-# %% slideshow={"slide_type": "-"}
+# %%
 if TOY:
     half = next((s for s in MEASURE if results[s]["adherence"] >= 0.5), None)
     peak = max(results[s]["adherence"] for s in MEASURE)
@@ -272,7 +272,7 @@ if TOY:
     print(f"adherence first reaches 0.5 at s = {half}; within 0.05 of its peak ({peak:.2f}) "
           f"from s = {plateau}; shape present at s = 30: {results[30]['shape']:.2f}")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # **Reading the numbers.** On the toy model the cells above print them (the smoke profile uses
 # few seeds per prompt, printed above the table, so its curves are rough). On Stable Diffusion these measuring cells do nothing:
 # the evaluator reads only the shapes world, so there the sliders and the sweep are the
@@ -319,7 +319,7 @@ if TOY:
 # more diversity for the same prompt adherence. In `sample_cfg` that is the keyword
 # `interval=(t_low, t_high)`: the scale $s$ inside, $s = 1$ (the conditional model) outside.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 variants = {
     "s = 14": dict(scales=14.0),
     "s = 14, rescale 0.7": dict(scales=14.0, rescale_phi=0.7),
@@ -330,7 +330,7 @@ imgs = [(sample_cfg(pipe, PROMPT, num_steps=STEPS, seed=0, **kw)[0] * 255).round
         .astype(np.uint8) for kw in variants.values()]
 image_grid(imgs, titles=list(variants), ncols=4, size=2.6);
 
-# %% slideshow={"slide_type": "-"}
+# %%
 if TOY:
     rescaled = guidance_curves(pipe, targets, [8, 14, 20, 30], seeds=seeds, num_steps=STEPS,
                                rescale_phi=0.7)
@@ -339,13 +339,13 @@ if TOY:
               f"{rescaled[s]['saturation']:.3f} with rescale 0.7; adherence "
               f"{results[s]['adherence']:.2f} -> {rescaled[s]['adherence']:.2f}")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # On this model it does not lower saturation: the printed lines show about the same fraction of
 # clipped values with and without it, or slightly more. What it changes is how often the image
 # still shows the prompt at large $s$. The mechanics are easy to check: with $\phi = 1$, the
 # guided prediction has exactly the conditional prediction's standard deviation at every step.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 ratios = []
 with float32_pipeline(pipe) as p32:    # statistics of a float32 run, as for the loop check
@@ -355,7 +355,7 @@ matched = max(abs(r - 1) for r in ratios) < 1e-4
 assert matched, ratios
 print("with phi = 1, std(guided) = std(conditional) at every step:", matched)
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## Try it
 #
 # **1. The pipeline's blind spot.** Run `pipe(PROMPT, guidance_scale=0.5, ...)` and

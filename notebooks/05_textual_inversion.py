@@ -5,14 +5,14 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # # 05 · Textual inversion: a new word for a style
 #
 # The tiny model of this series was trained on pictures in seven drawing styles, but the captions
@@ -43,7 +43,7 @@
 # Every measurement uses the **evaluator**, a small classifier that reads shape, colour and style
 # from an image (notebook 04 introduced it).
 
-# %% slideshow={"slide_type": "-"}
+# %%
 import tempfile
 import time
 from pathlib import Path
@@ -84,7 +84,7 @@ def toy_pipe():
 print(f"profile {P.name}: {STEPS} steps for <mosaic>, {SIDE_STEPS} for the comparisons, "
       f"{N_EVAL} images per measurement")
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 1. One new row in the embedding table
 #
 # A prompt becomes token ids, each id picks a row of the embedding table, and the transformer of
@@ -92,7 +92,7 @@ print(f"profile {P.name}: {STEPS} steps for <mosaic>, {SIDE_STEPS} for the compa
 # model's table has one row per word of its world. "mosaic" is not one of them: the tokenizer can
 # still spell it, but only as letters, which the model never saw used that way.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 pipe = toy_pipe()
 table = pipe.text_encoder.get_input_embeddings().weight
 print("embedding table:", tuple(table.shape), "(tokens x width)")
@@ -100,7 +100,7 @@ for word in ["striped", "mosaic"]:
     print(f"{word!r} ->", pipe.tokenizer.tokenize(word))
 
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # Textual inversion adds a token `<mosaic>`, gives it a row $v$ (started from the row of a
 # related word, here "checkered", the named style that looks most like a mosaic), and solves
 #
@@ -120,14 +120,14 @@ for word in ["striped", "mosaic"]:
 # 5. take the squared error and step the optimiser; the gradient reaches the new row and nothing
 #    else.
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 2. Preparing the images
 #
 # A learner would bring a folder of their own pictures. Here we render 50 mosaics of random
 # shapes, colours and backgrounds and name each file by what it shows, as people name scans. The
 # file names become captions: `[filewords]` in a template.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 def mosaic_folder(n, name):
     folder = WORK / name
     world.save_scenes(world.style_scenes(n, world.UNNAMED_STYLE, seed=0), folder)
@@ -141,15 +141,15 @@ for name in names:
     print(f"{name!r} -> caption {caption_from_filename(name)!r}")
 image_grid([np.asarray(item.image) for item in list(report)[:8]], ncols=8, size=1.2);
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # The templates put the token where the toy model's own captions put a style word, so the new
 # word sits in a familiar place:
 
-# %% slideshow={"slide_type": "-"}
+# %%
 TEMPLATES = ["[filewords], [name] style", "[filewords] in [name] style",
              "a painting of [filewords], [name] style", "a picture of [filewords] in [name] style"]
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # **Framing** (claim C2: "centre cropping cuts off the tops of heads"). Training images are square.
 # A photo or painting that is wider than tall has to be cut or fitted, and the usual centre crop
 # cuts off whatever sits near the ends. `frame()` offers
@@ -158,7 +158,7 @@ TEMPLATES = ["[filewords], [name] style", "[filewords] in [name] style",
 # training shape of similar aspect). Below, a wide picture with its subject near the right edge,
 # and the fraction of the subject each framing keeps:
 
-# %% slideshow={"slide_type": "-"}
+# %%
 from PIL import Image
 
 scene = world.Scene(shape="circle", colour="red", background="white", style="flat",
@@ -172,7 +172,7 @@ for mode in ["center", "focal", "tiles", "buckets"]:
     kept[mode] = max(kept_fraction(subject, f.crop_box) for f in framed)
     print(f"{mode:>8}: {len(framed)} training image(s), keeps {kept[mode]:.0%} of the subject")
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 assert kept["focal"] > kept["center"] and kept["buckets"] == 1.0
 print("focal crop keeps more of an off-centre subject than the centre crop:",
@@ -180,7 +180,7 @@ print("focal crop keeps more of an off-centre subject than the centre crop:",
 print("buckets keep all of it:", kept["buckets"] == 1.0)
 
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # The toy pictures are already square, so the runs below use `center`. For your own wide or tall
 # pictures, `focal` or `buckets` is usually the better choice.
 #
@@ -193,7 +193,7 @@ print("buckets keep all of it:", kept["buckets"] == 1.0)
 # little: most of the noise-prediction error is noise that no word can explain. Judge the word
 # by its pictures, not by the loss.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 def learn(folder, token, n_vectors=1, steps=STEPS, init_word="checkered", title="",
           previews=False):
     """Train `token` on a fresh toy model from `folder`; return (pipe, run)."""
@@ -215,13 +215,13 @@ def learn(folder, token, n_vectors=1, steps=STEPS, init_word="checkered", title=
 pipe1, run1 = learn(data, "<mosaic>", previews=True)
 print(f"{run1.n_examples} images, {STEPS} steps: {run1.seconds:.0f} s")
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 4. Using the word
 #
 # The same prompts, with and without the new word, from the same starting noise. The prompts name a
 # shape, a colour and a background; only the style is left to the word.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 rng = np.random.default_rng(1)
 targets = [world.random_scene(rng, toy=False) for _ in range(N_EVAL)]
 plain = [world.describe(t) for t in targets]
@@ -241,13 +241,13 @@ print(f"evaluator reads mosaic, with '{phrase}':", share_phrase)
 image_grid(list(img_with[:6]) + list(img_without[:6]), ncols=6, size=1.3,
            row_labels=["with <mosaic>", "without"]);
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 assert share_with.p > share_without.p
 print("the learned word calls up the mosaic style more often than the same prompts without it:",
       share_with.p > share_without.p)
 
-# %% slideshow={"slide_type": "-"}
+# %%
 from IPython.display import Markdown
 
 def pct(share):
@@ -257,7 +257,7 @@ Markdown(f"In this run ({P.name} profile, {N_EVAL} prompts, {STEPS} steps) the w
          f"{pct(share_with)} mosaics against {pct(share_without)} for the same prompts without "
          f"it; the training captions' own description, \"{phrase}\", gives {pct(share_phrase)}.")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # The learned word does about as well as the captions' own description when the run is long
 # enough (the cpu profile's figures are in `docs/benchmarks.md`, section "Textual inversion of
 # the unnamed style", written by `bench/ti_unnamed_style.py`), and it was found from the 50
@@ -266,7 +266,7 @@ Markdown(f"In this run ({P.name} profile, {N_EVAL} prompts, {STEPS} steps) the w
 # Where does the learned vector sit among the words the model knows? Its nearest neighbours by
 # cosine similarity in the embedding table:
 
-# %% slideshow={"slide_type": "-"}
+# %%
 inspection1 = inspect_embedding(run1.embedding, pipe1, k=5)
 print(format_inspection(inspection1))
 table = pipe1.text_encoder.get_input_embeddings().weight.detach().numpy()
@@ -274,34 +274,34 @@ a, b = (table[pipe1.tokenizer(w).input_ids[1]] for w in ("checkered", "outlined"
 start_cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 print(f"for comparison, the starting row ('checkered') against 'outlined': {start_cos:.2f}")
 
-# %% slideshow={"slide_type": "-"}
+# %%
 nearest = inspection1["nearest"][0]
 Markdown(f"The vector started as a copy of \"checkered\", whose row has a cosine of "
          f"{start_cos:.2f} with \"outlined\". In this run, after {STEPS} steps, its nearest "
          "words are " + ", ".join(f"\"{w['word']}\" ({w['cosine']:.2f})" for w in nearest[:3])
          + ".")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # In the cpu profile's run in `docs/benchmarks.md`, the nearest words of the learned vector are
 # "checkered" and "outlined": from pictures alone, the search moved toward the other word of the
 # description that the training captions used for mosaics. Compare this run's.
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # And at several guidance scales: below 1 the word has little effect (the unconditional model
 # ignores prompts), and the style firms up as $s$ grows.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 scales = [0, 1, 3, 7.5, 14]
 rows = [sample_prompts(pipe1, with_word[:4], s, seed=1000, num_steps=P.render_steps) for s in scales]
 image_grid([im for row in rows for im in row], ncols=4, size=1.3,
            row_labels=[f"s = {s}" for s in scales]);
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # **Where the search starts.** Textual inversion is a local search: each step nudges the vector
 # downhill on a noisy loss that is flat in most directions, so it settles near where it began.
 # The same images, steps and learning rate, but starting from the generic word "style":
 
-# %% slideshow={"slide_type": "-"}
+# %%
 pipe_s, run_s = learn(data, "<mosaic-s>", init_word="style", steps=SIDE_STEPS, title="<mosaic-s>, from 'style'")
 share_s, _ = style_share(pipe_s, [f"{p}, in <mosaic-s> style" for p in plain])
 print("mosaic with the word learned from 'checkered':", share_with)
@@ -309,20 +309,20 @@ print("mosaic with the word learned from 'style':    ", share_s)
 inspection_s = inspect_embedding(run_s.embedding, pipe_s, k=5)
 print(format_inspection(inspection_s))
 
-# %% slideshow={"slide_type": "-"}
+# %%
 nearest_s = inspection_s["nearest"][0][0]
 Markdown(f"In this run the word started from \"style\" ({SIDE_STEPS} steps) gives "
          f"{pct(share_s)} mosaics, against {pct(share_with)} from \"checkered\" ({STEPS} steps). "
          f"Its nearest word is now \"{nearest_s['word']}\" ({nearest_s['cosine']:.2f}).")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # The word started from "style" moved the right way, but had further to go (in the cpu
 # profile's run of `docs/benchmarks.md` it stays far below the word started from "checkered").
 # So choose the init word as you would describe your style in the model's own words (Gal et al.
 # used a coarse descriptor such as "sculpture"), and look at the nearest words of a learned
 # vector to see where the search went.
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 5. One vector or sixteen? (claim C3)
 #
 # A token can own several rows ("vectors"). More vectors can store more, which practitioners
@@ -330,7 +330,7 @@ Markdown(f"In this run the word started from \"style\" ({SIDE_STEPS} steps) give
 # their shapes) leak into everything the word touches. Both are measurable here: the share of
 # mosaics, and how often the image still shows the **colour and shape the prompt asked for**.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 from nbhelpers.toy.measure import agreement
 
 pipe16, run16 = learn(data, "<mosaic16>", n_vectors=16, steps=SIDE_STEPS, title="<mosaic16> (16 vectors)")
@@ -344,7 +344,7 @@ print(f" 1 vector:  mosaic {share_with};  prompt's shape and colour kept {keep1}
 print(f"16 vectors: mosaic {share16};  prompt's shape and colour kept {keep16}")
 
 
-# %% slideshow={"slide_type": "-"}
+# %%
 def overlap(x, y):
     return "overlap" if x.lo <= y.hi and y.lo <= x.hi else "do not overlap"
 
@@ -354,7 +354,7 @@ Markdown(f"Read the two lines together: the intervals say how much of any differ
          f"{overlap(share_with, share16)}), and the prompt's shape and colour kept in "
          f"{keep1.p:.0%} against {keep16.p:.0%} of images (intervals {overlap(keep1, keep16)}).")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # Where the intervals overlap, as in the cpu profile's runs so far, claim C3 does not show on
 # this model. Its style is a simple texture that one 128-wide vector already carries, and its
 # training pictures hold nothing idiosyncratic for extra vectors to copy beyond their shapes and
@@ -367,20 +367,20 @@ Markdown(f"Read the two lines together: the intervals say how much of any differ
 # The source write-up found $s = 14$ "better looking" than 7 with more artefacts. Measured with the
 # evaluator: the share of mosaics, and the fraction of clipped pixel values (saturation).
 
-# %% slideshow={"slide_type": "-"}
+# %%
 c4 = {}
 for s in (7, 14):
     share, images = style_share(pipe1, with_word, scale=s)
     c4[s] = (share, float(((images <= 0) | (images >= 1)).mean()))
     print(f"s = {s:>2}: mosaic {share};  clipped pixel values {c4[s][1]:.1%}")
 
-# %% slideshow={"slide_type": "-"}
+# %%
 (m7, clip7), (m14, clip14) = c4[7], c4[14]
 Markdown(f"In this run, $s = 14$ gives {m14.p:.0%} mosaics against {m7.p:.0%} at $s = 7$ "
          f"(intervals {overlap(m7, m14)}), and {clip14:.1%} clipped pixel values against "
          f"{clip7:.1%}.")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # In the cpu profile's runs so far neither half of claim C4 reproduced on this model: once the
 # word has settled the style, more guidance did not make it look more like the style, and this
 # small decoder barely saturates either way. Check whether this run agrees.
@@ -391,7 +391,7 @@ Markdown(f"In this run, $s = 14$ gives {m14.p:.0%} mosaics against {m7.p:.0%} at
 # style from a few hundred captioned images. For our style: three runs with 3, 10 and 50 images,
 # the same number of steps each.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 curve = {50: share_with}
 for n in (3, 10):
     pipe_n, _ = learn(mosaic_folder(n, f"mosaics-{n}"), f"<mosaic{n}>", steps=SIDE_STEPS,
@@ -409,7 +409,7 @@ ax.set(xscale="log", xticks=ns, xticklabels=ns, xlabel="training images",
        ylabel="share read as mosaic", ylim=(0, 1))
 ax.legend(fontsize=8);
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## Try it
 #
 # **1. The other half of the description.** Train `<mosaic>` with `init_word="outlined"`, the

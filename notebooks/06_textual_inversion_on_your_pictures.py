@@ -5,14 +5,14 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # # 06 · Textual inversion on your own pictures
 #
 # Notebook 05 took textual inversion apart on the toy model, where an evaluator can count what a
@@ -37,7 +37,7 @@
 #
 # What a training step costs on the GPUs measured so far is in `docs/benchmarks.md`.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 import tempfile
 from pathlib import Path
 
@@ -79,7 +79,7 @@ SIZE = image_size(pipe)      # the model's native picture side: 512 for SD 1.4
 print(f"profile {P.name}: model {P.model}, {SIZE} px, {P.sd_ti_steps} training steps, "
       f"precision {resolve_precision('auto', pipe.device)}")
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 1. Your folder
 #
 # Any image file Pillow reads, of any size. The caption of each picture is what it shows, in
@@ -91,7 +91,7 @@ print(f"profile {P.name}: model {P.model}, {SIZE} px, {P.sd_ti_steps} training s
 # pictures in the toy world's unnamed mosaic style, wide, tall and square, PNG and JPEG, some
 # captioned by a `.txt` file and the rest by their names.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 folder = Path(MY_IMAGES) if MY_IMAGES else WORK / "my-pictures"
 if not MY_IMAGES:
     world.save_picture_folder(folder, n=12, side=SIZE, seed=0)
@@ -103,7 +103,7 @@ for item in list(report)[:4]:
 image_grid([np.asarray(item.image.resize((128, 128))) for item in list(report)[:8]], ncols=8,
            size=1.3);
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # **Check the captions.** A caption should say what is in the picture and leave out the style:
 # the style is what the new word is for. A caption that names the style ("a fox, watercolour")
 # teaches the model that the style comes from those words, and the new word learns less.
@@ -116,7 +116,7 @@ image_grid([np.asarray(item.image.resize((128, 128))) for item in list(report)[:
 # picture into a training shape of similar aspect, without cropping. For the first wide picture of
 # the folder:
 
-# %% slideshow={"slide_type": "-"}
+# %%
 wide = next((item for item in report if item.image.width > item.image.height), list(report)[0])
 framings = {mode: frame(wide.image, SIZE, mode)[0] for mode in ("center", "focal", "buckets")}
 for mode, framed in framings.items():
@@ -124,7 +124,7 @@ for mode, framed in framings.items():
 image_grid([np.asarray(wide.image)] + [np.asarray(f.image) for f in framings.values()],
            titles=["the picture", *framings], ncols=4, size=2.2);
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # The demo pictures put the subject at the far end of the long side, so the centre crop cuts
 # into it and `focal` finds it. The runs below use `focal`; for pictures whose composition matters
 # as a whole (landscapes, wide paintings), try `buckets`.
@@ -136,7 +136,7 @@ image_grid([np.asarray(wide.image)] + [np.asarray(f.image) for f in framings.val
 # training step draws a template and a picture, so the word is learned in many phrasings and
 # never tied to one sentence.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 template_file = WORK / "my-style-templates.txt"
 template_file.write_text("a painting of [filewords], in the style of [name]\n"
                          "[filewords], [name] style\n"
@@ -147,7 +147,7 @@ example = list(report)[0].caption
 for template in TEMPLATES[:2]:
     print(repr(template), "->", repr(fill_template(template, "<my-style>", example)))
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 4. Training
 #
 # The init word starts the new vector; choose one that already describes your style in the
@@ -157,7 +157,7 @@ for template in TEMPLATES[:2]:
 # float32. The monitor shows the loss and, a few times during the run, a grid of previews drawn
 # with the word (also saved as PNGs in the run's folder).
 
-# %% slideshow={"slide_type": "-"}
+# %%
 INIT_WORD = "painting"
 shown = ["a lighthouse at dusk, in the style of [name]", "a bowl of fruit, [name] style"] \
     if not P.toy else ["a red circle on a white background, [name] style",
@@ -174,7 +174,7 @@ run = train_from_folder(folder, pipe, cfg, WORK / "my-style.safetensors", templa
 print(f"{run.n_examples} framed pictures, {cfg.steps} steps in {run.seconds:.0f} s; "
       f"checkpoints in {run.path.parent / (run.path.stem + '-run')}")
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 width = pipe.text_encoder.get_input_embeddings().weight.shape[1]
 assert run.embedding.vectors.shape == (1, width) and run.result.vectors.dtype == torch.float32
@@ -183,7 +183,7 @@ print("one learned vector, as wide as the text encoder's rows:",
 print("trained in float32 whatever the models' precision:",
       run.result.vectors.dtype == torch.float32)
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # A learned vector is a file of a few kilobytes: on SD 1.4 one vector is 768 numbers of 4 bytes,
 # 3 kB (the cell above checks its width against the text encoder's). On a real run, judge the
 # word by its previews, not by the loss: the loss of textual inversion is noisy and falls only a
@@ -194,7 +194,7 @@ print("trained in float32 whatever the models' precision:",
 # The same subjects with and without the word, from the same starting noise, at $s = 7$ and
 # $s = 14$ (claim C4: 14 looked better than 7 in the source write-up, with more artefacts).
 
-# %% slideshow={"slide_type": "-"}
+# %%
 subjects = ["a lighthouse at dusk", "a portrait of an old fisherman", "a bowl of fruit",
             "a city street in the rain"] if not P.toy else \
     [world.describe(s) for s in world.style_scenes(4, "flat", seed=9)]
@@ -208,11 +208,11 @@ for s in (7, 14):
 image_grid([im for row in grids.values() for im in row], ncols=len(subjects), size=2,
            row_labels=list(grids));
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # **A sweep of $s$** with the word, from 0 (the unconditional model: no word, no subject) to
 # 14, every frame from the same noise:
 
-# %% slideshow={"slide_type": "-"}
+# %%
 scales = parse_scales("0:14:2")
 frames = [label_frame(im, f"s = {s:g}") for s, im in
           render_frames(pipe, f"{subjects[0]}, in the style of <my-style>", scales, seed=100,
@@ -220,7 +220,7 @@ frames = [label_frame(im, f"s = {s:g}") for s, im in
 write_animation(iter(frames), WORK / "sweep.gif", fps=3)
 ShowImage(filename=str(WORK / "sweep.gif"))
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 6. Saving and loading the word
 #
 # The same vector in the three layouts in use: `diffusers` (safetensors, one entry named by the
@@ -230,7 +230,7 @@ ShowImage(filename=str(WORK / "sweep.gif"))
 # the token's row must be the learned vector exactly, and the images the same as with the
 # engine's own pipeline.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 paths = {fmt: save_embedding(run.embedding, WORK / f"my-style-{fmt}.{ext}", format=fmt)
          for fmt, ext in [("diffusers", "safetensors"), ("a1111", "pt"), ("kohya", "safetensors")]}
@@ -248,7 +248,7 @@ for fmt, path in paths.items():
     print(f"{fmt:>9}: loaded by diffusers' load_textual_inversion, same row and images: {same}")
     assert same
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 7. The same from the command line
 #
 # Everything above is one command, and the learned file works in `generate` (and in the other

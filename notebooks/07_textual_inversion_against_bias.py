@@ -5,14 +5,14 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # # 07 · Textual inversion against a biased word
 #
 # Training data carries biases, and a model learns them with its words. The toy model has one on
@@ -32,7 +32,7 @@
 # 3. the mix again, and prompts without the word, before and after;
 # 4. the compute, against what training the model itself took.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 import tempfile
 import time
 from pathlib import Path
@@ -61,14 +61,14 @@ pipe = load_pipeline("toy")
 pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
 print(f"profile {P.name}: {P.ti_steps} steps, {N_EVAL} images per measurement")
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 1. What "toy" draws
 #
 # Prompts "a {colour} toy on a {background} background" over all colours and backgrounds, one
 # image each from its own seed; the evaluator reads the shape. Each share comes with a 95%
 # interval (Wilson's): with a few dozen images, a few points either way is noise.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 rng = np.random.default_rng(0)
 toy_prompts = [f"a {rng.choice(world.COLOURS)} toy on a {rng.choice(world.BACKGROUNDS)} background"
                for _ in range(N_EVAL)]
@@ -83,7 +83,7 @@ for shape, share in mix_before.items():
 print(f"distance from a balanced mix (total variation): {total_variation_from_uniform(mix_before):.2f}")
 image_grid(list(img_before[:10]), ncols=10, size=1.1);
 
-# %% [markdown] slideshow={"slide_type": "slide"}
+# %% [markdown]
 # ## 2. A curated set, and the overwrite
 #
 # The remedy starts with data: 50 pictures that a person would call toys, with the five shapes
@@ -92,14 +92,14 @@ image_grid(list(img_before[:10]), ncols=10, size=1.1);
 # only that row. (With a new token such as `<toy>`, people would have to change their prompts;
 # overwriting fixes the word they already use.)
 
-# %% slideshow={"slide_type": "-"}
+# %%
 images, captions, scenes = world.toy_balanced_set(50, seed=0)
 print("shapes in the curated set:", {s: sum(sc.shape == s for sc in scenes) for s in world.SHAPES})
 print("captions, for example:", captions[:3])
 image_grid([((im.permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8) for im in images[:10]],
            ncols=10, size=1.1);
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # a larger rate than the usual 5e-3: the row has to travel from "circle" to somewhere between shapes
 cfg = TIConfig(token="toy", overwrite=True, steps=P.ti_steps, batch_size=P.ti_batch,
                lr="5e-2", seed=0)
@@ -111,7 +111,7 @@ run = train_from_items(pipe, items_from_images(images, captions), cfg, WORK / "t
 ti_seconds = time.perf_counter() - start
 print(f"overwrote 'toy' from {run.n_examples} images in {ti_seconds:.0f} s")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # The template is just `[filewords]`: each image's own caption ("a red toy on a white
 # background", ...), in which the word "toy" is the trained row. The loss asks that row to explain
 # pictures of all five shapes equally. The learning rate is ten times the usual one for a new
@@ -121,7 +121,7 @@ print(f"overwrote 'toy' from {run.n_examples} images in {ti_seconds:.0f} s")
 #
 # Same prompts, same seeds:
 
-# %% slideshow={"slide_type": "-"}
+# %%
 mix_after, img_after = shape_mix(pipe, toy_prompts)
 print(f"{'shape':>9} {'before':>28} {'after':>28}")
 for shape in world.SHAPES:
@@ -140,18 +140,18 @@ ax.axhline(1 / len(world.SHAPES), color="grey", ls=":", label="balanced")
 ax.set(xticks=x, xticklabels=world.SHAPES, ylabel='share of "toy" images', ylim=(0, 1))
 ax.legend(fontsize=8);
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 assert mix_after["circle"].p < mix_before["circle"].p and tv_after < tv_before
 print('"toy" draws fewer circles after the overwrite:', mix_after["circle"].p < mix_before["circle"].p)
 print("its shape mix moved toward balance:", tv_after < tv_before)
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # **Prompts without the word.** The overwrite changed one row of the embedding table. A prompt that
 # does not contain "toy" never reads that row, so its conditioning, and therefore its image, must
 # be exactly what it was. We check it on a fresh copy of the original model:
 
-# %% slideshow={"slide_type": "-"}
+# %%
 # NBVAL_CHECK_OUTPUT
 original = load_pipeline("toy")
 original.scheduler = DDIMScheduler.from_config(original.scheduler.config)
@@ -164,7 +164,7 @@ assert gap <= 1e-6, gap
 print("prompts without 'toy' give the same images before and after (max difference <= 1e-6):",
       gap <= 1e-6)
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # **How far did it get?** Read the table: the circle share falls and the distance from balance
 # shrinks, but the mix does not become even. One row is one point in the text encoder's input
 # space, and this small model maps almost every point to one definite shape under strong
@@ -178,14 +178,14 @@ print("prompts without 'toy' give the same images before and after (max differen
 # reached. The fixed word again, same prompts and seeds, at $s = 1$ and $s = 3$, beside its
 # $s = 7.5$ figures of above:
 
-# %% slideshow={"slide_type": "-"}
+# %%
 mix_at = {s: shape_mix(pipe, toy_prompts, scale=s)[0] for s in (1, 3)} | {7.5: mix_after}
 print(f"{'s':>4} " + " ".join(f"{shape:>9}" for shape in world.SHAPES) + "  distance from balance")
 for s, mix in mix_at.items():
     print(f"{s:>4} " + " ".join(f"{mix[shape].p:>9.0%}" for shape in world.SHAPES)
           + f"  {total_variation_from_uniform(mix):>21.2f}")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # Read the table down: if the distance from balance grows with $s$, part of the word's balance
 # is being spent by guidance's mode seeking, not by the vector (the same force acts on the
 # original bias: try `shape_mix(original, toy_prompts, scale=1)`). So a fix measured at one scale
@@ -196,14 +196,14 @@ for s, mix in mix_at.items():
 # How long did the fix take, next to building the model in the first place? The toy model's card
 # records how long its training took on the machine that made it.
 
-# %% slideshow={"slide_type": "-"}
+# %%
 card = read_card()
 train_seconds = card["seconds"]["total"]
 print(f"training the toy model: {train_seconds / 60:.0f} min on {card['machine']['torch_threads']} "
       f"CPU thread(s)")
 print(f"overwriting 'toy':      {ti_seconds:.0f} s here, {ti_seconds / train_seconds:.1%} of that")
 
-# %% [markdown] slideshow={"slide_type": "-"}
+# %% [markdown]
 # The write-up's figures, 4 hours on a GTX 1080 against 150,000 A100-hours, mix units: an hour
 # of a 2016 consumer card is not an hour of an A100. By the vendors' peak figures an A100 computes
 # about twice as much per second as a GTX 1080 in plain fp32, and tens of times as much on its
