@@ -158,12 +158,15 @@ def measure(mode: str, reps: tuple[int, ...]) -> dict:
 
 
 def busy_kernel(mode: str) -> None:
-    """Train a toy textual inversion until killed; say "ready" after two steps."""
+    """Train a toy textual inversion until killed; say "ready" and its torch threads after two
+    steps."""
     start_like_a_notebook(mode)
 
     def tell(state) -> None:
         if state.step == 2:
-            print("ready", flush=True)
+            import torch
+
+            print("ready", torch.get_num_threads(), flush=True)
 
     toy_ti(10 ** 7, tell)
 
@@ -189,9 +192,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def neighbour(kind: str, mode: str):
-    """Nothing, a plain loop, or a busy kernel training (started and warm when it yields)."""
+    """Nothing, a plain loop, or a busy kernel training (started and warm when it yields its
+    torch threads; None for the others)."""
     if kind == "idle":
-        yield
+        yield None
         return
     if kind == "loop":
         argv = [sys.executable, "-c", "while True: pass"]
@@ -201,11 +205,15 @@ def neighbour(kind: str, mode: str):
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=_env(),
                             cwd=ROOT)
     try:
-        if kind == "kernel" and not any(line.strip() == "ready" for line in proc.stdout):
-            log.seek(0)
-            raise RuntimeError(f"the busy kernel did not start training:\n{log.read()[-3000:]}")
+        threads = None
+        if kind == "kernel":
+            ready = next((line.split() for line in proc.stdout if line.startswith("ready")), None)
+            if ready is None:
+                log.seek(0)
+                raise RuntimeError(f"the busy kernel did not start:\n{log.read()[-3000:]}")
+            threads = int(ready[1])
         time.sleep(1.0)  # let it settle into its loop
-        yield
+        yield threads
     finally:
         _stop(proc)
         log.close()
@@ -233,10 +241,11 @@ def collect(quick: bool) -> dict[tuple[str, str], dict]:
     size = "quick" if quick else "full"
     results: dict[tuple[str, str], dict] = {}
     for beside, modes in plan(quick):
-        with neighbour(beside, modes[0]):
+        with neighbour(beside, modes[0]) as busy_threads:
             for mode in modes:
                 start = time.perf_counter()
                 results[beside, mode] = run_worker(mode, size, WORKER_TIMEOUT_S)
+                results[beside, mode]["neighbour_threads"] = busy_threads
                 print(f"{mode:6s} beside {BESIDE[beside]}: {results[beside, mode]} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
     return results
@@ -271,6 +280,9 @@ def table(results: dict, quick: bool, seconds: float) -> str:
     lines = [markdown_table(head, rows), "", "The policy's own words in each worker:", ""]
     lines += [f"* beside {BESIDE[b]}: {r['policy']}" for (b, m), r in results.items()
               if m == "policy"]
+    lines += ["", "The training kernel beside the work computed with "
+              + " and ".join(f"{r['neighbour_threads']} torch threads ({m})"
+                             for (b, m), r in results.items() if b == "kernel") + "."]
     note = ("**--quick: a smoke check of the script; these figures mean nothing.** "
             if quick else "")
     return (f"{note}`python bench/contention.py{' --quick' if quick else ''}` ({seconds:.0f} s). "
