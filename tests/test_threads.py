@@ -68,8 +68,23 @@ def test_busy_cores_are_the_cpus_busy_time_less_this_process(clean):
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc")
 def test_busy_cores_reads_this_machine():
     busy = threads.busy_cores(sample_s=0.02)
-    assert 0.0 <= busy <= threads.usable_cores() + 0.5
+    assert 0.0 <= busy <= (os.cpu_count() or 1) + 0.5
     assert 1 <= threads.usable_cores() <= (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("cpu_max, expect", [("150000 100000\n", 2), ("max 100000\n", 8),
+                                             ("50000 100000\n", 1)])
+def test_a_container_quota_caps_the_cores(clean, cpu_max, expect):
+    clean.setattr(threads, "_allowed_cpus", lambda: set(range(8)))
+    files = {"/sys/fs/cgroup/cpu.max": cpu_max}
+
+    def read(path):
+        if path not in files:
+            raise OSError(path)
+        return files[path]
+
+    clean.setattr(threads, "_read", read)
+    assert threads.usable_cores() == expect
 
 
 def test_without_proc_the_load_average_less_this_process(clean):
