@@ -1,4 +1,5 @@
-"""What a workshop checks first: versions, device, profile, and where the models are.
+"""What a workshop checks first: versions, device, torch threads, profile, and where the
+models are.
 
 Used by ``nbhelpers info`` in a terminal and by notebook 00; both print the same report.
 """
@@ -68,8 +69,16 @@ def device_summary() -> str:
 
 def collect_info() -> dict[str, object]:
     """Everything the setup check reports, as a dict of plain values."""
+    from nbhelpers import threads
     from nbhelpers.locations import SD_ENV_VAR, find_sd_weights, is_pipeline_folder, toy_model_dir
     from nbhelpers.profile import get_profile
+
+    try:  # applied before torch loads (device_summary), described after it did
+        threads.ensure_applied()
+        device = device_summary()
+        thread_line = threads.describe()
+    except ValueError as err:  # a bad NBHELPERS_THREADS
+        device, thread_line = device_summary(), f"ERROR: {err}"
 
     try:
         prof = get_profile()
@@ -83,7 +92,8 @@ def collect_info() -> dict[str, object]:
         "platform": platform.platform(),
         "hosted": hosted_kernel() or "no (a machine of its own)",
         "versions": package_versions(),
-        "device": device_summary(),
+        "device": device,
+        "threads": thread_line,
         "profile": profile,
         "sd_weights": str(sd) if sd is not None else
         f"not found locally (download SD 1.x once, or set {SD_ENV_VAR} to a local folder)",
@@ -97,7 +107,8 @@ def format_info(info: dict[str, object] | None = None) -> str:
     rows = [("python", info["python"]), ("platform", info["platform"]),
             ("hosted", info["hosted"])]
     rows += [(name, ver) for name, ver in info["versions"].items()]  # type: ignore[union-attr]
-    rows += [("device", info["device"]), ("profile", info["profile"]),
+    rows += [("device", info["device"]), ("threads", info.get("threads", "")),
+             ("profile", info["profile"]),
              ("SD 1.x weights", info["sd_weights"]), ("toy model", info["toy_model"])]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

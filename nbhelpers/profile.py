@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
+from nbhelpers import threads as _threads
 from nbhelpers.locations import find_sd_weights
 
 ProfileName = Literal["smoke", "cpu", "gpu", "sd-cpu"]
@@ -125,9 +126,15 @@ def get_profile(name: str | None = None) -> Profile:
             automatic choice (``gpu`` with CUDA and local SD 1.x weights, else ``cpu``).
             ``sd-cpu`` and ``sd_cpu`` are the same name.
 
+    Every notebook calls it first, so it also applies the torch thread policy
+    (:func:`nbhelpers.threads.ensure_applied`, once per process): before torch is imported,
+    where it can still make waiting OpenMP threads sleep.
+
     Raises:
-        ValueError: for an unknown name, or ``gpu`` on a machine without CUDA.
+        ValueError: for an unknown name, ``gpu`` on a machine without CUDA, or a bad
+            ``NBHELPERS_THREADS``.
     """
+    _threads.ensure_applied()
     source = "argument"
     if name is None:
         name = os.environ.get(ENV_VAR, "").strip() or None

@@ -235,17 +235,24 @@ def with_own_scheduler(pipe):
 
 
 def render_guided(pipe, prompt: str, s: float, seed: int = 0, steps: int = 20,
-                  threads: int | None = 1) -> np.ndarray:
+                  threads: int | str | None = "auto") -> np.ndarray:
     """One image for ``prompt`` at guidance scale ``s``, as ``(H, W, 3)`` uint8 (the function
     behind the live slider).
 
     It samples with a scheduler of its own (:func:`with_own_scheduler`), so it may run while
     another thread samples with ``pipe``; ``pipe.scheduler`` is neither used nor changed.
-    ``threads``: torch threads while it renders (restored after; None leaves them alone). One
-    image is a UNet batch of two, too small to split: on the toy model one thread runs a UNet
-    call faster than two (docs/benchmarks.md, "Figures behind the defaults").
+    ``threads``: torch threads while it renders (restored after; None leaves them alone);
+    ``"auto"``: :func:`nbhelpers.threads.render_threads`, one unless ``NBHELPERS_THREADS``
+    says otherwise. One image is a UNet batch of two, too small to split: on the toy model one
+    thread runs a UNet call faster than two (docs/benchmarks.md, "Figures behind the
+    defaults"). It applies the process's thread policy first, if nothing has yet.
     """
+    from nbhelpers import threads as policy
     from nbhelpers.sampling import sample_cfg
+
+    policy.ensure_applied()
+    if threads == "auto":
+        threads = policy.render_threads()
 
     view = with_own_scheduler(pipe)
     with _THREAD_LOCK:

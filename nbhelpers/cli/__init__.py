@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Sequence
 
 from nbhelpers import __version__
+from nbhelpers import threads as _threads
 from nbhelpers.cli import generate, info, sd, sweep, ti, toy
 
 _VERBOSE_HELP = ("show what the libraries print while a model loads: progress bars and "
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from nbhelpers.quiet import VERBOSE_ENV
 
+    try:
+        # before torch is imported (the parser's toy options import it), while waiting OpenMP
+        # threads can still be made to sleep; a command's own --threads, set later, wins
+        _threads.ensure_applied()
+    except ValueError as err:  # a bad NBHELPERS_THREADS
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,4 +1,4 @@
-"""``nbhelpers info``: versions, device, runtime profile and model locations."""
+"""``nbhelpers info``: versions, device, torch threads, runtime profile and model locations."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``nbhelpers info`` to the subcommands ``sub``."""
-    p = sub.add_parser("info", help="versions, device, runtime profile and model locations",
-                       description="Print versions, device, runtime profile (NBHELPERS_PROFILE),"
+    p = sub.add_parser("info", help="versions, device, threads, profile and model locations",
+                       description="Print versions, device, torch threads (NBHELPERS_THREADS),"
+                                   " runtime profile (NBHELPERS_PROFILE),"
                                    " whether SD 1.x weights are present and where the embedded"
                                    " toy model lives.",
                        epilog="Example: nbhelpers info --json")

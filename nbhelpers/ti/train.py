@@ -146,6 +146,9 @@ def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg
     """
     from accelerate import Accelerator
 
+    from nbhelpers import threads
+
+    threads.apply()  # decided afresh: a neighbour may have started since (nbhelpers.threads)
     cfg.validate()
     _check_templates(templates, cfg.overwrite)
     precision = resolve_precision(cfg.mixed_precision, pipe.device)
