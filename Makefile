@@ -136,7 +136,7 @@ test-wheelhouse: install
 	@bash tools/test_wheelhouse.sh
 
 lab: install
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(LAB_PORT) $(ALLOW_ROOT) $(LAB_ARGS)
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(LAB_PORT) $(ALLOW_ROOT) $(LAB_ARGS)
 
 # Unit tests and notebooks as separate processes, JOBS at a time, longest first; a line per
 # job as it ends and a table of seconds at the end (tests/suite.py). The notebooks run under
@@ -197,6 +197,7 @@ learner-copies: install
 bench: install
 	$(PY) bench/ti_throughput.py --model toy
 	$(PY) bench/sweep_speed.py --model toy
+	$(PY) bench/contention.py
 	$(PY) bench/notebooks.py
 
 clean:

@@ -47,7 +47,8 @@ Modules, one idea each:
   :mod:`~nbhelpers.plotting`, :mod:`~nbhelpers.widgets` (with :mod:`~nbhelpers.static`, their
   pictures without a kernel), :mod:`~nbhelpers.progress`, :mod:`~nbhelpers.quiet` (library
   output while models load), :mod:`~nbhelpers.files` (atomic writes), :mod:`~nbhelpers.checks`
-  (argument checks), :mod:`~nbhelpers.info`, :mod:`nbhelpers.cli`;
+  (argument checks), :mod:`~nbhelpers.threads` (torch's CPU threads, chosen to hold beside a
+  busy neighbour), :mod:`~nbhelpers.info`, :mod:`nbhelpers.cli`;
 * the workshop: :mod:`~nbhelpers.course` (the one-day path and the extension, with teaching
   times), :mod:`nbhelpers.exercises` (functions learners write, the checks that answer them,
   and each lesson's recap).
