@@ -55,11 +55,10 @@ ONE_DAY = (
         ("recap", 5),
     )),
     Lesson("03_classifier_vs_free_guidance", "Classifier guidance against classifier-free", (
-        ("1 classifier guidance: two networks", 10),
-        ("2-3 classifier-free guidance, side by side", 10),
+        ("1 classifier guidance: two networks; exercise: the classifier shift", 15),
+        ("2-3 classifier-free guidance (exercise: the CFG combine), side by side", 15),
         ("4 fidelity against diversity", 10),
         ("5 guided sampling is not sampling the tilted density", 10),
-        ("exercise: the CFG combine and the classifier shift", 10),
         ("recap", 5),
     )),
     Lesson("04_guidance_in_stable_diffusion", "Guidance inside Stable Diffusion", (
