@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -23,7 +23,12 @@
 # 3. Which **runtime profile** is active, and therefore which model and how many steps?
 # 4. Do interactive widgets render in this JupyterLab? (The series lives on sliders.)
 #
-# Run every cell from the top (*Run → Run All Cells*).
+# Run every cell from the top (*Run → Run All Cells*). On Colab or a JupyterHub the first cell
+# also installs the series, from the address your teacher has filled in.
+#
+# New here? `docs/learners.md` is the learners' start page (what each notebook gives you, your
+# own pictures, where your files go) and `docs/glossary.md` explains every symbol and term the
+# notebooks use, with the notebook that teaches it.
 
 # %%
 # On Colab or a JupyterHub, nbhelpers may not be installed yet: this cell needs nothing
@@ -33,18 +38,30 @@ import importlib.util
 import os
 import sys
 
+# The series' repository, the one setting of this cell. A teacher fills it in once, before the
+# workshop: here, in the copy learners open, or for a whole JupyterHub in the environment
+# variable NBHELPERS_REPO_URL, which wins over the line below.
+REPO_URL = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/OWNER/REPOSITORY"
 INSTALL = False
-REPOSITORY = "https://github.com/OWNER/REPOSITORY"   # the series' repository: ask your teacher
-SPEC = f"nbhelpers @ git+{REPOSITORY}"
 
+SPEC = f"nbhelpers @ git+{REPO_URL}"
 colab = "google.colab" in sys.modules or any(k.startswith("COLAB_") for k in os.environ)
 hub = any(k.startswith("JUPYTERHUB_") for k in os.environ)
 host = "Colab" if colab else "a JupyterHub" if hub else "this machine"
 missing = importlib.util.find_spec("nbhelpers") is None
-unset = "OWNER/REPOSITORY" in REPOSITORY
-print(f"On {host}, this kernel has {'no ' if missing else ''}nbhelpers installed."
-      + (f' To install it, run this line in a cell:\n    %pip install "{SPEC}"' if missing else "")
-      + ("\nFirst put the series' repository in REPOSITORY above." if missing and unset else ""))
+unset = "OWNER/REPOSITORY" in REPO_URL
+if not missing:
+    print(f"On {host}, this kernel has nbhelpers installed.")
+elif unset:
+    print(f"On {host}, this kernel has no nbhelpers installed, and this copy of the notebook "
+          "does not know where to install it from yet: REPO_URL at the top of this cell "
+          f"still holds the placeholder {REPO_URL}. Your teacher fills in the series' "
+          "address there once before the workshop (or sets NBHELPERS_REPO_URL); ask them "
+          "for it, put it in REPO_URL and run this cell again.")
+else:
+    print(f"On {host}, this kernel has no nbhelpers installed. To install it, run this line "
+          "in a cell (or set INSTALL = True above and run this cell again):\n"
+          f'    %pip install "{SPEC}"')
 installed_now = INSTALL and missing and not unset and get_ipython().run_line_magic(
     "pip", f'install "{SPEC}"')
 

@@ -247,10 +247,17 @@ def test_readme_run_says_what_it_did(readme_run):
     work, ran, printed = readme_run
     said = dict(zip((shlex.join(a) for a in ran), printed, strict=True))
     trains = [t for a, t in said.items() if a.startswith("ti train my_paintings/")]
-    assert "; checkpoint in my-style-run/checkpoint" in trains[0]
+    assert "; checkpoint in my-words/my-style-run/checkpoint" in trains[0]
     assert "previews" not in trains[0]  # none were asked for
-    assert "resuming from step 3 of 6 (checkpoint in my-style-run/checkpoint)" in trains[1]
+    assert ("resuming from step 3 of 6 (checkpoint in my-words/my-style-run/checkpoint)"
+            in trains[1])
     assert "after 6 steps (resumed at step 3)" in trains[1]
+    # the learned word lands in a named folder, and shows at a size a person can see
+    assert {p.name for p in (work / "my-words").iterdir()} >= {"my-style.safetensors",
+                                                              "my-style.pt", "my-style-run"}
+    for name in ("with-word.png", "without-word.png"):
+        width, height = Image.open(work / name).size
+        assert height == 256 and width >= 4 * 256, (name, width, height)  # four, enlarged
     assert Image.open(work / "x-big.png").size == (512, 512)
     assert Image.open(work / "x.png").size == (64, 64)
     pictures = sorted((work / "my_paintings").iterdir())

@@ -72,25 +72,62 @@ def test_notebook_00_decides_as_the_package_does(environ, modules, service, monk
     assert out == f"On {scope['host']}, this kernel has nbhelpers installed.\n" and not magics
 
 
+PLACEHOLDER = "https://github.com/OWNER/REPOSITORY"
+
+
 def test_notebook_00_without_the_package(monkeypatch, capsys):
     source = _install_cell()
+    monkeypatch.delenv("NBHELPERS_REPO_URL", raising=False)
     _, magics = _run_cell(source, monkeypatch, {"COLAB_RELEASE_TAG": "x"}, installed=False)
-    out = capsys.readouterr().out
-    assert out.startswith("On Colab, this kernel has no nbhelpers installed. To install it, "
-                          "run this line in a cell:\n")
-    assert '%pip install "nbhelpers @ git+https://github.com/OWNER/REPOSITORY"' in out
-    assert "First put the series' repository in REPOSITORY above." in out and not magics
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("On Colab, this kernel has no nbhelpers installed, and this copy of "
+                          "the notebook does not know where to install it from yet")
+    assert f"still holds the placeholder {PLACEHOLDER}" in out and "NBHELPERS_REPO_URL" in out
+    assert "%pip" not in out and not magics  # no line that cannot work
     # INSTALL = True does nothing with the placeholder URL, and runs the line with a real one
     source = source.replace("INSTALL = False", "INSTALL = True")
     _, magics = _run_cell(source, monkeypatch, {"JUPYTERHUB_USER": "ada"}, installed=False)
     assert not magics
-    real = source.replace("https://github.com/OWNER/REPOSITORY",  # what the teacher edits
-                          "https://github.com/school/diffusion-notebooks")
+    real = source.replace(PLACEHOLDER, "https://github.com/school/diffusion-notebooks")
     capsys.readouterr()
     _, magics = _run_cell(real, monkeypatch, {"JUPYTERHUB_USER": "ada"}, installed=False)
     assert magics == [
         ("pip", 'install "nbhelpers @ git+https://github.com/school/diffusion-notebooks"')]
     assert capsys.readouterr().out.startswith("On a JupyterHub, this kernel has no nbhelpers")
+
+
+def test_notebook_00_takes_the_address_from_one_setting(monkeypatch, capsys):
+    """The repository address is one setting a teacher fills in once: the REPO_URL line at the
+    top of the install cell (the only place the placeholder is written), or for a whole hub the
+    environment variable NBHELPERS_REPO_URL, which wins over it."""
+    source = _install_cell()
+    assert source.count(PLACEHOLDER) == 1
+    line = next(x for x in source.splitlines() if PLACEHOLDER in x)
+    assert line.startswith("REPO_URL = ") and "NBHELPERS_REPO_URL" in line
+    assert source.index("REPO_URL = ") < source.index("SPEC = ")  # at the top, before its use
+    others = sorted(NOTEBOOK.parent.glob("*.ipynb"))
+    assert [p.name for p in others if PLACEHOLDER in p.read_text()] == [NOTEBOOK.name]
+    # the teacher's edit of that one line is all it takes
+    mine = "https://github.com/school/diffusion-notebooks"
+    monkeypatch.delenv("NBHELPERS_REPO_URL", raising=False)
+    scope, magics = _run_cell(source.replace(PLACEHOLDER, mine), monkeypatch,
+                              {"COLAB_RELEASE_TAG": "x"}, installed=False)
+    assert scope["REPO_URL"] == mine and not magics
+    out = capsys.readouterr().out
+    assert f'%pip install "nbhelpers @ git+{mine}"' in out and "INSTALL = True" in out
+    # or the hub's variable, with the notebook as it is in the repository
+    hub = "https://git.example.edu/course/diffusion"
+    for cell in (source, source.replace(PLACEHOLDER, mine)):
+        monkeypatch.setenv("NBHELPERS_REPO_URL", hub)
+        scope, magics = _run_cell(cell.replace("INSTALL = False", "INSTALL = True"),
+                                  monkeypatch, {"JUPYTERHUB_USER": "ada"}, installed=False)
+        assert scope["REPO_URL"] == hub
+        assert magics == [("pip", f'install "nbhelpers @ git+{hub}"')]
+    capsys.readouterr()
+    # an empty variable is no setting: the placeholder's message again
+    monkeypatch.setenv("NBHELPERS_REPO_URL", "")
+    _, magics = _run_cell(source, monkeypatch, {}, installed=False)
+    assert "still holds the placeholder" in capsys.readouterr().out and not magics
 
 
 def test_info_reports_the_host(monkeypatch):
