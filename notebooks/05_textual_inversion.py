@@ -322,8 +322,9 @@ print(f"distance from the start:         {travelled:.3g}")
 nearest = [(w["word"].removesuffix("</w>"), w["cosine"]) for w in inspection1["nearest"][0]]
 ratio = float(learned.norm()) / median
 Markdown(f"In this run ({STEPS} steps) the learned vector is {ratio:.1f} times as long as the "
-         f"median word row, and it moved {travelled / float(start.norm()):.1f} times the length of "
-         "the row it started from: "
+         f"median word row (the row of \"checkered\" it started as: "
+         f"{float(start.norm()) / median:.1f} times), and it moved "
+         f"{travelled / float(start.norm()):.1f} times the length of that row: "
          + ("the search went far from its start. " if travelled > float(start.norm())
             else "the search stayed within a row's length of its start. ")
          + "By direction, its nearest words are "

@@ -38,8 +38,8 @@
 # (three in the cpu profile; one in the smoke profile, which only tests that the cells run), and
 # `nbhelpers.toy.replicates.compare` prints, for two recipes, the difference of their shares over
 # the runs with its 95% interval, whether a difference is detected, and whether both shares sit
-# so near the top (a ceiling) that no test could tell them apart. Where finished words sit at that
-# ceiling, the comparison is made in a harder setting as well: fewer training steps
+# so near the top (a ceiling) that no test could tell them apart. Where finished words sit at
+# that ceiling, the comparison is made in a harder setting as well: fewer training steps
 # (`HARD_STEPS`), so that no word is finished yet.
 
 # %%
@@ -145,12 +145,12 @@ print("mosaic without it:   ", share_without)
 # ## 1. Where the search starts
 #
 # Textual inversion is a local search: each step moves the vector downhill on a noisy loss, and
-# where it ends can depend on where it began. Notebook 05 found that the search does not stay
-# near its start in length. Does the start still decide what the word does? The same images,
-# steps and learning rate, from three init words: "checkered" (the baseline), "outlined" (the
-# other word of the captions' description of mosaics) and "style" (a generic word). For the
-# first run of each: the vector's length against the median word row, how far it moved from its
-# start, and its nearest word.
+# where it ends can depend on where it began. Notebook 05 measured how far one search moved from
+# its start, in length and in direction. Does the start decide what the word does? The same
+# images, steps and learning rate, from three init words: "checkered" (the baseline), "outlined"
+# (the other word of the captions' description of mosaics) and "style" (a generic word). For the
+# first run of each: the norm of the vector at the start and at the end, against the median norm
+# of a word's row, how far it moved, and its nearest word.
 
 # %%
 starts = {"checkered": (base_runs, base)}
@@ -159,37 +159,41 @@ for word in ("outlined", "style"):
 
 
 def travel(pipe, run, word):
-    """(norm / median word norm, distance from the start / start's norm, nearest word)."""
+    """Norms in units of the median word row's (the start's, the learned vector's), the
+    distance from the start in units of the start's norm, and the nearest word."""
     info = inspect_embedding(run.embedding, pipe, k=1)
     rows = pipe.text_encoder.get_input_embeddings().weight.detach().float()
     start = rows[pipe.tokenizer(word, add_special_tokens=False).input_ids[0]]
     v = run.embedding.vectors[0].detach().float()
-    return (float(v.norm()) / info["vocab_norm_median"],
+    median = info["vocab_norm_median"]
+    return (float(start.norm()) / median, float(v.norm()) / median,
             float((v - start).norm() / start.norm()),
             info["nearest"][0][0]["word"].removesuffix("</w>"))
 
 
 moved = {word: travel(*runs[0], word) for word, (runs, _) in starts.items()}
+print("first run of each; norms in units of the median word row's norm")
 for word, (_, shares) in starts.items():
-    ratio, dist, near = moved[word]
-    print(f"from '{word}': mosaic {over_runs(shares)}\n    first run: norm {ratio:.1f} times the "
-          f"median word row's, moved {dist:.1f} times its start's norm, nearest word '{near}'")
+    was, now, dist, near = moved[word]
+    print(f"from '{word}': mosaic {over_runs(shares)}\n    norm {was:.1f} at the start, {now:.1f} "
+          f"learned; moved {dist:.1f} times the start's norm; nearest word '{near}'")
 for word in ("outlined", "style"):
     print("\n" + compare(base, starts[word][1], "from 'checkered'", f"from '{word}'").sentence)
 
 # %%
-kept = [w for w, (_, _, near) in moved.items() if near == w]
-Markdown("In these runs, the vectors that end nearest their own init word: "
-         + (", ".join(f"\"{w}\"" for w in kept) if kept else "none") + ". The others end nearest "
-         + (", ".join(f"\"{near}\" (from \"{w}\")" for w, (_, _, near) in moved.items()
-                      if near != w) or "(none)") + ".")
+elsewhere = [f"the one from \"{w}\" ends nearest \"{near}\""
+             for w, (*_, near) in moved.items() if near != w]
+Markdown("In these runs (the first of each start), "
+         + ("; ".join(elsewhere) if elsewhere else "every vector ends nearest its own init word")
+         + (", and the others nearest their own init word." if 0 < len(elsewhere) < len(moved)
+            else "."))
 
 # %% [markdown]
 # Read the two kinds of figure apart. The share of mosaics says what the start did to the word's
 # effect; the nearest word says where its direction ended, which need not be the word it started
-# from (the sentence above says, for each start, whether it is). In the cpu
-# profile's single run of `docs/benchmarks.md` ("Textual inversion of the unnamed style"), the
-# word started from "style" stays far below the one started from "checkered".
+# from (the sentence above says, for each start, whether it is). In the cpu profile's single run
+# of `docs/benchmarks.md` ("Textual inversion of the unnamed style"), the word started from
+# "style" stays far below the one started from "checkered".
 #
 # So choose the init word as you would describe your style in the model's own words (Gal et al.
 # used a coarse descriptor such as "sculpture"), and look at the nearest words and the norm of a
