@@ -141,6 +141,12 @@ share_without, _ = style_share(base_runs[0][0], plain)
 print("mosaic with <mosaic>:", over_runs(base))
 print("mosaic without it:   ", share_without)
 
+# %%
+# NBVAL_CHECK_OUTPUT
+print("one run per seed:", len(base_runs) == len(SEEDS))
+print("every learned vector is finite:",
+      all(bool(np.isfinite(run.embedding.vectors.numpy()).all()) for _, run in base_runs))
+
 # %% [markdown]
 # ## 1. Where the search starts
 #
@@ -222,6 +228,12 @@ print("\nmosaic share. "
       + compare(vectors[16][1], vectors[1][1], "16 vectors", "1 vector").sentence)
 print("\nprompt's shape and colour kept. "
       + compare(kept_by[16], kept_by[1], "16 vectors", "1 vector").sentence)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+run16 = vectors[16][0][0][1]
+print("the 16-vector word has 16 rows:", run16.embedding.n_vectors == 16)
+print("prompts spell it as 16 tokens:", with_word(run16)[0].count("<mosaic-v16>") == 16)
 
 # %% [markdown]
 # Where no difference is detected, claim C3 does not show on this model at this number of runs
