@@ -70,10 +70,10 @@ ONE_DAY = (
     )),
     Lesson("05_textual_inversion", "Textual inversion: a new word for a style", (
         ("1 one new row in the embedding table", 10),
+        ("exercise: the textual-inversion loss", 10),
         ("2 preparing the images, framing", 10),
         ("3 training <mosaic>", 10),
-        ("4 using the word", 10),
-        ("exercise: the textual-inversion loss", 10),
+        ("4 using the word: with and without, where the vector went, scales", 10),
         ("recap", 5),
     )),
     Lesson("06_textual_inversion_on_your_pictures", "Textual inversion on your own pictures", (
@@ -92,10 +92,11 @@ EXTENSION = (
         ("2 variants: negative prompt, rescale, interval", 20),
     )),
     Lesson("05b_textual_inversion_claims", "Textual inversion: the claims measured", (
+        ("measuring a recipe over training runs; the baselines", 10),
         ("1 where the search starts", 15),
-        ("2 one vector or sixteen", 15),
-        ("3 s = 7 or 14 with the learned word", 10),
-        ("4 how many images", 15),
+        ("2 one vector or sixteen (C3)", 10),
+        ("3 s = 7 or 14 with the learned word (C4)", 10),
+        ("4 how many images (C1)", 10),
     )),
     Lesson("07_textual_inversion_against_bias", "Textual inversion against a biased word", (
         ("1-2 the bias measured, the overwrite", 25),
