@@ -23,7 +23,7 @@ import torch
 from .core import Exercise, Verdict, WrongAnswer, check, seeded
 from .recap import Question, Recap
 
-__all__ = ["check_cfg_step", "RECAP_04", "cfg_step_reference", "FakeUNet", "sd_ddim_scheduler"]
+__all__ = ["check_cfg_step", "RECAP_04", "cfg_step_reference"]
 
 #: Stable Diffusion 1.x's scheduler config (its ``scheduler_config.json``), for DDIM
 SD_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
