@@ -436,3 +436,22 @@ if TOY:
 # per prompt the diversity column is rough, so rerun with more seeds (`seeds = range(8)`) before
 # you trust a small difference.
 # </details>
+
+# %% [markdown]
+# ## Recap
+
+# %%
+from nbhelpers.exercises import RECAP_04B
+
+RECAP_04B
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import RECAP_04B
+
+### BEGIN SOLUTION
+answer_1 = "b"
+answer_2 = 5.1
+answer_3 = "a"
+### END SOLUTION
+RECAP_04B.check({1: answer_1, 2: answer_2, 3: answer_3})

@@ -172,3 +172,25 @@ def test_recap_right_wrong_and_unanswered():
     unanswered = RECAP_04.check({1: None, 2: None, 3: None})
     assert not unanswered.ok and unanswered.message.count("not answered yet") == 3
     assert "### Recap: 04" in RECAP_04._repr_markdown_()
+
+
+def test_recap_04b_right_wrong_and_unanswered():
+    from nbhelpers.exercises import RECAP_04B
+
+    assert RECAP_04B.check({1: "b", 2: 5.1, 3: "a"}).ok
+    wrong = RECAP_04B.check({1: "a", 2: 5.1, 3: "a"})
+    assert not wrong.ok and "1. not quite: the claim is about one image" in wrong.message
+    assert not RECAP_04B.check({1: "b", 2: 0.57, 3: "a"}).ok
+    assert RECAP_04B.check({}).message.count("not answered yet") == 3
+
+
+def test_recap_04b_sigma_is_sd_schedule_at_800():
+    from diffusers import DDIMScheduler
+
+    from nbhelpers.exercises import RECAP_04B
+    from nbhelpers.exercises.sd_loop import SD_SCHEDULER_CONFIG
+
+    ab = DDIMScheduler(**SD_SCHEDULER_CONFIG).alphas_cumprod.double()[800]
+    sigma = float(((1 - ab) / ab).sqrt())
+    question = RECAP_04B.questions[1]
+    assert abs(sigma - question.answer) <= question.tolerance

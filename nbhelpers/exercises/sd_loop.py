@@ -12,6 +12,9 @@ with ``.sample`` as diffusers' UNet does) and on a ``DDIMScheduler`` with Stable
 config, next to the reference; it also counts the UNet's calls and rows. Two separate UNet
 calls give the right numbers, so they are accepted, with a note that one batched call does the
 same work in half the calls.
+
+``RECAP_04B`` is the recap of the extension notebook 04b (measuring guidance), which has no
+exercise.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from .core import Exercise, Verdict, WrongAnswer, check, seeded
 from .recap import Question, Recap
 
-__all__ = ["check_cfg_step", "RECAP_04", "cfg_step_reference"]
+__all__ = ["check_cfg_step", "RECAP_04", "RECAP_04B", "cfg_step_reference"]
 
 #: Stable Diffusion 1.x's scheduler config (its ``scheduler_config.json``), for DDIM
 SD_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
@@ -215,4 +218,29 @@ RECAP_04 = Recap("04 · Guidance inside Stable Diffusion", (
              answer=8, tolerance=0,
              why="each image needs an unconditional and a conditional prediction: 2 rows per "
                  "image, 8 rows in all, in one batched call"),
+))
+
+
+RECAP_04B = Recap("04b · Measuring guidance", (
+    Question("Claim C5 says that beyond about s = 4 there are only minor variations. What must be "
+             "measured to test it?",
+             choices=("how different two seeds' images are at the same s",
+                      "how much one seed's image changes as s grows, prompt and seed fixed",
+                      "how often the evaluator reads the prompted shape"),
+             answer="b",
+             why="the claim is about one image as the scale grows; the spread between seeds "
+                 "(the diversity column) answers another question"),
+    Question("sample_cfg's interval=(200, 800) is in timesteps. With Stable Diffusion's schedule, "
+             "what is sigma = sqrt((1 - alpha_bar) / alpha_bar) at t = 800, to one decimal?",
+             answer=5.1, tolerance=0.06,
+             why="alpha_bar at t = 800 is about 0.037, so sigma is about 5.1; t = 200 gives "
+                 "about 0.57, so (200, 800) is close to the paper's (0.28, 5.42] at the top"),
+    Question("Guidance rescale with phi = 1 guarantees what?",
+             choices=("the guided prediction has the conditional prediction's standard deviation "
+                      "at every step",
+                      "the final image is no more saturated than at s = 1",
+                      "the guided prediction equals the conditional prediction"),
+             answer="a",
+             why="rescale matches the spread of the prediction at each step; what the final "
+                 "latents and the clipped pixels do is a separate, measured question"),
 ))
