@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -18,21 +18,20 @@
 # Notebooks 02 and 03 built guidance on a 2-D world where everything could be checked exactly. Now
 # the real thing: a text-to-image model built from exactly Stable Diffusion's parts (a CLIP text
 # encoder, a VAE, a UNet with cross-attention, SD's noise schedule). In the `smoke` and `cpu`
-# profiles it is the tiny model that ships with this package, trained on a world of coloured shapes
-# so that an **evaluator** can read what every generated image shows; in the `gpu` profile the same
-# cells run Stable Diffusion 1.x.
+# profiles it is the tiny model that ships with this package, trained on a world of coloured shapes;
+# in the `gpu` profile the same cells run Stable Diffusion 1.x.
+#
+# Time: about 50 minutes.
 #
 # You will:
 #
-# 1. read the sampling loop with classifier-free guidance line by line, and check it against
-#    `diffusers`' own pipeline;
+# 1. read the sampling loop with classifier-free guidance line by line, check it against
+#    `diffusers`' own pipeline, and write one step of it yourself;
 # 2. watch the unconditional, conditional and guided predictions step by step;
-# 3. move a slider for $s$ (a cached one and a live one) and play a sweep from 0 to 30;
-# 4. **measure** prompt adherence, diversity and saturation against $s$, and compare with two
-#    claims from practice: "for $s$ between 0 and 1 images don't follow the prompt, the subject
-#    appears just after 1, beyond about 4 only minor variations, and a large $s$ can drop an
-#    object" (C5), and "$s = 14$ looked better than 7 but had more artefacts" (C4);
-# 5. try three variants: a negative prompt, guidance rescale, and guidance limited to an interval.
+# 3. move a slider for $s$ (a cached one and a live one) and play a sweep from 0 to 30.
+#
+# Measuring what $s$ does to the images (how often they follow the prompt, how much they vary,
+# how saturated they get) and three variants of guidance are in extension notebook 04b.
 
 # %%
 import numpy as np
@@ -44,16 +43,15 @@ from nbhelpers.models import float32_pipeline, load_pipeline
 from nbhelpers.plotting import image_grid
 from nbhelpers.profile import get_profile
 from nbhelpers.sampling import decode_latents, sample_cfg
-from nbhelpers.sweep import contact_sheet, label_frame, parse_scales, render_frames, write_animation
+from nbhelpers.sweep import label_frame, parse_scales, render_frames, write_animation
 from nbhelpers.widgets import LiveGuidanceSlider, cached_scale_slider
 
 P = get_profile()
 pipe = load_pipeline(P.model, device=P.device, dtype=P.dtype)
 pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-TOY = P.toy               # the toy model: the evaluator can read its images
+TOY = P.toy               # the toy model, trained on the shapes world
 PROMPT = "a red circle on a white background, striped style" if TOY else \
     "a watercolor painting of a red fox in the snow"
-NEGATIVE = "striped" if TOY else "blurry, muddy colours"   # for the negative-prompt variant
 STEPS = P.sd_steps               # DDIM steps of a render of this model
 print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps")
 
@@ -73,11 +71,11 @@ print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps")
 # image = vae.decode(x / scaling_factor)             # 4. back to pixels
 # ```
 #
-# In the score picture of notebook 02, $\hat\epsilon = -\sigma_t \nabla \log p$, so the guidance line
-# reads
+# In the score picture of notebook 02, the model's prediction is the score of the noised density
+# $q_t$ in disguise, $\hat\epsilon = -\sigma_t \nabla \log q_t$, so the guidance line reads
 #
-# $$ -\frac{\tilde\epsilon}{\sigma_t} = \nabla \log p_t(x) + s\,\big[\nabla \log p_t(x \mid c) - \nabla \log p_t(x)\big]
-# = \nabla \log p_t(x) + s\,\nabla \log p_t(c \mid x): $$
+# $$ -\frac{\tilde\epsilon}{\sigma_t} = \nabla \log q_t(x) + s\,\big[\nabla \log q_t(x \mid c) - \nabla \log q_t(x)\big]
+# = \nabla \log q_t(x) + s\,\nabla \log q_t(c \mid x): $$
 #
 # the unconditional score plus $s$ times the gradient of an *implicit classifier* that says how
 # well the image matches the text. The "classifier" is never trained; it is the difference between
@@ -91,18 +89,23 @@ print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps")
 #   they have about unit variance, which the variance-preserving forward process of notebook 01
 #   assumes; the loop divides by it again before decoding. SD 1.x's factor is 0.18215; the next
 #   cell prints this model's, read from its VAE config.
-# * **Why the empty prompt is the unconditional model.** Classifier-free guidance needs
-#   $\hat\epsilon(x_t, \varnothing)$, the model with no condition (notebook 03's null label).
-#   SD 1.x was fine-tuned with the text conditioning dropped 10% of the time (its model card), the
-#   caption replaced by the empty prompt, so the encoding of `""` is a condition it was trained
-#   on: the null label. The toy model was trained the same way (its card's `p_uncond`, printed
-#   below).
+# * **Why the empty prompt stands for "no condition".** Classifier-free guidance needs
+#   $\hat\epsilon(x_t, \varnothing)$, the model with no condition (notebook 03's null label). The
+#   model cards of SD v1-3, v1-4 and v1-5 say that their training dropped the text conditioning
+#   10% of the time "to improve classifier-free guidance sampling" (the cards of v1-1 and v1-2 say
+#   nothing of it); they do not say what took the dropped caption's place. When sampling,
+#   `diffusers` feeds the text encoding of the empty prompt `""` as the null condition (or of
+#   `negative_prompt`, when one is given), and so does this loop. The toy model was trained with
+#   the caption replaced by `""` (its card's `p_uncond`, printed below), so for it the empty
+#   prompt is exactly the null label it learned.
 # * **Guidance doubles the work.** Each step runs the UNet on two rows per image, unconditional
 #   and conditional, in one batched call: twice the network evaluations of an unguided sampler.
 #   The check after section 2 counts them.
 # * **A 77-token budget.** CLIP's text encoder reads 77 positions: a start token, 75 for the
-#   prompt, an end token. Longer prompts are cut. A textual-inversion word with 16 vectors
-#   (notebook 05) takes 16 of the 75.
+#   prompt, an end token. `diffusers` cuts a longer prompt at the 77th position (and warns), and
+#   so does this loop; AUTOMATIC1111's web UI instead splits a long prompt into chunks of 75
+#   tokens and encodes each. A textual-inversion word with 16 vectors (notebook 05) takes 16 of
+#   the 75.
 #
 # ### Check: the hand loop is the pipeline
 #
@@ -144,6 +147,43 @@ with float32_pipeline(pipe) as p32:    # equality is a float32 fact (see above)
                            output_type="np", generator=torch.Generator().manual_seed(0)).images
     same = float(np.abs(at_one - pipeline_at_zero).max()) < 1e-3
     print("the pipeline's guidance_scale=0 is really the conditional model (s = 1):", same)
+
+# %% [markdown]
+# ### Exercise: one step of the loop
+#
+# Write the body of the loop for one step. `cfg_step(unet, scheduler, x, t, cond, uncond, s)`
+# gets the latents `x` of shape `(B, 4, h, w)` at timestep `t`, the text embeddings of the prompt
+# (`cond`) and of the empty prompt (`uncond`), one row per image each, and the scale `s`; it
+# returns the latents of the next step:
+#
+# 1. **one** UNet call on both branches: `unet(torch.cat([x, x]), t,
+#    encoder_hidden_states=torch.cat([uncond, cond]))`; the prediction is the output's `.sample`;
+# 2. split it with `.chunk(2)`: the first half is $\hat\epsilon_u$ (it came with `uncond`), the
+#    second $\hat\epsilon_c$;
+# 3. combine: $\tilde\epsilon = \hat\epsilon_u + s\,(\hat\epsilon_c - \hat\epsilon_u)$;
+# 4. step: `scheduler.step(eps, t, x).prev_sample`.
+#
+# The check runs your function next to the reference, on a small stand-in for the UNet that
+# counts its calls and on a DDIM scheduler with Stable Diffusion's settings.
+
+# %%
+import torch
+
+
+def cfg_step(unet, scheduler, x, t, cond, uncond, s):
+    """One denoising step with classifier-free guidance (the loop of section 1)."""
+    ### HINT: one call unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])); .sample.chunk(2) gives u and c; step with u + s * (c - u) and return .prev_sample
+    ### BEGIN SOLUTION
+    eps = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+    eps_u, eps_c = eps.chunk(2)
+    return scheduler.step(eps_u + s * (eps_c - eps_u), t, x).prev_sample
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import check_cfg_step
+
+check_cfg_step(cfg_step)
 
 # %% [markdown]
 # ## 2. Three predictions, step by step
@@ -205,157 +245,6 @@ write_animation(iter(frames), gif, fps=8)
 ShowImage(filename=gif)
 
 # %% [markdown]
-# ## 4. Measured: adherence, diversity and saturation against $s$
-#
-# For the toy model the evaluator reads shape, colour and style from each image, so we can count.
-# For each $s$ we render the same set of prompts over several seeds and record:
-#
-# * **adherence**: the fraction of images in which shape, colour *and* style all match the prompt;
-# * **shape present**: the fraction in which the evaluator still sees the prompted shape (an
-#   object that "drops out" at large $s$ shows up here);
-# * **diversity**: the mean pixel distance between images of the same prompt across seeds;
-# * **saturation**: the fraction of pixel values clipped to 0 or 1 by the decoder's output range.
-
-# %%
-from nbhelpers.toy.measure import guidance_curves
-
-MEASURE = [0, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 10, 14, 20, 30]
-targets = [dict(shape="circle", colour="red", style="striped"),
-           dict(shape="square", colour="blue", style="dotted"),
-           dict(shape="triangle", colour="yellow", style="checkered"),
-           dict(shape="star", colour="green", style="flat")]
-seeds = range(2 if P.name == "smoke" else 8)
-
-if TOY:
-    results = guidance_curves(pipe, targets, MEASURE, seeds=seeds, num_steps=STEPS)
-    print(f"{len(targets)} prompts x {len(seeds)} seeds for each s")
-    print(f"{'s':>5}{'adherence':>11}{'shape':>8}{'diversity':>11}{'saturation':>12}")
-    for s, r in results.items():
-        print(f"{s:>5}{r['adherence']:>11.2f}{r['shape']:>8.2f}{r['diversity']:>11.3f}"
-              f"{r['saturation']:>12.3f}")
-
-# %%
-import matplotlib.pyplot as plt
-
-if TOY:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    xs = list(results)
-    axes[0].plot(xs, [results[s]["adherence"] for s in xs], "o-", label="shape+colour+style")
-    axes[0].plot(xs, [results[s]["shape"] for s in xs], "s--", label="shape present")
-    axes[1].plot(xs, [results[s]["diversity"] for s in xs], "o-")
-    axes[2].plot(xs, [results[s]["saturation"] for s in xs], "o-")
-    for ax, title in zip(axes, ["prompt adherence", "diversity across seeds",
-                                "saturation (clipped values)"]):
-        ax.set(xlabel="guidance scale s", title=title)
-        ax.axvline(1, color="grey", ls=":", lw=0.8)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout();
-
-# %%
-# NBVAL_CHECK_OUTPUT
-# toy model only: the evaluator reads the shapes world, not Stable Diffusion's images
-if TOY:
-    adh = [results[s]["adherence"] for s in MEASURE]
-    below_one = max(results[s]["adherence"] for s in MEASURE if s < 1)
-    guided = max(results[s]["adherence"] for s in MEASURE if 2 <= s <= 10)
-    assert guided > below_one, (below_one, guided)
-    print("adherence with guidance (2 <= s <= 10) beats every s below 1:", guided > below_one)
-    assert results[30]["saturation"] > results[1]["saturation"]
-    print("saturation at s = 30 exceeds s = 1:", results[30]["saturation"] > results[1]["saturation"])
-
-# %%
-if TOY:
-    half = next((s for s in MEASURE if results[s]["adherence"] >= 0.5), None)
-    peak = max(results[s]["adherence"] for s in MEASURE)
-    plateau = next((s for s in MEASURE if results[s]["adherence"] >= peak - 0.05), None)
-    print(f"adherence first reaches 0.5 at s = {half}; within 0.05 of its peak ({peak:.2f}) "
-          f"from s = {plateau}; shape present at s = 30: {results[30]['shape']:.2f}")
-
-# %% [markdown]
-# **Reading the numbers.** On the toy model the cells above print them (the smoke profile uses
-# few seeds per prompt, printed above the table, so its curves are rough). On Stable Diffusion these measuring cells do nothing:
-# the evaluator reads only the shapes world, so there the sliders and the sweep are the
-# evidence. Compare with the claims:
-#
-# * **C5, "below 1 the image ignores the prompt, the subject appears just after 1"**: at $s = 0$
-#   (the unconditional model) adherence is near zero and the shape is mostly wrong; by $s = 1$ the
-#   shape is right almost every time, and the printed line says where adherence first reaches one
-#   half. On this model the switch is sharp, as the claim says.
-# * **C5, "beyond about 4 only minor variations"**: adherence peaks early, at small $s$, and the
-#   diversity curve is flat from about $s = 2$: beyond that the seeds give nearly the same picture.
-#   What does change is for the worse: past about 10, adherence *falls* again.
-# * **C5, "a large $s$ can drop an object"** and **C4, "14 instead of 7: better looking but more
-#   artefacts"**: saturation climbs with $s$ (the decoder clips colours; textures burn in), and at
-#   $s = 30$ the "shape present" curve dips: the evaluator no longer finds the prompted shape in
-#   some images.
-#
-# **Why a large $s$ saturates.** The guided prediction
-# $\tilde\epsilon = \hat\epsilon_u + s\,(\hat\epsilon_c - \hat\epsilon_u)$ grows linearly with
-# $s$ along the difference of the two branches, so at large $s$ it is larger than any noise the
-# model saw in training. The estimate of the clean latent,
-# $\hat x_0 = (x_t - \sigma_t \tilde\epsilon)/\sqrt{\bar\alpha_t}$, then overshoots the range of
-# real latents, most at the noisy early steps where $1/\sqrt{\bar\alpha_t}$ is large, and the
-# sampler carries the overshoot to the end. The decoder turns out-of-range latents into pixel
-# values outside $[0, 1]$, which are clipped: flat, saturated colours and burnt textures.
-# Guidance rescale, below, attacks the first link of that chain.
-#
-# ## 5. Variants
-#
-# **Negative prompt.** Replace the empty prompt by a description to steer away from:
-# $\tilde\epsilon = \hat\epsilon(x, c_-) + s\,[\hat\epsilon(x, c) - \hat\epsilon(x, c_-)]$. It is
-# still classifier-free guidance; only the reference point moved.
-#
-# **Guidance rescale** (Lin et al. 2024): at large $s$ the guided prediction's standard deviation
-# can grow past the conditional one's, and images over-expose. Rescale scales the guided
-# prediction back to the conditional prediction's standard deviation and blends the result with
-# the plain guided one ($\phi = 0.7$ is the paper's choice). Lin et al. proposed it for models
-# that predict $v$ under a zero-terminal-SNR schedule; the toy model, like SD 1.4, predicts
-# $\epsilon$. We measure whether it helps here.
-#
-# **Guidance in an interval** (Kynkäänniemi et al. 2024): they find guidance *harmful* at the
-# highest noise levels, where it collapses diversity (pulling every sample toward a few layouts),
-# and largely unnecessary at the lowest; applying it only in a middle range of noise levels keeps
-# more diversity for the same prompt adherence. In `sample_cfg` that is the keyword
-# `interval=(t_low, t_high)`: the scale $s$ inside, $s = 1$ (the conditional model) outside.
-
-# %%
-variants = {
-    "s = 14": dict(scales=14.0),
-    "s = 14, rescale 0.7": dict(scales=14.0, rescale_phi=0.7),
-    f"s = 14, negative '{NEGATIVE}'": dict(scales=14.0, negative_prompt=NEGATIVE),
-    "s = 14 only for 200 <= t <= 800": dict(scales=14.0, interval=(200, 800)),
-}
-imgs = [(sample_cfg(pipe, PROMPT, num_steps=STEPS, seed=0, **kw)[0] * 255).round()
-        .astype(np.uint8) for kw in variants.values()]
-image_grid(imgs, titles=list(variants), ncols=4, size=2.6);
-
-# %%
-if TOY:
-    rescaled = guidance_curves(pipe, targets, [8, 14, 20, 30], seeds=seeds, num_steps=STEPS,
-                               rescale_phi=0.7)
-    for s in (8, 14, 20, 30):
-        print(f"s = {s:>2}: saturation {results[s]['saturation']:.3f} plain, "
-              f"{rescaled[s]['saturation']:.3f} with rescale 0.7; adherence "
-              f"{results[s]['adherence']:.2f} -> {rescaled[s]['adherence']:.2f}")
-
-# %% [markdown]
-# On this model it does not lower saturation: the printed lines show about the same fraction of
-# clipped values with and without it, or slightly more. What it changes is how often the image
-# still shows the prompt at large $s$. The mechanics are easy to check: with $\phi = 1$, the
-# guided prediction has exactly the conditional prediction's standard deviation at every step.
-
-# %%
-# NBVAL_CHECK_OUTPUT
-ratios = []
-with float32_pipeline(pipe) as p32:    # statistics of a float32 run, as for the loop check
-    sample_cfg(p32, PROMPT, 14.0, num_steps=STEPS, seed=0, rescale_phi=1.0,
-               callback=lambda st: ratios.append(float(st.eps_guided.std() / st.eps_cond.std())))
-matched = max(abs(r - 1) for r in ratios) < 1e-4
-assert matched, ratios
-print("with phi = 1, std(guided) = std(conditional) at every step:", matched)
-
-# %% [markdown]
 # ## Try it
 #
 # **1. The pipeline's blind spot.** Run `pipe(PROMPT, guidance_scale=0.5, ...)` and
@@ -369,29 +258,35 @@ print("with phi = 1, std(guided) = std(conditional) at every step:", matched)
 # don't exist.
 # </details>
 #
-# **2. A negative prompt without guidance.** Set `negative_prompt="striped"` and $s = 1$. What
-# changes?
+# **2. Past the token budget.** Pad the prompt with 80 commas, `long = PROMPT + ", " * 80`, and
+# render `long` and `long + "blue"` with `sample_cfg` at the same seed. Predict: does the last word
+# change the image?
 #
 # <details><summary>Answer</summary>
 #
-# Nothing: at $s = 1$ the combine returns the conditional prediction exactly, whatever the negative
-# prompt says ($(1 - s) = 0$ multiplies it). A negative prompt only acts through guidance, and acts
-# more the larger $s$ is.
+# No: the two images are identical (compare the arrays with `np.array_equal`). Each `", "` is a
+# token, so `long` already fills the 75 positions, and `sample_cfg`, like `diffusers`' pipeline,
+# cuts the tokens after the 77th position: "blue" never reaches the text encoder. (The commas
+# themselves do change the image against `PROMPT` alone: they sit where the padding was.) In
+# AUTOMATIC1111's web UI the last word would count: there a long prompt is split into chunks of
+# 75 tokens, each encoded, and the encodings put side by side.
 # </details>
-#
-# **3. Where does adherence come from?** Switch guidance off ($s = 1$) for the last, least noisy
-# half of the steps with the keyword `interval=(500, 999)` (of `sample_cfg`; `guidance_curves`
-# passes it on), and measure adherence at $s = 7.5$ with `guidance_curves`. Predict whether it
-# drops much, and what happens to diversity.
-#
-# <details><summary>Answer</summary>
-#
-# Adherence drops little: the layout (which shape, where, which colour) is decided in the noisy
-# first half of the steps, so guidance there is what makes the image follow the prompt; late
-# guidance mostly sharpens texture and raises saturation. But this interval keeps exactly the
-# part that Kynkäänniemi et al. found *harmful*: guidance at the highest noise levels is what
-# collapses diversity, so expect the diversity across seeds to stay about as low as with guidance
-# everywhere. Their interval does the opposite at the top: it drops guidance at the noisiest
-# steps (the variant above uses `interval=(200, 800)`). Try `interval=(0, 500)` as well and
-# compare adherence and diversity for the three.
-# </details>
+
+# %% [markdown]
+# ## Recap
+
+# %%
+from nbhelpers.exercises import RECAP_04
+
+RECAP_04
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import RECAP_04
+
+### BEGIN SOLUTION
+answer_1 = "b"
+answer_2 = "b"
+answer_3 = 8
+### END SOLUTION
+RECAP_04.check({1: answer_1, 2: answer_2, 3: answer_3})

@@ -3,7 +3,9 @@
 The notebooks and benchmarks ask the same few questions of generated images: how often does
 the image show what the prompt asked for (:func:`agreement`), how often does it show one given
 style or shape (:func:`fraction_with_ci`), how are the shapes of a word spread
-(:func:`attribute_mix`). Each answer comes with a 95% interval (Wilson's score interval for a
+(:func:`attribute_mix`), how adherence, diversity and saturation move with the guidance scale
+(:func:`guidance_curves`), and how much one seed's image changes as the scale grows
+(:func:`scale_changes`). Each proportion comes with a 95% interval (Wilson's score interval for a
 proportion), because with tens of images a difference of a few points is noise.
 """
 
@@ -111,17 +113,69 @@ def total_variation_from_uniform(mix: dict[str, Proportion]) -> float:
     return 0.5 * sum(abs(p.p - 1 / c) for p in mix.values())
 
 
+TEMPLATE = "a {colour} {shape} on a white background, {style} style"
+ATTRIBUTES = ("shape", "colour", "style")
+
+
+def render_scales(pipe, targets: Sequence[dict[str, str]], scales: Sequence[float], *,
+                  seeds: Sequence[int] = (0, 1), num_steps: int = 20,
+                  prompt_template: str = TEMPLATE, **sample_kwargs) -> np.ndarray:
+    """Each target's prompt at each scale and seed: ``(targets, seeds, scales, H, W, 3)``.
+
+    One batched :func:`~nbhelpers.sampling.sample_cfg` call per target and seed renders every
+    scale from the same noise, so along the last axis only ``s`` changes (``sample_kwargs`` go
+    to it: ``rescale_phi``, ``interval``, ``negative_prompt``).
+    """
+    from nbhelpers.sampling import sample_cfg
+
+    scales, seeds = [float(s) for s in scales], list(seeds)
+    if not scales or not seeds or not targets:
+        raise ValueError("need at least one scale, one seed and one target")
+    return np.stack([np.stack([sample_cfg(pipe, prompt_template.format(**t), scales,
+                                          num_steps=num_steps, seed=seed, **sample_kwargs)
+                               for seed in seeds]) for t in targets])
+
+
+def _readings(images: np.ndarray) -> dict[str, np.ndarray]:
+    """The evaluator's label of each attribute for images ``(..., H, W, 3)``, shaped ``(...)``."""
+    lead = images.shape[:-3]
+    ev = read(images.reshape(-1, *images.shape[-3:]))
+    return {a: np.asarray(ev.labels[a], dtype=object).reshape(lead) for a in ATTRIBUTES}
+
+
+def curves_from_renders(images: np.ndarray, targets: Sequence[dict[str, str]],
+                        scales: Sequence[float]) -> dict[float, dict[str, float]]:
+    """:func:`guidance_curves`' table from renders of :func:`render_scales`."""
+    labels = _readings(images)
+    out = {}
+    for k, s in enumerate(float(v) for v in scales):
+        rows: dict[str, list[float]] = {"adherence": [], "shape": [], "diversity": [],
+                                        "saturation": []}
+        for i, t in enumerate(targets):
+            batch = images[i, :, k]  # (seeds, H, W, 3)
+            match = {a: labels[a][i, :, k] == t[a] for a in ATTRIBUTES if a in t}
+            flat = batch.reshape(len(batch), -1)
+            pairs = [np.abs(flat[a] - flat[b]).mean() for a in range(len(flat))
+                     for b in range(a + 1, len(flat))]
+            rows["adherence"].append(float(np.logical_and.reduce(list(match.values())).mean()))
+            rows["shape"].append(float(match["shape"].mean()) if "shape" in match
+                                 else float("nan"))
+            rows["diversity"].append(float(np.mean(pairs)) if pairs else float("nan"))
+            rows["saturation"].append(float(((batch <= 0.0) | (batch >= 1.0)).mean()))
+        out[s] = {key: float(np.mean(v)) for key, v in rows.items()}
+    return out
+
+
 def guidance_curves(pipe, targets: Sequence[dict[str, str]], scales: Sequence[float], *,
                     seeds: Sequence[int] = (0, 1), num_steps: int = 20,
-                    prompt_template: str = "a {colour} {shape} on a white background, "
-                                           "{style} style",
+                    prompt_template: str = TEMPLATE,
                     **sample_kwargs) -> dict[float, dict[str, float]]:
     """Prompt adherence, diversity and saturation against the guidance scale.
 
     For each target (``{"shape", "colour", "style"}``) and seed, one batched
     :func:`~nbhelpers.sampling.sample_cfg` call renders every scale from the same noise
-    (``sample_kwargs`` go to it: ``rescale_phi``, ``interval``, ``negative_prompt``). Per
-    scale, averaged over targets:
+    (:func:`render_scales`; ``sample_kwargs`` go to it: ``rescale_phi``, ``interval``,
+    ``negative_prompt``). Per scale, averaged over targets:
 
     * ``adherence``: fraction of images whose shape, colour and style all match the target;
     * ``shape``: fraction whose shape matches (an object that drops out shows here);
@@ -129,26 +183,42 @@ def guidance_curves(pipe, targets: Sequence[dict[str, str]], scales: Sequence[fl
       (0 when every seed gives the same picture); needs two or more seeds;
     * ``saturation``: fraction of pixel values clipped to 0 or 1 by the decoder's range.
     """
-    from nbhelpers.sampling import sample_cfg
+    images = render_scales(pipe, targets, scales, seeds=seeds, num_steps=num_steps,
+                           prompt_template=prompt_template, **sample_kwargs)
+    return curves_from_renders(images, targets, scales)
 
+
+def scale_changes(images: np.ndarray, scales: Sequence[float]) -> dict[tuple[float, float],
+                                                                      dict[str, float]]:
+    """How much **one seed's image** changes from each scale to the next.
+
+    ``images`` are renders of :func:`render_scales`, ``(targets, seeds, scales, H, W, 3)``:
+    along the scale axis the prompt and the starting noise stay, only ``s`` moves. For each
+    pair of consecutive scales ``(s_a, s_b)``, over all targets and seeds:
+
+    * ``pixel``: the mean absolute pixel difference between the image at ``s_a`` and at
+      ``s_b`` (the same scale as :func:`guidance_curves`' diversity, which compares seeds);
+    * ``reading``: the fraction of images whose evaluator reading (shape, colour and style
+      together) differs between ``s_a`` and ``s_b``;
+    * ``shape``, ``colour``, ``style``: the same fraction for each attribute alone.
+    """
     scales = [float(s) for s in scales]
-    seeds = list(seeds)
-    if not scales or not seeds or not targets:
-        raise ValueError("need at least one scale, one seed and one target")
-    rows: dict[float, dict[str, list[float]]] = {
-        s: {"adherence": [], "shape": [], "diversity": [], "saturation": []} for s in scales}
-    for t in targets:
-        prompt = prompt_template.format(**t)
-        images = np.stack([sample_cfg(pipe, prompt, scales, num_steps=num_steps, seed=seed,
-                                      **sample_kwargs) for seed in seeds])
-        for k, s in enumerate(scales):
-            batch = images[:, k]  # (seeds, H, W, 3)
-            hits = agreement(read(batch), [t] * len(batch))
-            flat = batch.reshape(len(batch), -1)
-            pairs = [np.abs(flat[i] - flat[j]).mean() for i in range(len(flat))
-                     for j in range(i + 1, len(flat))]
-            rows[s]["adherence"].append(hits["all"].p)
-            rows[s]["shape"].append(hits["shape"].p)
-            rows[s]["diversity"].append(float(np.mean(pairs)) if pairs else float("nan"))
-            rows[s]["saturation"].append(float(((batch <= 0.0) | (batch >= 1.0)).mean()))
-    return {s: {k: float(np.mean(v)) for k, v in row.items()} for s, row in rows.items()}
+    if images.ndim != 6 or images.shape[2] != len(scales) or len(scales) < 2:
+        raise ValueError(f"need renders (targets, seeds, scales, H, W, 3) with two or more "
+                         f"scales, got shape {images.shape} for {len(scales)} scales")
+    labels = _readings(images)
+    out = {}
+    for k in range(len(scales) - 1):
+        a, b = images[:, :, k], images[:, :, k + 1]
+        flips = {attr: labels[attr][:, :, k] != labels[attr][:, :, k + 1] for attr in ATTRIBUTES}
+        out[(scales[k], scales[k + 1])] = {
+            "pixel": float(np.abs(a - b).mean()),
+            "reading": float(np.logical_or.reduce(list(flips.values())).mean()),
+            **{attr: float(f.mean()) for attr, f in flips.items()}}
+    return out
+
+
+def first_scale(curves: dict[float, dict[str, float]], level: float,
+                key: str = "adherence") -> float | None:
+    """The smallest scale at which ``curves[s][key]`` reaches ``level``, or None if none does."""
+    return next((s for s in sorted(curves) if curves[s][key] >= level), None)
