@@ -63,9 +63,10 @@ ONE_DAY = (
     )),
     Lesson("04_guidance_in_stable_diffusion", "Guidance inside Stable Diffusion", (
         ("1 the loop, line by line, checked", 15),
-        ("2 three predictions step by step", 5),
-        ("3 sliders for s, and a sweep", 15),
         ("exercise: one step of the SD loop with CFG", 10),
+        ("2 three predictions step by step", 5),
+        ("3 sliders for s, and a sweep", 10),
+        ("Try it", 5),
         ("recap", 5),
     )),
     Lesson("05_textual_inversion", "Textual inversion: a new word for a style", (
@@ -88,8 +89,10 @@ ONE_DAY = (
 #: the extension: a second day, or take-home reading, in suggested order
 EXTENSION = (
     Lesson("04b_measuring_guidance", "Measuring guidance: adherence, diversity, variants", (
-        ("1 adherence, diversity and saturation against s", 25),
-        ("2 variants: negative prompt, rescale, interval", 20),
+        ("1 adherence, diversity and saturation; where the subject appears; C4, C5", 20),
+        ("why a large s saturates, tested", 10),
+        ("2 variants: negative prompt, rescale, interval", 10),
+        ("Try it and recap", 5),
     )),
     Lesson("05b_textual_inversion_claims", "Textual inversion: the claims measured", (
         ("measuring a recipe over training runs; the baselines", 10),

@@ -36,7 +36,7 @@ ALLOWED = {
     "20%": "notebook 03 Try it 1: the usual range of label dropout, 10 to 20%",
     "0.003%": "notebook 07: the source write-up's quoted ratio, 4 h against 150,000 A100-hours",
     "0.18215": "SD 1.x's VAE scaling factor, from its config",
-    "0.7": "notebook 04: the rescale phi of Lin et al. 2024",
+    "0.7": "notebook 04b: the rescale phi of Lin et al. 2024",
     "7.5": "the guidance scale of SD's default and of the series' renders",
 }
 #: names that contain a decimal point but are no figure (model versions)
