@@ -37,9 +37,11 @@ def _format_choices() -> list[str]:
 
 
 def _out_path(args: argparse.Namespace) -> Path:
-    """``--out``, or ``TOKEN.safetensors`` in the current folder."""
-    return Path(args.out) if args.out else Path(f"{args.token.strip('<>') or 'embedding'}"
-                                                ".safetensors")
+    """``--out``, or the token's word with the format's ending in the current folder
+    (``my-style.safetensors``; ``my-style.pt`` for ``--format a1111``, which AUTOMATIC1111 then
+    knows as ``my-style``)."""
+    return Path(args.out) if args.out else Path(_formats().default_file_name(args.token,
+                                                                             args.format))
 
 
 def _check_before_loading(args: argparse.Namespace, cfg: TIConfig, out: Path) -> Path:
@@ -133,16 +135,20 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
     if run.report is not None:
         print(run.report.summary())
     print(_summary(args, cfg, run, work, resumed_at))
+    if args.format == "a1111":
+        print(_formats().a1111_note(run.path, cfg.token))
     return 0
 
 
 def _cmd_ti_convert(args: argparse.Namespace) -> int:
-    from nbhelpers.ti.formats import save_embedding
+    from nbhelpers.ti.formats import a1111_note, save_embedding
 
     emb = load_for_cli(args.src, args.token, "--token '{token}'")
     save_embedding(emb, args.dst, format=args.format)
     print(f"wrote {args.dst} ({args.format or 'format from extension'}; token {emb.token}, "
           f"{emb.n_vectors} vector(s))")
+    if args.format == "a1111":
+        print(a1111_note(args.dst, emb.token))
     return 0
 
 
@@ -204,7 +210,9 @@ def _add_train_parser(ti_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, help="training size in pixels (default: the model's)")
     p.add_argument("--refuse-small", action="store_true",
                    help="refuse images smaller than the training size (default: upscale them)")
-    p.add_argument("--out", help="embedding file (default TOKEN.safetensors)")
+    p.add_argument("--out", help="embedding file (default: the token without its angle "
+                                 "brackets, my-style.safetensors, or my-style.pt for --format "
+                                 "a1111: AUTOMATIC1111 calls an embedding by its file name)")
     p.add_argument("--format", default="diffusers", choices=_format_choices(),
                    help=_formats().format_help(default="diffusers"))
     add_config_arguments(p, TIConfig, HOW_IT_RUNS)
