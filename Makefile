@@ -49,6 +49,10 @@ help:
 	@echo "              from the .ipynb, which is the source of truth"
 	@echo "make test-browser - the sliders in JupyterLab under headless Chromium (needs chromium,"
 	@echo "                    chromium-driver: .ci/run installs them); screenshots: artifacts/browser/"
+	@echo "make learner-copies [LEARNERS=dir] [ANSWERS=drop] - the learners' copies of the"
+	@echo "               notebooks in build/learners: solutions replaced by stubs that raise"
+	@echo "               NotImplementedError with a hint, outputs cleared (ANSWERS=drop also"
+	@echo "               removes the folded 'Try it' answers)"
 	@echo "make book   - the notebooks as a static site in build/book/html, from their executed"
 	@echo "              copies in book/executed (npm fetches MathJax once); open"
 	@echo "              build/book/html/index.html"
@@ -175,6 +179,14 @@ book: install $(BOOK_STAMP)
 # Debian's chromium + chromium-driver, as for test-browser; screenshots: artifacts/book/
 test-book: book
 	$(PY) -m pytest tests/book -q
+
+# The notebooks in notebooks/ are the instructor's (solutions between nbgrader's ### BEGIN
+# SOLUTION / ### END SOLUTION); this writes the learners' copies (tools/learner_copies.py)
+LEARNERS ?= build/learners
+ANSWERS  ?= keep
+.PHONY: learner-copies
+learner-copies: install
+	$(PY) tools/learner_copies.py --out "$(LEARNERS)" --answers "$(ANSWERS)"
 
 bench: install
 	$(PY) bench/ti_throughput.py --model toy

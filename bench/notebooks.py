@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEACHING = ROOT / "docs" / "teaching.md"
 TEACHING_START = "<!-- run times: written by bench/notebooks.py -->"
 TEACHING_END = "<!-- end of run times -->"
+SCHEDULE_START = "<!-- schedule: written by bench/notebooks.py -->"
+SCHEDULE_END = "<!-- end of schedule -->"
 NOT_MEASURED = "not measured"
 #: marks a figure kept from an earlier run (another date, machine, load or notebook version)
 EARLIER = " *"
@@ -99,14 +101,40 @@ def merged_table(new: dict[str, dict[str, str]], profiles: list[str],
     return ["notebook", *columns], rows
 
 
-def write_teaching_table(body: str, doc: Path = TEACHING) -> None:
+def schedule(run_times: dict[str, str]) -> str:
+    """The two paths of ``nbhelpers.course`` as tables: each section's teaching minutes and
+    each notebook's measured run time (``run_times``: notebook file name -> "12.3 s")."""
+    sys.path.insert(0, str(ROOT))
+    from nbhelpers import course
+
+    out = []
+    for title, lessons in (("One-day path", course.ONE_DAY), ("Extension", course.EXTENSION)):
+        rows, total = [], 0
+        for lesson in lessons:
+            ran = run_times.get(lesson.notebook + ".ipynb", NOT_MEASURED)
+            for k, (section, minutes) in enumerate(lesson.sections):
+                rows.append([lesson.number if k == 0 else "", section, str(minutes),
+                             ran if k == 0 else ""])
+            rows.append(["", f"**{lesson.title}: total**", f"**{lesson.minutes}**", ""])
+            total += lesson.minutes
+        hours = f"{total // 60} h {total % 60:02d} min"
+        out.append(f"**{title}: {total} minutes of teaching ({hours})**"
+                   + (f", within the {course.CONTACT_LIMIT} minutes of one day"
+                      if lessons is course.ONE_DAY else "") + "\n\n"
+                   + markdown_table(["notebook", "section", "teaching (min)",
+                                     "run time, cpu profile"], rows))
+    return "\n\n".join(out)
+
+
+def write_teaching_table(body: str, doc: Path = TEACHING, start_mark: str = TEACHING_START,
+                         end_mark: str = TEACHING_END) -> None:
     """Put ``body`` between the markers of the instructor's guide; written atomically."""
     text = doc.read_text()
-    start, end = text.find(TEACHING_START), text.find(TEACHING_END)
+    start, end = text.find(start_mark), text.find(end_mark)
     if start < 0 or end < start:
-        raise SystemExit(f"{doc}: the markers {TEACHING_START!r} and {TEACHING_END!r} are "
+        raise SystemExit(f"{doc}: the markers {start_mark!r} and {end_mark!r} are "
                          "missing or out of order; put them back where the table belongs")
-    text = text[:start + len(TEACHING_START)] + "\n\n" + body.strip() + "\n\n" + text[end:]
+    text = text[:start + len(start_mark)] + "\n\n" + body.strip() + "\n\n" + text[end:]
     tmp = doc.with_name(f".{doc.name}.tmp")
     tmp.write_text(text)
     tmp.replace(doc)
@@ -148,6 +176,11 @@ def main() -> None:
     write_section("Notebook wall times", f"{where}.{marks}\n\n{table}")
     write_teaching_table(f"{where}; \"{NOT_MEASURED}\": not run in that profile yet.{marks}"
                          f"\n\n{table}")
+    cpu = header.index("cpu") if "cpu" in header else None
+    run_times = {r[0]: r[cpu] for r in rows} if cpu is not None else {}
+    write_teaching_table(f"Teaching minutes are the plan of `nbhelpers/course.py`; run times "
+                         f"are this table's cpu column ({machine()}).\n\n{schedule(run_times)}",
+                         start_mark=SCHEDULE_START, end_mark=SCHEDULE_END)
 
 
 if __name__ == "__main__":

@@ -72,8 +72,11 @@ def test_ci_runs_the_readme_test_command():
 
 def test_instructors_guide_covers_every_notebook_and_has_the_bench_markers():
     guide = (ROOT / "docs" / "teaching.md").read_text()
-    missing = [p.name for p in NOTEBOOKS if f"### {p.name[:2]} · " not in guide]
+    missing = [p.name for p in NOTEBOOKS if f"### {p.name.split('_')[0]} · " not in guide]
     assert not missing, f"docs/teaching.md has no section for {missing}"
     start = guide.find("<!-- run times: written by bench/notebooks.py -->")
     assert 0 <= start < guide.find("<!-- end of run times -->"), \
         "docs/teaching.md lost the markers that bench/notebooks.py writes the run times between"
+    start = guide.find("<!-- schedule: written by bench/notebooks.py -->")
+    assert 0 <= start < guide.find("<!-- end of schedule -->"), \
+        "docs/teaching.md lost the markers that bench/notebooks.py writes the schedule between"

@@ -12,7 +12,9 @@ The world (``docs/toy_world.md``):
 * :mod:`nbhelpers.toy.degradations`: what a VAE round trip does to an image, for the evaluator;
 * :mod:`nbhelpers.toy.evaluator_train`: how the evaluator's shipped weights were trained;
 * :mod:`nbhelpers.toy.measure`: measured claims: what the evaluator reads in generated images,
-  counted, with 95% intervals.
+  counted, with 95% intervals;
+* :mod:`nbhelpers.toy.replicates`: a share over several training runs, and two recipes compared
+  in words, with intervals that cover run-to-run variation as well as image sampling.
 
 The model (``docs/toy_model.md``):
 
