@@ -66,7 +66,7 @@ from nbhelpers.ti import captions
 from nbhelpers.ti.captions import load_templates
 from nbhelpers.ti.config import TIConfig
 from nbhelpers.ti.engine import image_size, train_from_folder
-from nbhelpers.ti.formats import a1111_note, save_embedding
+from nbhelpers.ti.formats import save_embedding
 from nbhelpers.ti.framing import frame
 from nbhelpers.ti.images import load_folder
 from nbhelpers.ti.pipeline import inspect_embedding
@@ -330,7 +330,10 @@ paths = {"diffusers": save_embedding(run.embedding, OUT / "my-style.safetensors"
                                  format="kohya")}
 for fmt, path in paths.items():
     print(f"{fmt:>9}: {path}")
-print(a1111_note(paths["a1111"], run.embedding.token))
+a1111 = paths["a1111"]
+print(f"in AUTOMATIC1111: copy {a1111.name} into stable-diffusion-webui/embeddings/ and type "
+      f"{a1111.stem} in the prompt (the file's name; diffusers and this notebook use "
+      f"{run.embedding.token})")
 
 # %% [markdown]
 # The check loads each file into a fresh copy of the model: the token's row must be the learned

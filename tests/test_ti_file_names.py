@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from nbhelpers.cli import main
-from nbhelpers.ti.formats import a1111_note, a1111_word, default_file_name, load_embedding
+from nbhelpers.cli.ti import a1111_note, default_file_name
+from nbhelpers.ti.formats import load_embedding
 
 
 @pytest.mark.parametrize("token, fmt, name", [
@@ -24,7 +25,6 @@ def test_default_file_name_is_the_tokens_word(token, fmt, name):
 
 
 def test_a1111_word_is_the_file_name():
-    assert a1111_word("out/my-style-a1111.pt") == "my-style-a1111"
     note = a1111_note("out/my-style-a1111.pt", "<my-style>")
     assert "type my-style-a1111" in note and "not after the token <my-style>" in note
     assert "not after" not in a1111_note("toy.pt", "toy")

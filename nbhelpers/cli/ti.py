@@ -36,12 +36,28 @@ def _format_choices() -> list[str]:
     return list(_formats().FORMATS)
 
 
+def default_file_name(token: str, format: str = "diffusers") -> str:
+    """The file a run writes when no ``--out`` is given: the token without its angle brackets,
+    with the format's ending: ``"<my-style>"`` gives ``my-style.safetensors`` (diffusers,
+    kohya) or ``my-style.pt`` (a1111). AUTOMATIC1111 names an embedding after its file, so the
+    word typed there is then the token's own word."""
+    return f"{token.strip().strip('<>') or 'embedding'}{_formats().FORMATS[format].extensions[0]}"
+
+
+def a1111_note(path: str | Path, token: str) -> str:
+    """The line said where an A1111 file is written: the word to type in AUTOMATIC1111, which is
+    the file's name without its ending (A1111 ignores the ``name`` stored inside)."""
+    word = Path(path).stem
+    other = "" if word == token else (f", not after the token {token} stored in it, which "
+                                      "diffusers and nbhelpers use")
+    return (f"in AUTOMATIC1111: copy {Path(path).name} into stable-diffusion-webui/embeddings/ "
+            f"and type {word} in the prompt (A1111 names an embedding after its file{other}; "
+            "rename the file to change the word)")
+
+
 def _out_path(args: argparse.Namespace) -> Path:
-    """``--out``, or the token's word with the format's ending in the current folder
-    (``my-style.safetensors``; ``my-style.pt`` for ``--format a1111``, which AUTOMATIC1111 then
-    knows as ``my-style``)."""
-    return Path(args.out) if args.out else Path(_formats().default_file_name(args.token,
-                                                                             args.format))
+    """``--out``, or :func:`default_file_name` in the current folder."""
+    return Path(args.out) if args.out else Path(default_file_name(args.token, args.format))
 
 
 def _check_before_loading(args: argparse.Namespace, cfg: TIConfig, out: Path) -> Path:
@@ -136,12 +152,12 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
         print(run.report.summary())
     print(_summary(args, cfg, run, work, resumed_at))
     if args.format == "a1111":
-        print(_formats().a1111_note(run.path, cfg.token))
+        print(a1111_note(run.path, cfg.token))
     return 0
 
 
 def _cmd_ti_convert(args: argparse.Namespace) -> int:
-    from nbhelpers.ti.formats import a1111_note, save_embedding
+    from nbhelpers.ti.formats import save_embedding
 
     emb = load_for_cli(args.src, args.token, "--token '{token}'")
     save_embedding(emb, args.dst, format=args.format)

@@ -279,36 +279,6 @@ def dst_format_help() -> str:
     return f"format of dst (default: {_or(defaults)}" + "".join(f"; {a}" for a in ambiguous) + ")"
 
 
-# --------------------------------------------------------------------------------------------
-# File names, and the word another tool knows a file by
-# --------------------------------------------------------------------------------------------
-
-
-def default_file_name(token: str, format: str = "diffusers") -> str:
-    """The file a run writes when no name is given: the token without its angle brackets, with
-    the format's ending: ``"<my-style>"`` gives ``my-style.safetensors`` (diffusers, kohya) or
-    ``my-style.pt`` (a1111). AUTOMATIC1111 names an embedding after its file, so this name
-    makes the word typed there the token's own word."""
-    return f"{token.strip().strip('<>') or 'embedding'}{_format(format).extensions[0]}"
-
-
-def a1111_word(path: str | os.PathLike) -> str:
-    """The word AUTOMATIC1111's web UI knows an embedding file by: the file's name without its
-    ending (A1111 reads the file's stem, not the ``name`` stored inside)."""
-    return Path(path).stem
-
-
-def a1111_note(path: str | os.PathLike, token: str) -> str:
-    """The line said where an A1111 file is written: which word to type in AUTOMATIC1111."""
-    word = a1111_word(path)
-    same = word == token
-    return (f"in AUTOMATIC1111: copy {Path(path).name} into stable-diffusion-webui/embeddings/ "
-            f"and type {word} in the prompt (A1111 names an embedding after its file"
-            + ("" if same else f", not after the token {token} stored in it, which diffusers "
-                               "and nbhelpers use")
-            + "; rename the file to change the word)")
-
-
 def _header_step_meta(header: dict[str, str]) -> tuple[int, dict[str, Any]]:
     try:
         step = int(header.get("step", 0))
