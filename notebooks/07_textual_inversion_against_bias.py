@@ -58,15 +58,18 @@ from nbhelpers.ti.engine import train_from_items
 from nbhelpers.toy import world
 from nbhelpers.toy.measure import attribute_mix, read, total_variation_from_uniform
 from nbhelpers.toy.model import read_card
+from nbhelpers.toy.replicates import compare, over_runs
 from nbhelpers.widgets import TrainingMonitor
 
 P = get_profile()
 # P = dataclasses.replace(P, ti_steps=2 * P.ti_steps)   # Try it 1: a larger training budget
 WORK = Path(tempfile.mkdtemp(prefix="nb07-"))
 N_EVAL = 32 if P.name == "smoke" else 200    # generated images per measurement
+N_RUNS = 1 if P.name == "smoke" else 3       # training runs of the overwrite (section 3)
 pipe = load_pipeline("toy")
 pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-print(f"profile {P.name}: {P.ti_steps} steps, {N_EVAL} images per measurement")
+print(f"profile {P.name}: {P.ti_steps} steps, {N_EVAL} images per measurement, "
+      f"{N_RUNS} training run(s) of the overwrite")
 
 # %% [markdown]
 # ## 1. What "toy" draws
@@ -197,11 +200,79 @@ print("prompts without 'toy' give the same images before and after (max differen
       gap <= 1e-6)
 
 # %% [markdown]
-# **How far did it get?** Three references: the original word (before), the training captions'
-# own mix (the data's bias), and the curated set's even mix (the target):
+# **The mix against $s$.** Notebook 03 showed that guidance seeks modes: $p(y \mid x)^s$ piles
+# the mass onto what the condition is surest about. So a share measured at $s = 7.5$ mixes two
+# things: what the word's vector asks for, and what guidance makes of it. At $s = 1$ (the
+# conditional model, no extrapolation) the share is closer to what the vector itself asks for.
+#
+# One training run is one draw: another seed gives another vector and another mix. So the
+# overwrite is trained `N_RUNS` times here, with training seeds 0, 1, 2 (section 2's run is seed
+# 0), and each run is measured on its own image seeds; the original word is measured on the same
+# image seeds. The shares below are means over the runs, and their 95% intervals cover both the
+# sampling of images and the variation between training runs (`nbhelpers.toy.replicates`). The
+# smoke profile trains once, to stay quick; its intervals then cover the images only, and the
+# sentences say so.
 
 # %%
-c1 = mix_after["circle"]
+SCALES = (1, 3, 7.5)
+
+
+def overwritten(seed):
+    """The toy model with "toy" overwritten from the curated set with training seed `seed`."""
+    if seed == cfg.seed:
+        return pipe                                   # section 2's run
+    fresh = load_pipeline("toy")
+    fresh.scheduler = DDIMScheduler.from_config(fresh.scheduler.config)
+    train_from_items(fresh, items_from_images(images, captions),
+                     dataclasses.replace(cfg, seed=seed), WORK / f"toy-seed{seed}.safetensors",
+                     template=["[filewords]"], cache_dir=WORK / "cache")
+    return fresh
+
+
+models = {"before": [original] * N_RUNS, "after": [overwritten(r) for r in range(N_RUNS)]}
+measured = {("before", 0, 7.5): mix_before, ("after", 0, 7.5): mix_after}   # section 1 and 3
+mixes = {(word, s): [measured.get((word, r, s)) or
+                     shape_mix(model, toy_prompts, seed=5000 + 1000 * r, scale=s)[0]
+                     for r, model in enumerate(models[word])]
+         for word in models for s in SCALES}
+
+
+def counts(word, s, shape="circle"):
+    """(images read as `shape`, images) of each run."""
+    return [(mix[shape].k, mix[shape].n) for mix in mixes[word, s]]
+
+
+circles = {key: over_runs(counts(*key)) for key in mixes}
+print(f"{'word':>8} {'s':>4} " + " ".join(f"{shape:>9}" for shape in world.SHAPES)
+      + "   circles over the runs")
+for word in models:
+    for s in SCALES:
+        mean = {shape: over_runs(counts(word, s, shape)).p for shape in world.SHAPES}
+        print(f"{word:>8} {s:>4} " + " ".join(f"{mean[shape]:>9.0%}" for shape in world.SHAPES)
+              + f"   {circles[word, s]}")
+print(f"{'captions':>8} {'':>4} " + " ".join(f"{caption_mix[shape]:>9.0%}"
+                                             for shape in world.SHAPES))
+
+# %% [markdown]
+# Before against after at each scale, the difference with its interval:
+
+# %%
+for s in SCALES:
+    print(f"s = {s}:", compare(counts("after", s), counts("before", s),
+                               '"toy" after the overwrite', '"toy" before').sentence)
+    print()
+
+# %%
+def compared(s):
+    """The overwritten word's circles against the original's at scale s, as `compare` judges."""
+    found = compare(counts("after", s), counts("before", s), "after", "before")
+    if not found.detected:
+        return "no detectable difference in circles from"
+    return "fewer circles than" if found.difference < 0 else "more circles than"
+
+
+c0, c1 = circles["before", 7.5], circles["after", 7.5]
+b1, a1 = circles["before", 1], circles["after", 1]
 if c1.hi < circle_data:
     against_data = "below the training captions' share: at this scale the word draws fewer " \
                    "circles than the data it was learned from"
@@ -209,43 +280,12 @@ elif c1.lo > circle_data:
     against_data = "still above the training captions' share"
 else:
     against_data = "about the training captions' own share (it lies inside the interval)"
-Markdown(f"At s = 7.5 the overwritten word draws circles {c1.p:.0%} of the time (95% interval "
-         f"{c1.lo:.0%} to {c1.hi:.0%}), against {c0.p:.0%} before the overwrite, "
-         f"{circle_data:.0%} in the training captions and {1 / len(world.SHAPES):.0%} in the "
-         f"curated set. That is {against_data}. Distance from an even mix: {tv_before:.2f} "
-         f"before, {tv_after:.2f} after ({tv_captions:.2f} for the "
-         "training captions' mix).")
-
-# %% [markdown]
-# **The mix against $s$.** Notebook 03 showed that guidance seeks modes: $p(y \mid x)^s$ piles
-# the mass onto what the condition is surest about. So a share measured at $s = 7.5$ mixes two
-# things: what the word's vector asks for, and what guidance makes of it. At $s = 1$ (the
-# conditional model, no extrapolation) the share is closer to what the vector itself asks for.
-# Both words, same prompts and seeds, at $s = 1$, $3$ and $7.5$:
+Markdown(f"Over {N_RUNS} training run(s): at s = 7.5 the overwritten word draws circles "
+         f"{c1.p:.0%} of the time (95% interval {c1.lo:.0%} to {c1.hi:.0%}), against {c0.p:.0%} "
+         f"before the overwrite, {circle_data:.0%} in the training captions and "
+         f"{1 / len(world.SHAPES):.0%} in the curated set. That is {against_data}.")
 
 # %%
-SCALES = (1, 3, 7.5)
-mix_at = {("before", s): shape_mix(original, toy_prompts, scale=s)[0] for s in SCALES[:-1]}
-mix_at |= {("after", s): shape_mix(pipe, toy_prompts, scale=s)[0] for s in SCALES[:-1]}
-mix_at |= {("before", 7.5): mix_before, ("after", 7.5): mix_after}
-print(f"{'word':>7} {'s':>4} " + " ".join(f"{shape:>9}" for shape in world.SHAPES)
-      + "  distance from balance")
-for word in ("before", "after"):
-    for s in SCALES:
-        mix = mix_at[word, s]
-        print(f"{word:>7} {s:>4} " + " ".join(f"{mix[shape].p:>9.0%}" for shape in world.SHAPES)
-              + f"  {total_variation_from_uniform(mix):>21.2f}")
-print(f"{'captions':>7} {'':>4} " + " ".join(f"{caption_mix[shape]:>9.0%}" for shape in world.SHAPES)
-      + f"  {tv_captions:>21.2f}")
-
-# %%
-def compared(a, b):
-    """How a's circle share compares with b's, by their 95% intervals."""
-    return ("fewer circles than" if a.hi < b.lo else "more circles than" if a.lo > b.hi else
-            "about as many circles as")
-
-
-b1, a1 = mix_at["before", 1]["circle"], mix_at["after", 1]["circle"]
 a_vs_data_1 = "below" if a1.hi < circle_data else "above" if a1.lo > circle_data else "about"
 # the original word's excess over the data at s = 7.5 is guidance's when it has none at s = 1
 guidance_excess = c0.lo > circle_data and b1.lo <= circle_data
@@ -253,7 +293,7 @@ removed_excess = guidance_excess and c1.hi < c0.lo
 Markdown(
     f"At s = 1 the original word draws circles {b1.p:.0%} of the time ({b1.lo:.0%} to "
     f"{b1.hi:.0%}; the captions' share is {circle_data:.0%}), and the overwritten word "
-    f"{a1.p:.0%} ({a1.lo:.0%} to {a1.hi:.0%}): {compared(a1, b1)} the original, "
+    f"{a1.p:.0%} ({a1.lo:.0%} to {a1.hi:.0%}): {compared(1)} the original, "
     f"and {a_vs_data_1} the data's share. From s = 1 to s = 7.5 the original word goes from "
     f"{b1.p:.0%} to {c0.p:.0%} circles, the overwritten word from {a1.p:.0%} to "
     f"{c1.p:.0%}. Claim C7, \"counters a dataset bias\": at s = 7.5, "
