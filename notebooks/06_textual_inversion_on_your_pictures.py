@@ -359,16 +359,16 @@ for fmt, path in paths.items():
 # ## 7. The same from the command line
 #
 # Everything above is one command, and the learned file works in `generate` (and in the other
-# tools):
+# tools). Run it in the folder where you keep your words (this notebook's is the one its first
+# cell printed):
 #
 # ```bash
 # nbhelpers ti train my-pictures/ --model CompVis/stable-diffusion-v1-4 --token "<my-style>" \
 #     --init-word painting --template my-style-templates.txt --framing focal --steps 3000 \
-#     --out my-words/my-style.safetensors
-# nbhelpers generate --model CompVis/stable-diffusion-v1-4 \
-#     --embedding my-words/my-style.safetensors \
+#     --out my-style.safetensors
+# nbhelpers generate --model CompVis/stable-diffusion-v1-4 --embedding my-style.safetensors \
 #     --prompt "a lighthouse at dusk, in the style of <my-style>" --scale 7 --out lighthouse.png
-# nbhelpers ti convert my-words/my-style.safetensors my-words/my-style.pt --format a1111
+# nbhelpers ti convert my-style.safetensors my-style.pt --format a1111
 # ```
 #
 # Without `--out`, `ti train` names the file after the token: `my-style.safetensors`, or
