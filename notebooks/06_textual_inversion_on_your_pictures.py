@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -15,6 +15,8 @@
 # %% [markdown]
 # # 06 · Textual inversion on your own pictures
 #
+# Time: about 55 minutes.
+#
 # Notebook 05 took textual inversion apart on the toy model, where an evaluator can count what a
 # learned word does. This notebook is the hands-on part of the workshop: the same engine on a
 # folder of **your own pictures**, on Stable Diffusion 1.4 when a GPU and its weights are there.
@@ -23,8 +25,12 @@
 # | profile | model | pictures |
 # |---|---|---|
 # | `gpu` | Stable Diffusion 1.4 (or the folder in `NBHELPERS_SD_MODEL`) | `MY_IMAGES`, or a demo folder |
-# | `cpu`, `smoke` | the toy model | a demo folder |
-# | `sd-cpu` | SD 1.4's structure with random weights: a rehearsal that draws noise | a demo folder |
+# | `cpu`, `smoke` | the toy model: 64-pixel pictures of shapes | the demo folder |
+# | `sd-cpu` | SD 1.4's structure with random weights: a rehearsal that draws noise | the demo folder |
+#
+# Your own photographs or paintings need the `gpu` profile: a machine with a GPU, or a hosted
+# notebook runtime with one, and SD 1.4's weights. On a CPU, use the demo folder: the toy model
+# only knows its shapes and patterns, and cannot learn the style of a photograph.
 #
 # You will:
 #
@@ -35,7 +41,10 @@
 # 5. use it, with and without, at $s = 7$ and $s = 14$, and in a sweep of $s$;
 # 6. save it in the three file formats other tools read, and load it back.
 #
-# What a training step costs on the GPUs measured so far is in `docs/benchmarks.md`.
+# Everything the notebook writes (the demo pictures, the learned word in its three formats, the
+# sweep) goes to a folder `my-words/` beside this notebook, one subfolder per profile: a word
+# learned on one model does not work on another. What a training step costs on the GPUs
+# measured so far is in `docs/benchmarks.md`.
 
 # %%
 import tempfile
@@ -45,7 +54,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 from IPython.display import Image as ShowImage
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from nbhelpers.models import load_pipeline
 from nbhelpers.plotting import image_grid
@@ -53,18 +62,23 @@ from nbhelpers.precision import resolve_precision
 from nbhelpers.profile import get_profile
 from nbhelpers.sampling import sample_prompts
 from nbhelpers.sweep import label_frame, parse_scales, render_frames, write_animation
-from nbhelpers.ti.captions import fill_template, load_templates
+from nbhelpers.ti import captions
+from nbhelpers.ti.captions import load_templates
 from nbhelpers.ti.config import TIConfig
 from nbhelpers.ti.engine import image_size, train_from_folder
 from nbhelpers.ti.formats import save_embedding
 from nbhelpers.ti.framing import frame
 from nbhelpers.ti.images import load_folder
+from nbhelpers.ti.pipeline import inspect_embedding
 from nbhelpers.toy import world
 from nbhelpers.widgets import TrainingMonitor
 
 P = get_profile()
-WORK = Path(tempfile.mkdtemp(prefix="nb06-"))
 MY_IMAGES = None   # your folder, e.g. "/data/my-paintings": 10 to 50 pictures in one style
+# what you keep (your word, its formats, the sweep): next to this notebook, one folder a profile
+OUT = (Path("my-words") / P.name).resolve()
+OUT.mkdir(parents=True, exist_ok=True)
+WORK = Path(tempfile.mkdtemp(prefix="nb06-"))   # what you do not need again: the latent cache
 
 
 def fresh_pipe():
@@ -76,8 +90,13 @@ def fresh_pipe():
 
 pipe = fresh_pipe()
 SIZE = image_size(pipe)      # the model's native picture side: 512 for SD 1.4
-print(f"profile {P.name}: model {P.model}, {SIZE} px, {P.sd_ti_steps} training steps, "
-      f"precision {resolve_precision('auto', pipe.device)}")
+PRECISION = resolve_precision("auto", pipe.device)
+MEANS = {"no": "no mixed precision: the training runs in float32 throughout, as on any CPU",
+         "bf16": "the frozen models in bfloat16, which this GPU computes natively",
+         "fp16": "the frozen models in float16, with a loss scaler (a GPU without native bf16)"}
+print(f"profile {P.name}: model {P.model}, {SIZE} px, {P.sd_ti_steps} training steps")
+print(f"mixed precision '{PRECISION}': {MEANS[PRECISION]}")
+print(f"your files go to {OUT}")
 
 # %% [markdown]
 # ## 1. Your folder
@@ -89,12 +108,22 @@ print(f"profile {P.name}: model {P.model}, {SIZE} px, {P.sd_ti_steps} training s
 #
 # With `MY_IMAGES` left at `None`, the notebook makes a demo folder of the kind people bring:
 # pictures in the toy world's unnamed mosaic style, wide, tall and square, PNG and JPEG, some
-# captioned by a `.txt` file and the rest by their names.
+# captioned by a `.txt` file and the rest by their names. Set `MY_IMAGES` in the first code cell
+# to use your own folder; the cell below says when the profile's model cannot learn from it.
 
 # %%
-folder = Path(MY_IMAGES) if MY_IMAGES else WORK / "my-pictures"
+folder = Path(MY_IMAGES) if MY_IMAGES else OUT / "demo-pictures"
 if not MY_IMAGES:
     world.save_picture_folder(folder, n=12, side=SIZE, seed=0)
+elif P.toy:
+    print(f"note: the {P.name} profile trains the toy model, which draws 64-pixel shapes and "
+          "cannot learn the style of photographs or paintings: the run will finish, but the word "
+          "will not look like your pictures. On a CPU, leave MY_IMAGES = None (the demo folder); "
+          "for your own pictures use a GPU, or a hosted notebook runtime with one, and SD 1.4 "
+          "(the gpu profile).")
+elif P.model == "rehearsal-mini":
+    print("note: the sd-cpu profile is a rehearsal with random weights; it reads your folder "
+          "but learns nothing from it (its pictures are noise). Use the gpu profile for them.")
 report = load_folder(folder, size=SIZE)
 print(report.summary())
 for item in list(report)[:4]:
@@ -134,10 +163,11 @@ image_grid([np.asarray(wide.image)] + [np.asarray(f.image) for f in framings.val
 # A template is a prompt with two slots: `[name]` becomes the new word and `[filewords]` the
 # picture's caption. This is AUTOMATIC1111's template-file format: one template per line. Each
 # training step draws a template and a picture, so the word is learned in many phrasings and
-# never tied to one sentence.
+# never tied to one sentence. A picture without a caption (a camera name such as `IMG_0001.jpg`,
+# or an empty `.txt`) leaves `[filewords]` empty, and the prompt is tidied around the gap.
 
 # %%
-template_file = WORK / "my-style-templates.txt"
+template_file = OUT / "my-style-templates.txt"
 template_file.write_text("a painting of [filewords], in the style of [name]\n"
                          "[filewords], [name] style\n"
                          "a picture of [filewords] by [name]\n"
@@ -145,17 +175,59 @@ template_file.write_text("a painting of [filewords], in the style of [name]\n"
 TEMPLATES = load_templates(template_file)
 example = list(report)[0].caption
 for template in TEMPLATES[:2]:
-    print(repr(template), "->", repr(fill_template(template, "<my-style>", example)))
+    for caption in (example, ""):
+        print(repr(template), "+", repr(caption), "->",
+              repr(captions.fill_template(template, "<my-style>", caption)))
+
+# %% [markdown]
+# ### Exercise: fill a template
+#
+# Write `fill_template(template, token, caption)`, the function that turns a template into the
+# prompt of one training step:
+#
+# 1. replace `[name]` by the token (angle brackets included: `<my-style>`) and `[filewords]` by
+#    the caption;
+# 2. when the caption is empty, tidy what the missing caption leaves: runs of spaces become one
+#    space, `" ,"` becomes `","`, `",,"` becomes `","`, and spaces and commas at either end go.
+#
+# `"[filewords], [name] style"` with `"<my-style>"` and `"a fox"` gives `"a fox, <my-style>
+# style"`; with an empty caption, `"<my-style> style"`. The check compares your prompts with the
+# trainer's own (`nbhelpers.ti.captions.fill_template`) on templates with the tag first, last
+# and in the middle.
+
+# %%
+def fill_template(template, token, caption):
+    """The prompt of one training step: [name] -> token, [filewords] -> caption, tidied."""
+    ### HINT: replace both tags with str.replace; if the caption is empty, " ".join(text.split()), then replace " ," and ",," by "," and strip " ," from both ends
+    ### BEGIN SOLUTION
+    text = template.replace("[name]", token).replace("[filewords]", caption)
+    if not caption:
+        text = " ".join(text.split())
+        text = text.replace(" ,", ",").replace(",,", ",")
+        text = text.strip(" ,")
+    return text
+    ### END SOLUTION
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import check_fill_template
+
+check_fill_template(fill_template)
 
 # %% [markdown]
 # ## 4. Training
 #
-# The init word starts the new vector; choose one that already describes your style in the
-# model's words (notebook 05, section 4: the search settles near where it starts). Precision
-# follows the device: bf16 on GPUs that compute it natively (A100, H100 and newer), fp16 with a
-# loss scaler on older ones (a T4), float32 on the CPU; the learned vector itself is always
-# float32. The monitor shows the loss and, a few times during the run, a grid of previews drawn
-# with the word (also saved as PNGs in the run's folder).
+# The init word is where the new vector starts: choose one that already describes your style in
+# the model's words. It is a starting point, not a leash: in notebook 05 the learned vector
+# travelled far from its init word (its norm grew well past those of the vocabulary's words, and
+# its nearest words changed), and the cell after the training prints the same figures for your
+# run. Precision follows the device: bf16 on GPUs that compute it natively (A100, H100 and
+# newer), fp16 with a loss scaler on older ones (a T4), none on the CPU (float32 throughout: the
+# first cell's `mixed precision 'no'`); the learned vector itself is always float32. The monitor
+# shows the loss and, a few times during the run, a grid of previews drawn with the word (also
+# saved as PNGs in the run's folder). Training again overwrites the word's files: change the
+# token, or rename the files, to keep an earlier word.
 
 # %%
 INIT_WORD = "painting"
@@ -169,10 +241,27 @@ cfg = TIConfig(token="<my-style>", init_word=INIT_WORD, steps=P.sd_ti_steps,
                preview_steps=P.sd_steps)
 monitor = TrainingMonitor(cfg.steps, every=max(10, cfg.steps // 10), title="<my-style>")
 display(monitor)
-run = train_from_folder(folder, pipe, cfg, WORK / "my-style.safetensors", template=TEMPLATES,
+run = train_from_folder(folder, pipe, cfg, OUT / "my-style.safetensors", template=TEMPLATES,
                         framing="focal", cache_dir=WORK / "cache", callback=monitor)
 print(f"{run.n_examples} framed pictures, {cfg.steps} steps in {run.seconds:.0f} s; "
-      f"checkpoints in {run.path.parent / (run.path.stem + '-run')}")
+      f"the word is in {run.path}, checkpoints and previews in "
+      f"{run.path.parent / (run.path.stem + '-run')}")
+
+# %% [markdown]
+# **Where did the vector go?** Its length against the vocabulary's words, its cosine with the
+# init word's row, and its nearest words now:
+
+# %%
+facts = inspect_embedding(run.embedding, pipe, k=3)
+table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu()
+start = table[pipe.tokenizer(INIT_WORD, add_special_tokens=False).input_ids[0]]
+learned = run.embedding.vectors[0].float()
+cos_start = float(torch.nn.functional.cosine_similarity(learned, start, dim=0))
+Markdown(f"The vector started as a copy of \"{INIT_WORD}\" (norm {float(start.norm()):.3g}). "
+         f"After {cfg.steps} steps its norm is {facts['norms'][0]:.3g}, against a median of "
+         f"{facts['vocab_norm_median']:.3g} for the vocabulary's words; its cosine with "
+         f"\"{INIT_WORD}\" is {cos_start:.2f}, and its nearest words are "
+         + ", ".join(f"\"{w['word']}\" ({w['cosine']:.2f})" for w in facts["nearest"][0]) + ".")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -217,8 +306,8 @@ scales = parse_scales("0:14:2")
 frames = [label_frame(im, f"s = {s:g}") for s, im in
           render_frames(pipe, f"{subjects[0]}, in the style of <my-style>", scales, seed=100,
                         num_steps=P.sd_steps)]
-write_animation(iter(frames), WORK / "sweep.gif", fps=3)
-ShowImage(filename=str(WORK / "sweep.gif"))
+write_animation(iter(frames), OUT / "sweep.gif", fps=3)
+ShowImage(filename=str(OUT / "sweep.gif"))
 
 # %% [markdown]
 # ## 6. Saving and loading the word
@@ -226,14 +315,32 @@ ShowImage(filename=str(WORK / "sweep.gif"))
 # The same vector in the three layouts in use: `diffusers` (safetensors, one entry named by the
 # token), AUTOMATIC1111 (`.pt` with `string_to_param`) and kohya (`emb_params`). Copy the file into
 # the other tool's embeddings folder, or load it with `diffusers`' `load_textual_inversion`
-# (kohya files need the token given). The check loads each file into a fresh copy of the model:
-# the token's row must be the learned vector exactly, and the images the same as with the
-# engine's own pipeline.
+# (kohya files need the token given).
+#
+# **The word you type depends on the tool.** diffusers and this series use the token stored in
+# the file, `<my-style>`. AUTOMATIC1111's web UI ignores it and names an embedding after its
+# **file**: `my-style.pt` is typed `my-style` there, and a file renamed `my-style-v2.pt` would be
+# `my-style-v2`. So each file below is named after the token's word (the kohya file, which holds
+# no token, in a folder of its own), and the cell prints the word to type in A1111.
+
+# %%
+paths = {"diffusers": save_embedding(run.embedding, OUT / "my-style.safetensors"),
+         "a1111": save_embedding(run.embedding, OUT / "my-style.pt", format="a1111"),
+         "kohya": save_embedding(run.embedding, OUT / "kohya" / "my-style.safetensors",
+                                 format="kohya")}
+for fmt, path in paths.items():
+    print(f"{fmt:>9}: {path}")
+a1111 = paths["a1111"]
+print(f"in AUTOMATIC1111: copy {a1111.name} into stable-diffusion-webui/embeddings/ and type "
+      f"{a1111.stem} in the prompt (the file's name; diffusers and this notebook use "
+      f"{run.embedding.token})")
+
+# %% [markdown]
+# The check loads each file into a fresh copy of the model: the token's row must be the learned
+# vector exactly, and the images the same as with the engine's own pipeline.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-paths = {fmt: save_embedding(run.embedding, WORK / f"my-style-{fmt}.{ext}", format=fmt)
-         for fmt, ext in [("diffusers", "safetensors"), ("a1111", "pt"), ("kohya", "safetensors")]}
 prompts = [f"{x}, in the style of <my-style>" for x in subjects[:1]]
 reference = sample_prompts(pipe, prompts, 7.5, seed=100, num_steps=P.sd_steps)
 tolerance = 1e-5 if pipe.unet.dtype == torch.float32 else 2e-2   # half precision rounds more
@@ -252,7 +359,8 @@ for fmt, path in paths.items():
 # ## 7. The same from the command line
 #
 # Everything above is one command, and the learned file works in `generate` (and in the other
-# tools):
+# tools). Run it in the folder where you keep your words (this notebook's is the one its first
+# cell printed):
 #
 # ```bash
 # nbhelpers ti train my-pictures/ --model CompVis/stable-diffusion-v1-4 --token "<my-style>" \
@@ -260,22 +368,31 @@ for fmt, path in paths.items():
 #     --out my-style.safetensors
 # nbhelpers generate --model CompVis/stable-diffusion-v1-4 --embedding my-style.safetensors \
 #     --prompt "a lighthouse at dusk, in the style of <my-style>" --scale 7 --out lighthouse.png
+# nbhelpers ti convert my-style.safetensors my-style.pt --format a1111
 # ```
 #
-# `--model toy` runs the same on the toy model; `nbhelpers ti train --help` lists every option.
+# Without `--out`, `ti train` names the file after the token: `my-style.safetensors`, or
+# `my-style.pt` with `--format a1111`. Wherever `ti train` or `ti convert` writes an A1111 file it
+# prints the word to type in AUTOMATIC1111, the file's name. `--model toy` runs the same on the
+# toy model; `nbhelpers ti train --help` lists every option.
 #
 # ## Try it
 #
-# **1. Sixteen vectors (claim C3).** Train again with `n_vectors=16` and compare the previews.
-# Predict: more of your style, or more of your pictures?
+# **1. Sixteen vectors (claim C3).** Train again with `n_vectors=16` (for example, after
+# `import dataclasses`, `cfg16 = dataclasses.replace(cfg, token="<my-style-16>", n_vectors=16)`, then
+# `train_from_folder(folder, fresh_pipe(), cfg16, OUT / "my-style-16.safetensors",
+# template=TEMPLATES, framing="focal", cache_dir=WORK / "cache")`) and compare its previews
+# with the one-vector word's, same prompts and seeds. Do you get more of your style, or more of
+# your pictures?
 #
-# <details><summary>Answer</summary>
+# <details><summary>What is known, and what is open</summary>
 #
-# Often both. Sixteen vectors can store more than a texture: the colours, the recurring objects
-# and the composition of your pictures, which then appear in every prompt that uses the word. On
-# the toy model notebook 05 found no difference (its style is a simple texture); on SD 1.4 and a
-# real painter's pictures look for details of specific pictures turning up in new prompts. A
-# 16-vector word also uses 16 of the 75 prompt tokens.
+# This is an open question for your pictures: nothing in this notebook measures it. What is
+# known: sixteen vectors can store more than one (the source reports more texture and more
+# unwanted artefacts, claim C3), and extension notebook 05b measures it on the toy model, where
+# an evaluator can count. On SD 1.4 and your own pictures, look for details of particular
+# training pictures (a recurring object, a colour scheme, a composition) turning up in prompts
+# that did not ask for them. A 16-vector word also uses 16 of the 75 prompt tokens.
 # </details>
 #
 # **2. Centre against focal (claim C2).** Train with `framing="center"` on portraits (or on the
@@ -283,8 +400,29 @@ for fmt, path in paths.items():
 #
 # <details><summary>Answer</summary>
 #
-# In what the word learned to leave out. With centre crops the word never sees what sits at the
-# ends of the long side (the tops of heads, the subject of the demo's wide pictures), and the
-# generated pictures cut the same way. Section 2 shows each framing's square for one picture; do
-# the same for the worst picture of your folder before training.
+# In what the word is shown, first: with centre crops the word never sees what sits at the ends
+# of the long side (the tops of heads, the subject of the demo's wide pictures); section 2 shows
+# each framing's square for one picture, so do the same for the worst picture of your folder
+# before training. Whether the generated pictures then cut the same way is for you to look at:
+# notebook 05, section 2, measures the framings themselves on an off-centre subject, not the
+# pictures a word trained on them draws.
 # </details>
+
+# %% [markdown]
+# ## Recap
+
+# %%
+from nbhelpers.exercises import RECAP_06
+
+RECAP_06
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbhelpers.exercises import RECAP_06
+
+### BEGIN SOLUTION
+answer_1 = "a"
+answer_2 = "b"
+answer_3 = 1024
+### END SOLUTION
+RECAP_06.check({1: answer_1, 2: answer_2, 3: answer_3})

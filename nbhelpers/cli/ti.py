@@ -36,10 +36,28 @@ def _format_choices() -> list[str]:
     return list(_formats().FORMATS)
 
 
+def default_file_name(token: str, format: str = "diffusers") -> str:
+    """The file a run writes when no ``--out`` is given: the token without its angle brackets,
+    with the format's ending: ``"<my-style>"`` gives ``my-style.safetensors`` (diffusers,
+    kohya) or ``my-style.pt`` (a1111). AUTOMATIC1111 names an embedding after its file, so the
+    word typed there is then the token's own word."""
+    return f"{token.strip().strip('<>') or 'embedding'}{_formats().FORMATS[format].extensions[0]}"
+
+
+def a1111_note(path: str | Path, token: str) -> str:
+    """The line said where an A1111 file is written: the word to type in AUTOMATIC1111, which is
+    the file's name without its ending (A1111 ignores the ``name`` stored inside)."""
+    word = Path(path).stem
+    other = "" if word == token else (f", not after the token {token} stored in it, which "
+                                      "diffusers and nbhelpers use")
+    return (f"in AUTOMATIC1111: copy {Path(path).name} into stable-diffusion-webui/embeddings/ "
+            f"and type {word} in the prompt (A1111 names an embedding after its file{other}; "
+            "rename the file to change the word)")
+
+
 def _out_path(args: argparse.Namespace) -> Path:
-    """``--out``, or ``TOKEN.safetensors`` in the current folder."""
-    return Path(args.out) if args.out else Path(f"{args.token.strip('<>') or 'embedding'}"
-                                                ".safetensors")
+    """``--out``, or :func:`default_file_name` in the current folder."""
+    return Path(args.out) if args.out else Path(default_file_name(args.token, args.format))
 
 
 def _check_before_loading(args: argparse.Namespace, cfg: TIConfig, out: Path) -> Path:
@@ -133,6 +151,8 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
     if run.report is not None:
         print(run.report.summary())
     print(_summary(args, cfg, run, work, resumed_at))
+    if args.format == "a1111":
+        print(a1111_note(run.path, cfg.token))
     return 0
 
 
@@ -143,6 +163,8 @@ def _cmd_ti_convert(args: argparse.Namespace) -> int:
     save_embedding(emb, args.dst, format=args.format)
     print(f"wrote {args.dst} ({args.format or 'format from extension'}; token {emb.token}, "
           f"{emb.n_vectors} vector(s))")
+    if args.format == "a1111":
+        print(a1111_note(args.dst, emb.token))
     return 0
 
 
@@ -204,7 +226,9 @@ def _add_train_parser(ti_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, help="training size in pixels (default: the model's)")
     p.add_argument("--refuse-small", action="store_true",
                    help="refuse images smaller than the training size (default: upscale them)")
-    p.add_argument("--out", help="embedding file (default TOKEN.safetensors)")
+    p.add_argument("--out", help="embedding file (default: the token without its angle "
+                                 "brackets, my-style.safetensors, or my-style.pt for --format "
+                                 "a1111: AUTOMATIC1111 calls an embedding by its file name)")
     p.add_argument("--format", default="diffusers", choices=_format_choices(),
                    help=_formats().format_help(default="diffusers"))
     add_config_arguments(p, TIConfig, HOW_IT_RUNS)
