@@ -78,10 +78,12 @@ ONE_DAY = (
         ("recap", 5),
     )),
     Lesson("06_textual_inversion_on_your_pictures", "Textual inversion on your own pictures", (
-        ("1-3 your folder, framing, templates", 15),
-        ("4 training", 10),
-        ("5-7 using, saving and loading the word; the command line", 15),
+        ("1 your folder: sizes, captions, what a CPU can learn", 10),
+        ("2-3 framing, templates", 10),
         ("exercise: filling a template", 5),
+        ("4 training, where the vector went", 10),
+        ("5 using the word: s = 7 and 14, a sweep", 5),
+        ("6-7 saving and loading (the A1111 word is the file name), the command line", 10),
         ("recap", 5),
     )),
 )
@@ -102,9 +104,9 @@ EXTENSION = (
         ("4 how many images (C1)", 10),
     )),
     Lesson("07_textual_inversion_against_bias", "Textual inversion against a biased word", (
-        ("1-2 the bias measured, the overwrite", 25),
-        ("3-4 the mix again, compute", 20),
-        ("what it fixes, and what it does not", 15),
+        ("1-2 the bias against the captions' own mix, the overwrite", 25),
+        ("3 the mix over training runs at s = 1, 3, 7.5", 25),
+        ("4 compute; what it fixes and what it does not", 10),
     )),
 )
 

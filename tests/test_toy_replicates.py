@@ -71,3 +71,8 @@ def test_t_quantiles():
     assert t975(2) == 4.303 and t975(2.7) == 4.303 and t975(11) == 2.228 and t975(100) == 1.96
     with pytest.raises(ValueError):
         t975(0.5)
+
+
+def test_the_difference_interval_stays_within_what_shares_allow():
+    c = compare([(64, 64), (10, 64), (60, 64)], [(0, 64), (50, 64), (2, 64)], "a", "b")
+    assert -1.0 <= c.lo <= c.difference <= c.hi <= 1.0

@@ -154,4 +154,5 @@ def compare(a: Sequence, b: Sequence, name_a: str, name_b: str) -> Comparison:
     else:
         q = 1.96
     d = sa.p - sb.p
-    return Comparison(sa, sb, name_a, name_b, d, d - q * se, d + q * se)
+    # a difference of two shares lies in [-1, 1]: the interval is cut there, as each share's is
+    return Comparison(sa, sb, name_a, name_b, d, max(-1.0, d - q * se), min(1.0, d + q * se))
