@@ -8,12 +8,14 @@
 A check cell starts with ``# NBVAL_CHECK_OUTPUT``; its stored text output is what nbval
 compares against. Other cells are stored without outputs, so diffs stay readable.
 
-Every notebook has a text pair beside it, ``NAME.py`` in jupytext's ``py:percent`` format (the
-cells without outputs), for review and diffs. The ``.ipynb`` is the source of truth: it is what
-nbval runs and what learners open; ``run``, ``strip`` and ``sync`` (``make sync``) rewrite the
-pair from it. To edit a notebook as text instead, edit the ``.py`` and then carry the change
-into the notebook with ``jupytext --update --to ipynb notebooks/NAME.py`` (``--update`` keeps
-the stored outputs), then ``make sync``.
+Every notebook has a text pair, ``notebooks/.text/NAME.py`` in jupytext's ``py:percent`` format
+(the cells without outputs), for review and diffs. It lives in a hidden folder so that
+JupyterLab's file browser, which hides dot-folders, lists each lesson once. The ``.ipynb`` is the
+source of truth: it is what nbval runs and what learners open; ``run``, ``strip`` and ``sync``
+(``make sync``) rewrite the pair from it. To edit a notebook as text instead, edit the ``.py`` and
+then carry the change into the notebook with
+``jupytext --update --to ipynb -o notebooks/NAME.ipynb notebooks/.text/NAME.py`` (``--update``
+keeps the stored outputs), then ``make sync``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ MAX_BYTES = 1_000_000
 #: jupytext format of the text pair of every notebook, and its file suffix
 TEXT_FORMAT = "py:percent"
 TEXT_SUFFIX = ".py"
+#: the folder of the text pairs, beside the notebooks (hidden from JupyterLab's file browser)
+TEXT_FOLDER = ".text"
 
 
 def text_pair(path: Path) -> Path:
-    """The text file paired with the notebook at ``path``: same folder and stem, ``.py``."""
-    return path.with_suffix(TEXT_SUFFIX)
+    """The text file paired with the notebook at ``path``: ``.text/STEM.py`` beside it."""
+    return path.parent / TEXT_FOLDER / (path.stem + TEXT_SUFFIX)
 
 
 def write_text_pair(nb, path: Path) -> Path:
@@ -41,6 +45,7 @@ def write_text_pair(nb, path: Path) -> Path:
     import jupytext
 
     target = text_pair(path)
+    target.parent.mkdir(exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(jupytext.writes(nb, fmt=TEXT_FORMAT), encoding="utf-8")
     tmp.replace(target)

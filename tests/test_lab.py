@@ -1,4 +1,5 @@
-"""`make lab` starts a JupyterLab that serves the notebooks (checked through its REST API)."""
+"""`make lab` starts a JupyterLab that serves the notebooks, each lesson listed once (checked
+through its REST API)."""
 
 import json
 import os
@@ -44,6 +45,13 @@ def test_make_lab_serves_notebook_01():
         assert reply is not None, "JupyterLab did not answer: " + (
             proc.stdout.read().decode(errors="replace") if proc.poll() is not None else "")
         assert reply["type"] == "notebook" and reply["name"] == "01_forward_diffusion.ipynb"
+        # the file browser lists each lesson once: the text pairs sit in a hidden folder
+        listing = url.split("/api/contents/")[0] + "/api/contents/?content=1"
+        req = urllib.request.Request(listing, headers={"Authorization": f"token {token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            names = sorted(item["name"] for item in json.load(resp)["content"])
+        lessons = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+        assert [n for n in names if n.endswith((".ipynb", ".py"))] == lessons, names
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -56,6 +56,13 @@ def figures_in(markdown: str) -> list[str]:
 #: approximate quantities the prose may state, each with why it is not a measurement
 APPROXIMATE_ALLOWED = {
     "beyond about 4": "claim C5, quoted from the source write-up",
+    "48 times": "04: a 512-pixel RGB image against its 4x64x64 latent, exact arithmetic",
+    "twice": "04: CFG's two UNet rows per image and step, by construction (the check counts them)",
+    "five times": "05: the preview grid is drawn every steps // 5 steps, a setting of the run",
+    "about $-10.05$": "01 Try it 1: worked out in the answer from the schedule's constants, "
+                      "T (beta_min + beta_max) / 2, not measured",
+    "about $4 \\times 10^{-5}$": "01 Try it 1: exp(-10.05), worked out in the answer",
+    "about $2 \\times 10^{-9}$": "01 Try it 1: exp(-20.1), worked out in the answer",
 }
 APPROXIMATE = re.compile(
     r"\b(?:about|roughly|around|approximately|nearly|almost)\s+(?:\$[^$\n]*?\d[^$\n]*?\$|"

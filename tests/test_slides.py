@@ -12,6 +12,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 ROOT = Path(__file__).resolve().parents[1]
+from tests.notebook_tools import text_pair  # noqa: E402
+
 _spec = importlib.util.spec_from_file_location("slides", ROOT / "tools" / "slides.py")
 slides = importlib.util.module_from_spec(_spec)
 sys.modules["slides"] = slides
@@ -61,7 +63,7 @@ def test_apply_writes_the_rule_and_check_then_agrees(tmp_path, capsys):
     assert nb.metadata["kernelspec"]["name"] == "python3"          # the rest as it was
     assert nb.cells[1].outputs[0]["text"] == "kept\n" and nb.cells[1].execution_count == 1
     assert [c.source for c in nb.cells] == [c.source for c in _small_notebook().cells]
-    assert not path.with_suffix(".py").exists()  # no text pair made where there was none
+    assert not text_pair(path).exists()  # no text pair made where there was none
     capsys.readouterr()
     assert slides.main(["check", str(path)]) == 0
     assert "check: 1 notebook(s) ok" in capsys.readouterr().out
@@ -94,7 +96,8 @@ def test_apply_rewrites_the_text_pair_which_keeps_the_slides(tmp_path):
 
     path = tmp_path / "99_small.ipynb"
     nbformat.write(_small_notebook(), path)
-    pair = path.with_suffix(".py")
+    pair = text_pair(path)
+    pair.parent.mkdir()
     pair.write_text(jupytext.writes(_small_notebook(), fmt="py:percent"))
     slides.main(["apply", str(path)])
     text = pair.read_text()

@@ -12,7 +12,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 05b · Textual inversion: the claims measured
 #
 # Notebook 05 learned `<mosaic>`, a word for the toy model's unnamed style, and measured it with
@@ -42,8 +42,10 @@
 # ceiling, so most comparisons are made in a harder setting: a third of the training steps
 # (`HARD_STEPS`), where no word is finished yet. That also keeps the notebook's many runs
 # affordable on a laptop.
+#
+# The symbols and words of this lesson are explained in `docs/glossary.md`, each with the notebook that teaches it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import tempfile
 from pathlib import Path
 
@@ -132,11 +134,11 @@ data = mosaic_folder(50, "mosaics-50")
 print(f"profile {P.name}: {len(SEEDS)} run(s) per recipe of {STEPS} steps (harder setting: "
       f"{HARD_STEPS}), {N_EVAL} images per run")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The baseline is notebook 05's recipe: 50 mosaics, one vector started from "checkered", at the
 # full number of steps and in the harder setting. Beside them, the same prompts without any word.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 base_runs, base, _ = recipe(data, "<mosaic>")
 hard = recipe(data, "<mosaic-h>", steps=HARD_STEPS, title=f"<mosaic>, {HARD_STEPS} steps")
 share_without, _ = style_share(base_runs[0][0], plain)
@@ -144,13 +146,13 @@ print(f"mosaic with <mosaic>, {STEPS} steps:", over_runs(base))
 print(f"mosaic with <mosaic>, {HARD_STEPS} steps:", over_runs(hard[1]))
 print("mosaic without it:", share_without)
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 print("one run per seed:", len(base_runs) == len(SEEDS))
 print("every learned vector is finite:",
       all(bool(np.isfinite(run.embedding.vectors.numpy()).all()) for _, run in base_runs))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Where the search starts
 #
 # Textual inversion is a local search: each step moves the vector downhill on a noisy loss, and
@@ -162,7 +164,7 @@ print("every learned vector is finite:",
 # first run of each: the norm of the vector at the start and at the end, against the median norm
 # of a word's row, how far it moved, and its nearest word.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 starts = {"checkered": hard[:2]}
 for word in ("outlined", "style"):
     starts[word] = recipe(data, f"<mosaic-{word}>", init_word=word, steps=HARD_STEPS,
@@ -192,7 +194,7 @@ for word in ("outlined", "style"):
     print("\n" + compare(starts["checkered"][1], starts[word][1], "from 'checkered'",
                          f"from '{word}'").sentence)
 
-# %%
+# %% slideshow={"slide_type": "-"}
 elsewhere = [f"the one from \"{w}\" ends nearest \"{near}\""
              for w, (*_, near) in moved.items() if near != w]
 Markdown("In these runs (the first of each start), "
@@ -200,7 +202,7 @@ Markdown("In these runs (the first of each start), "
          + (", and the others nearest their own init word." if 0 < len(elsewhere) < len(moved)
             else "."))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Read the two kinds of figure apart. The share of mosaics says what the start did to the word's
 # effect; the nearest word says where its direction ended, which need not be the word it started
 # from (the sentence above says, for each start, whether it is). In the cpu profile's single run
@@ -222,7 +224,7 @@ Markdown("In these runs (the first of each start), "
 # cpu profile (the baseline's line above): a ceiling that no second recipe can be seen to beat.
 # So this comparison trains both for `HARD_STEPS` steps, where a word is not finished yet.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 wanted = [dict(shape=t.shape, colour=t.colour) for t in targets]
 vectors = {1: hard, 16: recipe(data, "<mosaic-v16>", n_vectors=16, steps=HARD_STEPS,
                                title=f"16 vectors, {HARD_STEPS} steps")}
@@ -235,13 +237,13 @@ print("\nmosaic share. "
 print("\nprompt's shape and colour kept. "
       + compare(kept_by[16], kept_by[1], "16 vectors", "1 vector").sentence)
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 run16 = vectors[16][0][0][1]
 print("the 16-vector word has 16 rows:", run16.embedding.n_vectors == 16)
 print("prompts spell it as 16 tokens:", with_word(run16)[0].count("<mosaic-v16>") == 16)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Where no difference is detected, claim C3 does not show on this model at this number of runs
 # and images. Whatever the sentences say, read them with two facts in mind: sixteen vectors are
 # sixteen times as many numbers for the same number of steps, so a difference in this harder
@@ -260,7 +262,7 @@ print("prompts spell it as 16 tokens:", with_word(run16)[0].count("<mosaic-v16>"
 # words of the baseline and on the unfinished ones of section 2's harder setting (one vector,
 # `HARD_STEPS` steps).
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def at_scale(runs, s):
     """Each run's mosaic share at scale s, and the mean fraction of clipped pixel values."""
     shares, clipped = [], []
@@ -280,13 +282,13 @@ for steps in (STEPS, HARD_STEPS):
           "at s = 7 (mean over runs)")
     print("  mosaic share. " + compare(m14, m7, "s = 14", "s = 7").sentence + "\n")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 more = [steps for steps in (STEPS, HARD_STEPS) if c4[steps, 14][1] > c4[steps, 7][1]]
 Markdown("Saturation: $s = 14$ clips more pixel values than $s = 7$ for the words of "
          + (" and ".join(f"{steps} steps" for steps in more) if more else "neither setting")
          + "; the fractions themselves are in the lines above.")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Each half of claim C4 is read from these lines: more mosaics at $s = 14$ only where a
 # difference is detected, more artefacts only where the clipped fraction grows by more than a
 # trace. A finished word may leave no room above it (the ceiling), and this small decoder rarely
@@ -301,7 +303,7 @@ Markdown("Saturation: $s = 14$ clips more pixel values than $s = 7$ for the word
 # full number of steps the 50-image words sit at the ceiling, where fewer images could not be
 # seen to do worse.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 folders = {n: mosaic_folder(n, f"mosaics-{n}") for n in (3, 10)} | {50: data}
 curve = {(HARD_STEPS, 50): hard[1]}
 for steps in (HARD_STEPS,):
@@ -328,7 +330,7 @@ ax.set(xscale="log", xticks=ns, xticklabels=ns, xlabel="training images",
 ax.legend(fontsize=8);
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def reading(steps):
     points = [summary[steps, n] for n in ns]
     rises = all(a.p <= b.p for a, b in zip(points, points[1:]))
@@ -343,7 +345,7 @@ def reading(steps):
 Markdown(f"Reading the curve ({len(SEEDS)} run(s) per point, against {share_without.p:.0%} "
          f"without any word). {reading(HARD_STEPS)}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # A curve like this one need not rise at every step, above all with one run per point (the smoke
 # profile) or a few: each point is the word of one or a few training runs, and another seed can
 # land higher or lower. Compare the points by their intervals and by the sentences above, not by

@@ -12,7 +12,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 01 · Forward diffusion: how data turns into noise
 #
 # A diffusion model learns to *undo* a fixed process that slowly turns data into noise. Before we
@@ -45,8 +45,10 @@
 # step of noise ($\bar\alpha_0 = 1 - \beta_0$), so
 # "$t = 0$" in a panel title means one step noised; `nbhelpers` writes clean data as the
 # timestep $-1$ ($\bar\alpha = 1$).
+#
+# The symbols and words of this lesson are explained in `docs/glossary.md`, each with the notebook that teaches it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import torch
 import matplotlib.pyplot as plt
 
@@ -60,7 +62,7 @@ from nbhelpers.widgets import forward_slider
 P = get_profile()
 print(f"profile: {P.name}, {P.n_samples} samples for the statistical checks")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Noise, one step at a time
 #
 # Each step of the forward process shrinks the current sample a little and adds a little fresh
@@ -77,7 +79,7 @@ print(f"profile: {P.name}, {P.n_samples} samples for the statistical checks")
 # (class 0 blue on the left, class 1 red on the right). We noise it with the linear schedule of the
 # original DDPM paper, $\beta$ from $10^{-4}$ to $0.02$.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 world = default_world()
 g = torch.Generator().manual_seed(0)
 x0, _, labels = world.sample(P.n_samples, generator=g)
@@ -95,7 +97,7 @@ for t in range(1000):
 scatter_panels([iterated[t] for t in show_at], [f"t = {t} (step by step)" for t in show_at],
                colors=[labels] * len(show_at));
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # By $t = 300$ the blobs have merged; by $t = 999$ what is left is, to the eye, a standard
 # Gaussian. The class colours are still attached to the points, but nothing in their positions
 # tells them apart any more. Generating data means running this film backwards.
@@ -115,13 +117,13 @@ scatter_panels([iterated[t] for t in show_at], [f"t = {t} (step by step)" for t 
 # This closed form is what makes training cheap: pick a random $t$, one draw of $\epsilon$, and
 # you have a training pair, with no need to simulate the chain. It is `D.q_sample`.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 closed = {t: D.q_sample(x0, t, alpha_bar, torch.randn(x0.shape, generator=g, dtype=x0.dtype))
           for t in show_at}
 scatter_panels([closed[t] for t in show_at], [f"t = {t} (closed form)" for t in show_at],
                colors=[labels] * len(show_at));
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Check: the closed form matches step-by-step noising
 #
 # The two rows look alike; now we measure it. For every sample we know $x_0$, so from the
@@ -131,7 +133,7 @@ scatter_panels([closed[t] for t in show_at], [f"t = {t} (closed form)" for t in 
 # carry standard errors of $1/\sqrt N$ (mean) and $\sqrt{2/N}$ (variance); we accept a deviation of
 # up to 5 standard errors. We also compare the mean and variance of $x_t$ across the two methods.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 N = x0.shape[0]
 se_mean, se_var = 1 / N ** 0.5, (2 / N) ** 0.5
@@ -149,7 +151,7 @@ for t in show_at[1:]:
     print(f"t = {t:3d}: residual ~ N(0, 1): {residual_ok}; same mean: {means_ok}; "
           f"same variance: {vars_ok}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Exercise: write the closed form
 #
 # Write `q_sample(x0, eps, alpha_bar_t)`, which returns
@@ -158,7 +160,7 @@ for t in show_at[1:]:
 # of the same shape. Then run the check below it: it compares your function with the reference on
 # a few random cases and, if they differ, says how.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import torch
 
 
@@ -170,13 +172,13 @@ def q_sample(x0, eps, alpha_bar_t):
     ### END SOLUTION
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import check_q_sample
 
 check_q_sample(q_sample)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. Three noise schedules
 #
 # How fast the signal fades is set by the schedule $\beta_t$. Three are in common use:
@@ -196,12 +198,12 @@ check_q_sample(q_sample)
 # the noise term in $x_t$. Steps where $\log \mathrm{SNR}$ is very large or very small teach the model
 # little: the image is either nearly clean or nearly pure noise.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 schedules = {name: D.alpha_bar_from_betas(D.make_betas(name))
              for name in ("linear", "cosine", "scaled_linear")}
 schedule_curves(schedules);
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 print(f"{'schedule':<14}{'alpha_bar[999]':>15}{'log SNR[999]':>14}"
       f"{'t: alpha_bar<0.5':>18}{'steps with |log SNR|<4':>24}")
@@ -214,7 +216,7 @@ for name, ab in schedules.items():
     print(f"{name:<14}{row['end']:>15.2e}{row['log_snr_end']:>14.2f}{row['half']:>18d}"
           f"{row['useful']:>24d}")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from IPython.display import Markdown
 
 
@@ -245,7 +247,7 @@ Reading the table (exact properties of the schedules, printed from the table's v
   $\bar\alpha = {sci(sl['end'])}$, a $\log\mathrm{{SNR}}$ of ${sl['log_snr_end']:.2f}$.
 """)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Scaled-linear is gentler than linear only *later* on: its first $\beta$ is $8.5 \times 10^{-4}$,
 # more than eight times the linear schedule's $10^{-4}$, but it grows only to $0.012$ instead of
 # $0.02$. Stable Diffusion denoises a $4 \times 64 \times 64$ *latent* of its autoencoder rather
@@ -278,7 +280,7 @@ Reading the table (exact properties of the schedules, printed from the table's v
 # last training step; the check of section 5 prints where it starts. Keep both in mind in
 # notebook 04.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. A real photograph
 #
 # The same closed form applies to every pixel of an image (each of the $3 \times H \times W$
@@ -287,7 +289,7 @@ Reading the table (exact properties of the schedules, printed from the table's v
 # download is needed. Rows are schedules, columns are steps; the noise $\epsilon$ is the same
 # everywhere, so only $\bar\alpha_t$ differs.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 photo = to_tensor(example_photo(128))          # (3, 128, 128) in [-1, 1]
 eps = torch.randn(photo.shape, generator=torch.Generator().manual_seed(1))
 steps = [0, 100, 250, 400, 600, 999]
@@ -295,7 +297,7 @@ frames = [to_uint8(D.q_sample(photo, t, ab, eps)) for ab in schedules.values() f
 image_grid(frames, titles=[f"t = {t}" for t in steps] * 3, ncols=len(steps),
            row_labels=list(schedules));
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### A slider for $t$
 #
 # Drag $t$ and watch the three schedules side by side (left to right: linear, cosine,
@@ -304,17 +306,17 @@ image_grid(frames, titles=[f"t = {t}" for t in steps] * 3, ncols=len(steps),
 # face disappears at a different $t$ under each schedule, but at a similar $\bar\alpha_t$ (shown
 # under the image): what you can see depends on the signal-to-noise ratio, not on the step index.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 forward_slider(photo, schedules, eps, value=250)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The slider only displays a function, `nbhelpers.widgets.forward_frame(photo, t, schedules, eps)`.
 # A headless test run cannot drag a slider, so the check below tests that function: at $t = 0$ it
 # must return the photograph with a trace of noise ($\bar\alpha_0 = 1 - 10^{-4}$ under the linear
 # schedule, so a correlation above $0.99$), and at $t = 999$ almost nothing of it (a correlation
 # near zero).
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.widgets import forward_frame
 
@@ -332,7 +334,7 @@ print("t = 0 shows the photograph (correlation > 0.99):", correlation(first, cle
 print("t = 999 (linear) is uncorrelated with it (|correlation| < 0.1):",
       abs(correlation(last, clean)) < 0.1)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5. Check: our scaled-linear schedule is Stable Diffusion's, and where its sampler starts
 #
 # Stable Diffusion 1.x ships a scheduler configuration with `beta_schedule="scaled_linear"`,
@@ -344,7 +346,7 @@ print("t = 999 (linear) is uncorrelated with it (|correlation| < 0.1):",
 # (a pseudo-numerical multistep method); its timesteps start at the same place, which the check
 # also tests.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from diffusers import DDIMScheduler, DDPMScheduler, PNDMScheduler
 
@@ -371,7 +373,7 @@ for n_steps in (10, 20, 50):
           f"{short_of_999[n_steps]} timesteps short of t = 999), end at t = {ours[-1]}; "
           "same timesteps as diffusers: True; PNDM starts there too: True")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The first step of an $n$-step sampler is $t = T - T/n + 1$: almost one whole spacing short of
 # $t = 999$ (the check prints by how much), where $\bar\alpha$ (printed) is larger still than at
 # $t = 999$. So on top of the schedule's own flaw, a short sampler hands the model
@@ -406,7 +408,7 @@ for n_steps in (10, 20, 50):
 # \tilde\mu = \frac{\sqrt{\bar\alpha_{t'}}\,\beta}{1-\bar\alpha_t}\, x_0
 # + \frac{\sqrt{\alpha}\,(1-\bar\alpha_{t'})}{1-\bar\alpha_t}\, x_t . $$
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def posterior_mean(x_t, x0, alpha_bar_t, alpha_bar_prev):
     """The mean of q(x_{t'} | x_t, x0) for a jump t -> t' (alpha_bar_prev is alpha_bar at t')."""
     ### HINT: first alpha = alpha_bar_t / alpha_bar_prev and beta = 1 - alpha, then the two terms
@@ -418,13 +420,13 @@ def posterior_mean(x_t, x0, alpha_bar_t, alpha_bar_prev):
     ### END SOLUTION
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import check_posterior_mean
 
 check_posterior_mean(posterior_mean)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### From the posterior to two samplers
 #
 # We do not know $x_0$, but a diffusion model predicts the noise, $\hat\epsilon(x_t, t)$, and the
@@ -458,7 +460,7 @@ check_posterior_mean(posterior_mean)
 # notebook 02 explains why it is the right target). Both samplers, 50 steps on Stable Diffusion's
 # schedule, from the same pure noise:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 ts = D.inference_timesteps(50, spacing="trailing")        # 999, 979, ..., 19
 x_T = torch.randn(2000, 2, generator=torch.Generator().manual_seed(2), dtype=x0.dtype)
 exact_eps = world.eps_model(alpha_bar_sd)                  # (x_t, t) -> E[eps | x_t]
@@ -470,7 +472,7 @@ scatter_panels(panels, ["x_T: pure noise", "DDPM, 50 steps", "DDIM (eta = 0), 50
                         "the data"],
                colors=[world.class_posterior(p)[:, 1] for p in panels]);   # red: class 1
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Both samplers turn the same cloud of noise back into six blobs. Notebook 03 uses the DDPM
 # sampler with trained networks in place of the exact $\hat\epsilon$; notebooks 04 to 06 (and the
 # extension notebooks) use DDIM with $\eta = 0$, for the continuity above. That is this series'
@@ -486,7 +488,7 @@ scatter_panels(panels, ["x_T: pure noise", "DDPM, 50 steps", "DDIM (eta = 0), 50
 # `DDIMScheduler.step` configured with SD's schedule, with the same noise $z$; and the exact
 # identity above: DDIM with $\eta = 1$ is the DDPM step.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 g = torch.Generator().manual_seed(4)
 x_t, eps_hat = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
@@ -519,7 +521,7 @@ print("ddim_step equals diffusers' DDIMScheduler.step, eta = 0 and 1 (within 1e-
       gap_ddim < 1e-5)
 print("DDIM with eta = 1 is the DDPM step (float64, within 1e-12):", same < 1e-12)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Try it
 #
 # Change a value, predict what will happen, then run. Answers are folded below each exercise.
@@ -553,7 +555,7 @@ print("DDIM with eta = 1 is the DDPM step (float64, within 1e-12):", same < 1e-1
 # with your three $t$.
 # </details>
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 reaches = {name: int((torch.log(D.snr(ab)) < -3).nonzero()[0]) for name, ab in schedules.items()}
 for name, t in reaches.items():
@@ -561,7 +563,7 @@ for name, t in reaches.items():
 assert reaches["linear"] < reaches["scaled_linear"] < reaches["cosine"]
 print("the cosine schedule gets there last, then scaled-linear, then linear:", True)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **3. A brutal schedule.** Set `betas = torch.full((10,), 0.5, dtype=torch.float64)` (ten steps
 # that each add as much noise as they keep) and rerun the check of section 2 on it (you will need
 # `show_at = [0, 3, 9]`). Does the closed form still hold?
@@ -574,18 +576,18 @@ print("the cosine schedule gets there last, then scaled-linear, then linear:", T
 # process, where each step is only approximately Gaussian.
 # </details>
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Recap
 #
 # Three questions on this notebook. Answer them in the cell after the questions (a letter, or a
 # number), then run it: each answer is checked and explained.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from nbhelpers.exercises import RECAP_01
 
 RECAP_01
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import RECAP_01
 

@@ -12,7 +12,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 04b · Measuring guidance: adherence, diversity, variants
 #
 # Notebook 04 wrote out Stable Diffusion's sampling loop with classifier-free guidance
@@ -35,8 +35,10 @@
 #
 # In the `gpu` profile the same cells run Stable Diffusion 1.x; the evaluator reads only the
 # shapes world, so there the cells that need it do nothing, and the rest runs.
+#
+# The symbols and words of this lesson are explained in `docs/glossary.md`, each with the notebook that teaches it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -72,7 +74,7 @@ seeds = range(2 if P.name == "smoke" else 8)
 print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps; measured on {len(targets)} "
       f"prompts x {len(seeds)} seeds")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Measured: adherence, diversity and saturation against $s$
 #
 # For each $s$ we render the same four prompts over several seeds, every scale of one seed from
@@ -86,7 +88,7 @@ print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps; measured on {len(
 #
 # The smoke profile uses few seeds per prompt (printed above), so its curves are rough.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 MEASURE = [0, 0.5, 1, 1.5, 2, 3, 4, 5, 7, 10, 14, 20, 30]
 if TOY:
     renders = render_scales(pipe, targets, MEASURE, seeds=seeds, num_steps=STEPS)
@@ -96,7 +98,7 @@ if TOY:
         print(f"{s:>5}{r['adherence']:>11.2f}{r['shape']:>8.2f}{r['diversity']:>11.3f}"
               f"{r['saturation']:>12.3f}")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 if TOY:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     xs = list(results)
@@ -112,7 +114,7 @@ if TOY:
     axes[0].legend(fontsize=8)
     fig.tight_layout();
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 # toy model only: the evaluator reads the shapes world, not Stable Diffusion's images
 if TOY:
@@ -123,7 +125,7 @@ if TOY:
     assert results[30]["saturation"] > results[1]["saturation"]
     print("saturation at s = 30 exceeds s = 1:", results[30]["saturation"] > results[1]["saturation"])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Where the subject appears
 #
 # C5 says that for $s$ between 0 and 1 the images do not follow the prompt, and that the subject
@@ -131,7 +133,7 @@ if TOY:
 # `LEVEL`, one half: more images show the prompt than not. The next cell says where that happens
 # and how the shape alone fares on the way, read from the table above.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 LEVEL = 0.5    # adherence at which we call the subject "there"
 if TOY:
     appears = first_scale(results, LEVEL)
@@ -146,7 +148,7 @@ if TOY:
     display(Markdown(where + " On the way there:\n\n"
                      + "\n".join(lines)))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### How much one seed's image changes beyond $s = 4$
 #
 # "Beyond about 4 only minor variations" is a statement about **one image** as $s$ grows: the
@@ -156,7 +158,7 @@ if TOY:
 # distance (on the same scale as the diversity column), and whether the evaluator's reading of
 # shape, colour or style changes. The scales are not evenly spaced, so the table lists each pair.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 if TOY:
     changes = scale_changes(renders, MEASURE)
     print(f"{'from s':>7}{'to s':>6}{'pixel change':>14}{'reading changes':>17}"
@@ -165,7 +167,7 @@ if TOY:
         print(f"{a:>7g}{b:>6g}{r['pixel']:>14.3f}{r['reading']:>17.2f}{r['shape']:>7.2f}"
               f"{r['colour']:>8.2f}{r['style']:>7.2f}")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 if TOY:
     k4 = MEASURE.index(4)
     early = [r for (a, b), r in changes.items() if 1 <= a and b <= 4]
@@ -194,14 +196,14 @@ if TOY:
            f"$s = {MEASURE[-1]:g}$ {drift[MEASURE[-1]]:.3f}. By this yardstick the changes are "
            f"minor from 4 to {up_to:g}, and not beyond.")))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Dropped objects and artefacts
 #
 # The evaluator cannot say whether an image *looks better*, so for C4 we read what it can
 # count: adherence, and saturation as a stand-in for artefacts (flat, burnt colours). For C5's
 # "a large $s$ can drop an object", the shape column at the largest scales.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 if TOY:
     display(Markdown(
         f"* C4, $s = 7$ against $s = 14$: adherence {results[7.0]['adherence']:.2f} against "
@@ -213,7 +215,7 @@ if TOY:
         f"{max(MEASURE, key=lambda s: results[s]['adherence']):g}$ "
         f"({max(r['adherence'] for r in results.values()):.2f})."))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Why a large $s$ saturates: an explanation, tested
 #
 # Saharia et al. (2022, the Imagen paper, where they discuss large guidance weights) explain it
@@ -234,7 +236,7 @@ if TOY:
 # The cell renders each prompt at a few scales from one seed and prints all three. If every link
 # shows, the explanation fits this model; it is not proof that it is the cause.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 PROBE = [1, 7, 14, 30]
 probe_prompts = [TEMPLATE.format(**t) for t in targets] if TOY else [PROMPT]
 peak, finals = [], []
@@ -257,7 +259,7 @@ for t, row in zip(steps_t, peak.tolist()):
 print(f"{'final latents max |x|':<24}" + "".join(f"{v:>9.2f}" for v in final_max.tolist()))
 print(f"{'clipped pixels':<24}" + "".join(f"{v:>9.4f}" for v in clipped.tolist()))
 
-# %%
+# %% slideshow={"slide_type": "-"}
 rows = ["| $s$ | largest $\\max \\lvert\\hat x_0\\rvert$ (at step $t$) | final latents "
         "$\\max \\lvert x\\rvert$ | "
         "clipped pixels | all three above $s = 1$ |", "|---|---|---|---|---|"]
@@ -270,7 +272,7 @@ for k, s in enumerate(PROBE):
                 + ("(reference)" if k == 0 else ("yes" if all(links) else "no")) + " |")
 display(Markdown("\n".join(rows)))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Read the table link by link: where $\max|\hat x_0|$ overshoots but the final latents stay in
 # the unguided range, the sampler has pulled the overshoot back by the end, and the explanation
 # does not apply at that scale; where all three rise together, it fits.
@@ -297,7 +299,7 @@ display(Markdown("\n".join(rows)))
 # is the keyword `interval=(t_low, t_high)`: the scale $s$ inside, $s = 1$ (the conditional
 # model) outside.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 variants = {
     "s = 14": dict(scales=14.0),
     "s = 14, rescale 0.7": dict(scales=14.0, rescale_phi=0.7),
@@ -308,14 +310,14 @@ imgs = [(sample_cfg(pipe, PROMPT, num_steps=STEPS, seed=0, **kw)[0] * 255).round
         .astype(np.uint8) for kw in variants.values()]
 image_grid(imgs, titles=list(variants), ncols=4, size=2.6);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The paper states its interval in the noise level of EDM and k-diffusion,
 # $\sigma = \sqrt{(1 - \bar\alpha_t)/\bar\alpha_t}$ (not this series' $\sigma_t = \sqrt{1 - \bar\alpha_t}$),
 # and uses $\sigma \in (0.28, 5.42]$. `sample_cfg` counts timesteps. The next cell converts the
 # variant's timesteps to $\sigma$ with this model's schedule (Stable Diffusion's), and the
 # paper's $\sigma$ to timesteps.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 alpha_bar = pipe.scheduler.alphas_cumprod.double()
 edm_sigma = ((1 - alpha_bar) / alpha_bar).sqrt()
 lo_t, hi_t = 200, 800
@@ -326,12 +328,12 @@ in_paper = ((edm_sigma > paper[0]) & (edm_sigma <= paper[1])).nonzero().flatten(
 print(f"the paper's sigma in ({paper[0]}, {paper[1]}] is timesteps {int(in_paper.min())} to "
       f"{int(in_paper.max())}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **What rescale does on this model.** The next cells measure rescale against plain guidance at
 # large scales, then follow the probe prompts of section 1 step by step, with and without
 # rescale, to see why the result comes out as it does.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 if TOY:
     rescaled = guidance_curves(pipe, targets, [7, 14, 20, 30], seeds=seeds, num_steps=STEPS,
                                rescale_phi=0.7)
@@ -340,7 +342,7 @@ if TOY:
               f"{rescaled[s]['saturation']:.3f} with rescale 0.7; adherence "
               f"{results[s]['adherence']:.2f} -> {rescaled[s]['adherence']:.2f}")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def follow(phi):
     """Per scale of PROBE, mean over the probe prompts (seed 0): the largest std(guided) /
     std(conditional) over the steps, the final latents' std, the fraction of clipped pixels."""
@@ -372,7 +374,7 @@ for k, s in enumerate(PROBE[1:], start=1):
 display(Markdown("\n".join(rows) + f"\n\nAt $s = 1$ the final latents' std is {plain[1][0]:.2f}. "
                  f"The last two columns agree at {agree} of {len(PROBE) - 1} scales."))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Rescale acts on the *prediction* at every step: the ratio columns show how far it pulls the
 # guided prediction's spread back toward the conditional one's. The decoder, though, clips what
 # the *final* latents become. So, if the chain of the previous section holds, rescale lowers the
@@ -382,11 +384,11 @@ display(Markdown("\n".join(rows) + f"\n\nAt $s = 1$ the final latents' std is {p
 # decides the clipping there (a few values far out, say). What rescale does to adherence at large
 # $s$ is in the measured lines above.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The mechanics of rescale are easy to check: with $\phi = 1$, the guided prediction has exactly
 # the conditional prediction's standard deviation at every step.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 ratios = []
 with float32_pipeline(pipe) as p32:    # statistics of a float32 run, as for 04's loop check
@@ -396,7 +398,7 @@ matched = max(abs(r - 1) for r in ratios) < 1e-4
 assert matched, ratios
 print("with phi = 1, std(guided) = std(conditional) at every step:", matched)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Try it
 #
 # **1. A negative prompt without guidance.** Set `negative_prompt="striped"` and $s = 1$. What
@@ -416,7 +418,7 @@ print("with phi = 1, std(guided) = std(conditional) at every step:", matched)
 # most of the diversity. Then run the next cell (`guidance_curves` passes `interval` on to
 # `sample_cfg`).
 
-# %%
+# %% slideshow={"slide_type": "-"}
 if TOY:
     runs = {"every step": None, "(500, 999)": (500, 999), "(0, 500)": (0, 500),
             "(200, 800)": (200, 800)}
@@ -426,7 +428,7 @@ if TOY:
                             interval=interval)[7.5]
         print(f"{name:<18}{r['adherence']:>11.2f}{r['diversity']:>11.3f}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # <details><summary>What to look for</summary>
 #
 # The layout (which shape, where, which colour) is decided in the noisy steps, so the reasoning
@@ -437,15 +439,15 @@ if TOY:
 # you trust a small difference.
 # </details>
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Recap
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from nbhelpers.exercises import RECAP_04B
 
 RECAP_04B
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import RECAP_04B
 

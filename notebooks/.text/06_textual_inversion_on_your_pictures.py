@@ -12,7 +12,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 06 · Textual inversion on your own pictures
 #
 # Time: about 55 minutes.
@@ -45,8 +45,10 @@
 # sweep) goes to a folder `my-words/` beside this notebook, one subfolder per profile: a word
 # learned on one model does not work on another. What a training step costs on the GPUs
 # measured so far is in `docs/benchmarks.md`.
+#
+# The symbols and words of this lesson are explained in `docs/glossary.md`, each with the notebook that teaches it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import tempfile
 from pathlib import Path
 
@@ -98,7 +100,7 @@ print(f"profile {P.name}: model {P.model}, {SIZE} px, {P.sd_ti_steps} training s
 print(f"mixed precision '{PRECISION}': {MEANS[PRECISION]}")
 print(f"your files go to {OUT}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Your folder
 #
 # Any image file Pillow reads, of any size. The caption of each picture is what it shows, in
@@ -111,7 +113,7 @@ print(f"your files go to {OUT}")
 # captioned by a `.txt` file and the rest by their names. Set `MY_IMAGES` in the first code cell
 # to use your own folder; the cell below says when the profile's model cannot learn from it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 folder = Path(MY_IMAGES) if MY_IMAGES else OUT / "demo-pictures"
 if not MY_IMAGES:
     world.save_picture_folder(folder, n=12, side=SIZE, seed=0)
@@ -132,7 +134,7 @@ for item in list(report)[:4]:
 image_grid([np.asarray(item.image.resize((128, 128))) for item in list(report)[:8]], ncols=8,
            size=1.3);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Check the captions.** A caption should say what is in the picture and leave out the style:
 # the style is what the new word is for. A caption that names the style ("a fox, watercolour")
 # teaches the model that the style comes from those words, and the new word learns less.
@@ -145,7 +147,7 @@ image_grid([np.asarray(item.image.resize((128, 128))) for item in list(report)[:
 # picture into a training shape of similar aspect, without cropping. For the first wide picture of
 # the folder:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 wide = next((item for item in report if item.image.width > item.image.height), list(report)[0])
 framings = {mode: frame(wide.image, SIZE, mode)[0] for mode in ("center", "focal", "buckets")}
 for mode, framed in framings.items():
@@ -153,7 +155,7 @@ for mode, framed in framings.items():
 image_grid([np.asarray(wide.image)] + [np.asarray(f.image) for f in framings.values()],
            titles=["the picture", *framings], ncols=4, size=2.2);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The demo pictures put the subject at the far end of the long side, so the centre crop cuts
 # into it and `focal` finds it. The runs below use `focal`; for pictures whose composition matters
 # as a whole (landscapes, wide paintings), try `buckets`.
@@ -166,7 +168,7 @@ image_grid([np.asarray(wide.image)] + [np.asarray(f.image) for f in framings.val
 # never tied to one sentence. A picture without a caption (a camera name such as `IMG_0001.jpg`,
 # or an empty `.txt`) leaves `[filewords]` empty, and the prompt is tidied around the gap.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 template_file = OUT / "my-style-templates.txt"
 template_file.write_text("a painting of [filewords], in the style of [name]\n"
                          "[filewords], [name] style\n"
@@ -179,7 +181,7 @@ for template in TEMPLATES[:2]:
         print(repr(template), "+", repr(caption), "->",
               repr(captions.fill_template(template, "<my-style>", caption)))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Exercise: fill a template
 #
 # Write `fill_template(template, token, caption)`, the function that turns a template into the
@@ -195,7 +197,7 @@ for template in TEMPLATES[:2]:
 # trainer's own (`nbhelpers.ti.captions.fill_template`) on templates with the tag first, last
 # and in the middle.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def fill_template(template, token, caption):
     """The prompt of one training step: [name] -> token, [filewords] -> caption, tidied."""
     ### HINT: replace both tags with str.replace; if the caption is empty, " ".join(text.split()), then replace " ," and ",," by "," and strip " ," from both ends
@@ -209,13 +211,13 @@ def fill_template(template, token, caption):
     ### END SOLUTION
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import check_fill_template
 
 check_fill_template(fill_template)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. Training
 #
 # The init word is where the new vector starts: choose one that already describes your style in
@@ -229,7 +231,7 @@ check_fill_template(fill_template)
 # saved as PNGs in the run's folder). Training again overwrites the word's files: change the
 # token, or rename the files, to keep an earlier word.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 INIT_WORD = "painting"
 shown = ["a lighthouse at dusk, in the style of [name]", "a bowl of fruit, [name] style"] \
     if not P.toy else ["a red circle on a white background, [name] style",
@@ -247,11 +249,11 @@ print(f"{run.n_examples} framed pictures, {cfg.steps} steps in {run.seconds:.0f}
       f"the word is in {run.path}, checkpoints and previews in "
       f"{run.path.parent / (run.path.stem + '-run')}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Where did the vector go?** Its length against the vocabulary's words, its cosine with the
 # init word's row, and its nearest words now:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 facts = inspect_embedding(run.embedding, pipe, k=3)
 table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu()
 start = table[pipe.tokenizer(INIT_WORD, add_special_tokens=False).input_ids[0]]
@@ -263,7 +265,7 @@ Markdown(f"The vector started as a copy of \"{INIT_WORD}\" (norm {float(start.no
          f"\"{INIT_WORD}\" is {cos_start:.2f}, and its nearest words are "
          + ", ".join(f"\"{w['word']}\" ({w['cosine']:.2f})" for w in facts["nearest"][0]) + ".")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 width = pipe.text_encoder.get_input_embeddings().weight.shape[1]
 assert run.embedding.vectors.shape == (1, width) and run.result.vectors.dtype == torch.float32
@@ -272,7 +274,7 @@ print("one learned vector, as wide as the text encoder's rows:",
 print("trained in float32 whatever the models' precision:",
       run.result.vectors.dtype == torch.float32)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # A learned vector is a file of a few kilobytes: on SD 1.4 one vector is 768 numbers of 4 bytes,
 # 3 kB (the cell above checks its width against the text encoder's). On a real run, judge the
 # word by its previews, not by the loss: the loss of textual inversion is noisy and falls only a
@@ -283,7 +285,7 @@ print("trained in float32 whatever the models' precision:",
 # The same subjects with and without the word, from the same starting noise, at $s = 7$ and
 # $s = 14$ (claim C4: 14 looked better than 7 in the source write-up, with more artefacts).
 
-# %%
+# %% slideshow={"slide_type": "-"}
 subjects = ["a lighthouse at dusk", "a portrait of an old fisherman", "a bowl of fruit",
             "a city street in the rain"] if not P.toy else \
     [world.describe(s) for s in world.style_scenes(4, "flat", seed=9)]
@@ -297,11 +299,11 @@ for s in (7, 14):
 image_grid([im for row in grids.values() for im in row], ncols=len(subjects), size=2,
            row_labels=list(grids));
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **A sweep of $s$** with the word, from 0 (the unconditional model: no word, no subject) to
 # 14, every frame from the same noise:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 scales = parse_scales("0:14:2")
 frames = [label_frame(im, f"s = {s:g}") for s, im in
           render_frames(pipe, f"{subjects[0]}, in the style of <my-style>", scales, seed=100,
@@ -309,7 +311,7 @@ frames = [label_frame(im, f"s = {s:g}") for s, im in
 write_animation(iter(frames), OUT / "sweep.gif", fps=3)
 ShowImage(filename=str(OUT / "sweep.gif"))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 6. Saving and loading the word
 #
 # The same vector in the three layouts in use: `diffusers` (safetensors, one entry named by the
@@ -323,7 +325,7 @@ ShowImage(filename=str(OUT / "sweep.gif"))
 # `my-style-v2`. So each file below is named after the token's word (the kohya file, which holds
 # no token, in a folder of its own), and the cell prints the word to type in A1111.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 paths = {"diffusers": save_embedding(run.embedding, OUT / "my-style.safetensors"),
          "a1111": save_embedding(run.embedding, OUT / "my-style.pt", format="a1111"),
          "kohya": save_embedding(run.embedding, OUT / "kohya" / "my-style.safetensors",
@@ -335,11 +337,11 @@ print(f"in AUTOMATIC1111: copy {a1111.name} into stable-diffusion-webui/embeddin
       f"{a1111.stem} in the prompt (the file's name; diffusers and this notebook use "
       f"{run.embedding.token})")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The check loads each file into a fresh copy of the model: the token's row must be the learned
 # vector exactly, and the images the same as with the engine's own pipeline.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 prompts = [f"{x}, in the style of <my-style>" for x in subjects[:1]]
 reference = sample_prompts(pipe, prompts, 7.5, seed=100, num_steps=P.sd_steps)
@@ -355,7 +357,7 @@ for fmt, path in paths.items():
     print(f"{fmt:>9}: loaded by diffusers' load_textual_inversion, same row and images: {same}")
     assert same
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 7. The same from the command line
 #
 # Everything above is one command, and the learned file works in `generate` (and in the other
@@ -408,15 +410,15 @@ for fmt, path in paths.items():
 # pictures a word trained on them draws.
 # </details>
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Recap
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from nbhelpers.exercises import RECAP_06
 
 RECAP_06
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import RECAP_06
 

@@ -12,7 +12,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 07 · Textual inversion against a biased word
 #
 # Training data carries biases, and a model learns them with its words. The toy model has one on
@@ -36,8 +36,10 @@
 #
 # Every reading below is printed from this run's data; where the prose offers an explanation
 # that nothing here tests, it says so.
+#
+# The symbols and words of this lesson are explained in `docs/glossary.md`, each with the notebook that teaches it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import dataclasses
 import tempfile
 import time
@@ -71,14 +73,14 @@ pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
 print(f"profile {P.name}: {P.ti_steps} steps, {N_EVAL} images per measurement, "
       f"{N_RUNS} training run(s) of the overwrite")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. What "toy" draws
 #
 # Prompts "a {colour} toy on a {background} background" over all colours and backgrounds, one
 # image each from its own seed; the evaluator reads the shape. Each share comes with a 95%
 # interval (Wilson's): with a few dozen images, a few points either way is noise.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 rng = np.random.default_rng(0)
 toy_prompts = [f"a {rng.choice(world.COLOURS)} toy on a {rng.choice(world.BACKGROUNDS)} background"
                for _ in range(N_EVAL)]
@@ -93,12 +95,12 @@ for shape, share in mix_before.items():
 print(f"distance from a balanced mix (total variation): {total_variation_from_uniform(mix_before):.2f}")
 image_grid(list(img_before[:10]), ncols=10, size=1.1);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Compare it with the data the model learned the word from. The training captions' mix is a
 # setting of the toy world: of the scenes whose caption says "toy", a share `world.TOY_BIAS` are
 # circles and the rest is split evenly over the other four shapes.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 caption_mix = {shape: world.TOY_BIAS if shape == world.TOY_BIASED_SHAPE else
                (1 - world.TOY_BIAS) / (len(world.SHAPES) - 1) for shape in world.SHAPES}
 tv_captions = 0.5 * sum(abs(p - 1 / len(caption_mix)) for p in caption_mix.values())
@@ -115,7 +117,7 @@ Markdown(f"The training captions call a circle a toy {circle_data:.0%} of the ti
          + ". Section 3 measures at s = 1, the conditional model, how much of this comes "
            "from guidance.")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. A curated set, and the overwrite
 #
 # The remedy starts with data: 50 pictures that a person would call toys, with the five shapes
@@ -124,14 +126,14 @@ Markdown(f"The training captions call a circle a toy {circle_data:.0%} of the ti
 # only that row. (With a new token such as `<toy>`, people would have to change their prompts;
 # overwriting fixes the word they already use.)
 
-# %%
+# %% slideshow={"slide_type": "-"}
 images, captions, scenes = world.toy_balanced_set(50, seed=0)
 print("shapes in the curated set:", {s: sum(sc.shape == s for sc in scenes) for s in world.SHAPES})
 print("captions, for example:", captions[:3])
 image_grid([((im.permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8) for im in images[:10]],
            ncols=10, size=1.1);
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # a larger rate than the usual 5e-3: the row has to travel from "circle" to somewhere between shapes
 cfg = TIConfig(token="toy", overwrite=True, steps=P.ti_steps, batch_size=P.ti_batch,
                lr="5e-2", seed=0)
@@ -143,7 +145,7 @@ run = train_from_items(pipe, items_from_images(images, captions), cfg, WORK / "t
 ti_seconds = time.perf_counter() - start
 print(f"overwrote 'toy' from {run.n_examples} images in {ti_seconds:.0f} s")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The template is just `[filewords]`: each image's own caption ("a red toy on a white
 # background", ...), in which the word "toy" is the trained row. The loss asks that row to explain
 # pictures of all five shapes equally. The learning rate, `5e-2`, is larger than the usual `5e-3`
@@ -153,7 +155,7 @@ print(f"overwrote 'toy' from {run.n_examples} images in {ti_seconds:.0f} s")
 #
 # Same prompts, same seeds:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 mix_after, img_after = shape_mix(pipe, toy_prompts)
 print(f"{'shape':>9} {'before':>28} {'after':>28}")
 for shape in world.SHAPES:
@@ -172,23 +174,23 @@ ax.axhline(1 / len(world.SHAPES), color="grey", ls=":", label="balanced")
 ax.set(xticks=x, xticklabels=world.SHAPES, ylabel='share of "toy" images', ylim=(0, 1))
 ax.legend(fontsize=8);
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 assert mix_after["circle"].p < mix_before["circle"].p and tv_after < tv_before
 print('"toy" draws fewer circles after the overwrite:', mix_after["circle"].p < mix_before["circle"].p)
 print("its shape mix moved toward balance:", tv_after < tv_before)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Prompts without the word.** The overwrite changed one row of the embedding table. A prompt that
 # does not contain "toy" never reads that row, so its conditioning, and therefore its image, must
 # be exactly what it was. We check it on a fresh copy of the original model (kept as `original`
 # for the comparisons below):
 
-# %%
+# %% slideshow={"slide_type": "-"}
 original = load_pipeline("toy")
 original.scheduler = DDIMScheduler.from_config(original.scheduler.config)
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 others = ["a red circle on a white background, striped style", "a blue square in dotted style",
           "a green star on a black background", "a picture of a yellow cross, flat style"]
@@ -199,7 +201,7 @@ assert gap <= 1e-6, gap
 print("prompts without 'toy' give the same images before and after (max difference <= 1e-6):",
       gap <= 1e-6)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **The mix against $s$.** Notebook 03 showed that guidance seeks modes: $p(y \mid x)^s$ piles
 # the mass onto what the condition is surest about. So a share measured at $s = 7.5$ mixes two
 # things: what the word's vector asks for, and what guidance makes of it. At $s = 1$ (the
@@ -213,7 +215,7 @@ print("prompts without 'toy' give the same images before and after (max differen
 # smoke profile trains once, to stay quick; its intervals then cover the images only, and the
 # sentences say so.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 SCALES = (1, 3, 7.5)
 
 
@@ -253,16 +255,16 @@ for word in models:
 print(f"{'captions':>8} {'':>4} " + " ".join(f"{caption_mix[shape]:>9.0%}"
                                              for shape in world.SHAPES))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Before against after at each scale, the difference with its interval:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 for s in SCALES:
     print(f"s = {s}:", compare(counts("after", s), counts("before", s),
                                '"toy" after the overwrite', '"toy" before').sentence)
     print()
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def compared(s):
     """The overwritten word's circles against the original's at scale s, as `compare` judges."""
     found = compare(counts("after", s), counts("before", s), "after", "before")
@@ -285,7 +287,7 @@ Markdown(f"Over {N_RUNS} training run(s): at s = 7.5 the overwritten word draws 
          f"before the overwrite, {circle_data:.0%} in the training captions and "
          f"{1 / len(world.SHAPES):.0%} in the curated set. That is {against_data}.")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 a_vs_data_1 = "below" if a1.hi < circle_data else "above" if a1.lo > circle_data else "about"
 # the original word's excess over the data at s = 7.5 is guidance's when it has none at s = 1
 guidance_excess = c0.lo > circle_data and b1.lo <= circle_data
@@ -303,7 +305,7 @@ Markdown(
           "guidance added (the original word has none at s = 1)" if removed_excess else ""))
     + "; at s = 1, " + ("shown" if a1.hi < circle_data else "not shown") + ".")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Read it as a property of the word *and* of $s$: a fix measured at one scale should be reported
 # at that scale, and a share at a large $s$ says little about the vector alone.
 #
@@ -324,14 +326,14 @@ Markdown(
 # How long did the fix take, next to building the model in the first place? The toy model's card
 # records how long its training took on the machine that made it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 card = read_card()
 train_seconds = card["seconds"]["total"]
 print(f"training the toy model: {train_seconds / 60:.0f} min on {card['machine']['torch_threads']} "
       f"CPU thread(s)")
 print(f"overwriting 'toy':      {ti_seconds:.0f} s here, {ti_seconds / train_seconds:.1%} of that")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The write-up's figures, 4 hours on a GTX 1080 against 150,000 A100-hours, mix units: an hour
 # of a 2016 consumer card is not an hour of an A100. By the vendors' peak figures an A100 computes
 # $19.5$ TFLOPS in plain fp32 against the GTX 1080's $8.9$, and $312$ on its bf16 tensor cores.

@@ -12,7 +12,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 03 · Classifier guidance against classifier-free guidance
 #
 # Time: about 55 minutes.
@@ -37,8 +37,10 @@
 # $\sigma_t = \sqrt{1 - \bar\alpha_t}$; $q_t$ is the noised density of the data at step $t$, and
 # $q_t(y \mid x_t)$ the exact posterior of the class given a noisy point. The scale $s$ is
 # diffusers' `guidance_scale`: $s = 0$ is the unconditional model, $s = 1$ the conditional one.
+#
+# The symbols and words of this lesson are explained in `docs/glossary.md`, each with the notebook that teaches it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import time
 
 import torch
@@ -67,7 +69,7 @@ print(f"profile {P.name}: {P.train_steps_2d} training steps per network, "
 print(f"{N} samples per batch: the 95% half-width of a measured fidelity is at most "
       f"{HALF_WIDTH:.3f} (at a fidelity of 1/2; narrower near 0 and 1)")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Classifier guidance: two networks
 #
 # First an **unconditional denoiser** $\hat\epsilon_\theta(x_t, t)$: a small MLP, trained with the
@@ -77,7 +79,7 @@ print(f"{N} samples per batch: the 95% half-width of a measured fidelity is at m
 # at the noisy point $x_t$ it is at, at every step; a classifier of clean data has never seen a
 # point like $x_t$ at $t = 700$, and its gradient there would be meaningless.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 torch.manual_seed(0)
 denoiser = M.Denoiser2D()
 with ProgressBar(P.train_steps_2d, "unconditional denoiser") as bar:
@@ -89,7 +91,7 @@ with ProgressBar(P.train_steps_2d, "noisy classifier") as bar:
                                          seed=2, callback=bar)
 
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### How good are the learned pieces?
 #
 # Because the world is exact, we can grade the networks directly. At a moderate noise level we
@@ -99,7 +101,7 @@ with ProgressBar(P.train_steps_2d, "noisy classifier") as bar:
 # probability. Small $t$ is the hardest (the score is sharp and large there); we grade at
 # $t = 300$ and $t = 500$.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 def relative_rms(pred, exact):
     return float(((pred - exact).pow(2).sum(1).mean() / exact.pow(2).sum(1).mean()).sqrt())
@@ -119,12 +121,12 @@ for t in (300, 500):
     print(f"t = {t}: learned eps within 25% RMS of exact: True; "
           f"classifier within 0.05 of exact q_t(y|x_t): True")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 for t, (e, c) in grades.items():
     print(f"t = {t}: eps relative RMS error {e:.3f}, classifier mean |p - p_exact| {c:.3f}")
 
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Now the guided sampler. Notebook 02 wrote the guided score at step $t$ as
 # $\nabla \log q_t(x_t) + s\,\nabla \log q_t(y \mid x_t)$. The denoiser gives the first term
 # ($\text{score} = -\hat\epsilon/\sigma_t$), the classifier the second; turned back into a noise
@@ -159,7 +161,7 @@ for t, (e, c) in grades.items():
 # differentiate `log_classifier(x).sum()` (the rows do not interact, so the gradient of the sum
 # holds each row's own gradient). `alpha_bar_t` is a 0-dimensional tensor, `s` a number.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import torch
 
 
@@ -173,18 +175,18 @@ def guided_eps(x_t, eps_hat, log_classifier, s, alpha_bar_t):
     ### END SOLUTION
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import check_classifier_shift
 
 check_classifier_shift(guided_eps)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # `M.classifier_guided_eps_model` is the same formula with the trained classifier (its
 # `grad_log_prob` is the autograd step you wrote). We sample with it, starting every method from
 # the same noise, so differences between pictures are differences between methods.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def run(eps_model, n=N, seed=5):
     x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return D.sample_loop(eps_model, x_T, alpha_bar, timesteps, method="ddpm",
@@ -196,7 +198,7 @@ scatter_panels([classifier_guided[s] for s in SCALES], [f"classifier guidance, s
                for s in SCALES], colors=[class_colors(world, classifier_guided[s]) / 255
                                          for s in SCALES]);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. Classifier-free guidance: one network, two branches
 #
 # Bayes again: $\nabla \log p(y \mid x) = \nabla \log p(x \mid y) - \nabla \log p(x)$. The classifier
@@ -225,7 +227,7 @@ scatter_panels([classifier_guided[s] for s in SCALES], [f"classifier guidance, s
 #
 # The check tries $s = 0$ (must give $u$), $s = 1$ (must give $c$) and $s > 1$.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def cfg_combine(eps_uncond, eps_cond, s):
     """Classifier-free guidance, diffusers' convention: s = 0 unconditional, s = 1 conditional."""
     ### HINT: start from eps_uncond and add s times (eps_cond - eps_uncond)
@@ -234,18 +236,18 @@ def cfg_combine(eps_uncond, eps_cond, s):
     ### END SOLUTION
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import check_cfg_combine
 
 check_cfg_combine(cfg_combine)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Now the conditional denoiser with label dropout, and the samples of both guided methods and of
 # the exact guided score. `M.cfg_eps_model` runs the two branches and combines them with the
 # package's `cfg_combine`.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 cfg_model = M.Denoiser2D(n_classes=2)
 with ProgressBar(P.train_steps_2d, "conditional denoiser, 15% label dropout") as bar:
     cfg_loss = M.train_denoiser(cfg_model, world, alpha_bar, steps=P.train_steps_2d,
@@ -254,7 +256,7 @@ with ProgressBar(P.train_steps_2d, "conditional denoiser, 15% label dropout") as
 classifier_free = {s: run(M.cfg_eps_model(cfg_model, Y, s)) for s in SCALES}
 exact_guided = {s: run(world.eps_model(alpha_bar, y=Y, s=s)) for s in SCALES}
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Check: $s = 0$ is the unconditional model and $s = 1$ the conditional one, exactly
 #
 # Your $u + s\,(c - u)$ is right, but in floating point $u + 1 \cdot (c - u)$ can differ from $c$
@@ -262,7 +264,7 @@ exact_guided = {s: run(world.eps_model(alpha_bar, y=Y, s=s)) for s in SCALES}
 # $(1-s)\,\hat\epsilon_\varnothing + s\,\hat\epsilon_y$ so that the two endpoints hold bit for bit,
 # not just up to rounding. We check on the trained network's outputs.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.guidance import cfg_combine as package_cfg_combine
 
@@ -275,7 +277,7 @@ assert torch.equal(package_cfg_combine(eps_null, eps_y, 1.0), eps_y)
 print("s = 0 gives the unconditional prediction exactly:", True)
 print("s = 1 gives the conditional prediction exactly:", True)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. Side by side
 #
 # Rows: the exact guided score (the ideal both methods approximate), classifier guidance, and
@@ -289,14 +291,14 @@ print("s = 1 gives the conditional prediction exactly:", True)
 # * As $s$ grows, points leave the boundary region and the blobs tighten; section 4 measures by
 #   how much, and which blob empties.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 rows = {"exact guided score": exact_guided, "classifier guidance": classifier_guided,
         "classifier-free": classifier_free}
 for name, samples in rows.items():
     scatter_panels([samples[s] for s in SCALES], [f"{name}, s = {s}" for s in SCALES],
                    colors=[class_colors(world, samples[s]) / 255 for s in SCALES], size=2.3);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. Fidelity against diversity
 #
 # Two numbers per batch of samples:
@@ -308,7 +310,7 @@ for name, samples in rows.items():
 #
 # We sweep $s$ more finely and draw the trade-off curve.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 sweep = [0, 0.5, 1, 1.5, 2, 3, 4, 6, 8]
 makers = {"exact guided score": lambda s: world.eps_model(alpha_bar, y=Y, s=s),
           "classifier guidance": lambda s: M.classifier_guided_eps_model(
@@ -330,7 +332,7 @@ for name, make in makers.items():
         print(f"{name:<22}{s:>5}{row[1]:>10.3f}{row[2]:>8.3f}{row[3]:>10.2f}")
 tradeoff_curve({k: [r[:3] for r in v] for k, v in measured.items()});
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 for name, rows_ in measured.items():
     fid = [r[1] for r in rows_]
@@ -342,14 +344,14 @@ spread_falls = cfg_rows[-1][2] < cfg_rows[2][2]
 assert spread_falls
 print("classifier-free: within-mode spread at s = 8 is below s = 1:", spread_falls)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The table is easier to read with a few questions put to it. For each method the next cell finds
 # the smallest $s$ of the sweep from which fidelity stays within the 95% half-width of its best
 # value (where it saturates), the $s$ at which the within-mode spread is smallest, and the
 # smallest $s$ at which mode coverage falls (a blob of class 1 receives less than a quarter of
 # its share), and names the blob that empties.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 mine = (world.labels == Y).nonzero().flatten().tolist()
 on_fence = min(mine, key=lambda k: float(world.class_posterior(world.means[k:k + 1])[0, Y]))
 
@@ -385,7 +387,7 @@ for name, rows_ in measured.items():
     lines.append(line)
 Markdown(f"In this run ({P.name} profile):\n\n" + "\n".join(lines))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Read the table and the lines the cells printed, not a summary of them (the numbers differ a
 # little between profiles, which train for different lengths). Fidelity climbs steeply at small
 # $s$ and then saturates near 1. The within-mode spread falls as $s$ grows, down to the $s$ the
@@ -398,7 +400,7 @@ Markdown(f"In this run ({P.name} profile):\n\n" + "\n".join(lines))
 # How do the learned methods compare with the exact guided score at the largest $s$? The next cell
 # states what this run measured:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 spread_at = {name: rows_[-1][2] for name, rows_ in measured.items()}    # s = 8, the last row
 exact_spread = spread_at["exact guided score"]
 def relation(name):
@@ -409,7 +411,7 @@ Markdown(f"At $s = {sweep[-1]}$ in this run ({P.name} profile), the within-mode 
          f"classifier-free guidance is {relation('classifier-free')}; that of classifier "
          f"guidance is {relation('classifier guidance')}.")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Treat this as an observation about these networks, not a law. At large $s$ a learned method
 # can come out tighter or looser than the exact one, because its errors are multiplied by $s$
 # too: the classifier-free "classifier" is the difference of two separately imperfect
@@ -427,7 +429,7 @@ Markdown(f"At $s = {sweep[-1]}$ in this run ({P.name} profile), the within-mode 
 # yardstick. We compare the mean of the horizontal coordinate (the class boundary is close to
 # the vertical axis, so "further right" means "more decidedly class 1") in standard errors.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def z_score_of_means(a, b):
     return float((a[:, 0].mean() - b[:, 0].mean()) / (a[:, 0].var() / len(a)
                                                        + b[:, 0].var() / len(b)).sqrt())
@@ -446,7 +448,7 @@ scatter_panels([tilted[3], exact_swept[3]], ["samples of p(x) p(y|x)^3", "guided
                        class_colors(world, exact_swept[3]) / 255]);
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 z1, z3 = z_of[1], z_of[3]
 assert abs(z1) < 5 and z3 > 10, (z1, z3)
@@ -455,7 +457,7 @@ print("s = 1: guided sampler and tilted density agree (mean x within 5 standard 
 print("s = 3: guided sampler overshoots the tilted density (mean x over 10 standard errors"
       " further right):", z3 > 10)
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def scales_where(test):
     found = [s for s in sweep if test(z_of[s])]
     return ", ".join(f"{s:g}" for s in found) if found else "none"
@@ -466,7 +468,7 @@ Markdown(f"Over the sweep, in this world, the guided sampler's mean $x$ lies **f
          f"{scales_where(lambda z: z < -5)}; and within 5 standard errors at $s$ = "
          f"{scales_where(lambda z: abs(z) <= 5)}.")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # At $s = 1$ the two agree: the conditional score at every noise level *is* the score of the noised
 # conditional density, so the sampler is an honest sampler of $p(x \mid y)$ (up to its steps'
 # error). At $s = 3$ the guided sampler lands further right than $p(x)\,p(y \mid x)^3$, and the
@@ -498,7 +500,7 @@ Markdown(f"Over the sweep, in this world, the guided sampler's mean $x$ lies **f
 # Move $s$ and the classifier-free sampler reruns from the same starting noise (1000 points). The
 # sampling time for one position is printed below.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def live_sample(s):
     return run(M.cfg_eps_model(cfg_model, Y, s), n=1000)
 
@@ -508,7 +510,7 @@ print(f"one resample: {time.perf_counter() - start:.2f} s")
 guided_sampling_slider(live_sample, world, value=1.0,
                        caption=lambda s: f"classifier-free guidance, s = {s:.1f}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Try it
 #
 # **1. No label dropout.** Retrain the conditional denoiser with `p_uncond=0.0` and sample with
@@ -544,7 +546,7 @@ guided_sampling_slider(live_sample, world, value=1.0,
 # the spread? Predict, then run the next cell, which does exactly that (it grades both
 # classifiers as the start of section 1 does, at $t = 300$).
 
-# %%
+# %% slideshow={"slide_type": "-"}
 weak_steps = 30
 weak = M.NoisyClassifier2D(n_classes=2)
 with ProgressBar(weak_steps, f"noisy classifier, {weak_steps} steps") as bar:
@@ -581,7 +583,7 @@ Markdown("From the full classifier to the weak one, in this run: "
                      for r in weak_rows if r[0] > 0)       # s = 0 uses no classifier at all
          + f". The 95% half-width of one fidelity is at most {HALF_WIDTH:.3f}.")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # <details><summary>How to read it</summary>
 #
 # An undertrained classifier has a less precise boundary: its gradient can be weaker near the
@@ -595,17 +597,17 @@ Markdown("From the full classifier to the weak one, in this run: "
 # compare the two curves of spread against fidelity.
 # </details>
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Recap
 #
 # Three questions on this notebook. Answer in the cell after the questions.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from nbhelpers.exercises import RECAP_03
 
 RECAP_03
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import RECAP_03
 

@@ -12,7 +12,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 02 · The score, and the Bayes split of the conditional score
 #
 # Guidance rests on one line of algebra. In this notebook we derive it, and then, because our 2-D
@@ -38,8 +38,10 @@
 # $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sigma_t\,\epsilon$, and $q_t$ the density of the noised
 # data $x_t$ ($q_0$ is all but the data density $p$, one step of noise away). With a class $y$,
 # $q_t(y \mid x)$ is the probability of class $y$ given the noised point $x_t = x$.
+#
+# The symbols and words of this lesson are explained in `docs/glossary.md`, each with the notebook that teaches it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import torch
 
 from nbhelpers import diffusion as D
@@ -56,7 +58,7 @@ xs, ys, XY = grid(lim=3.0, n=200)
 print(f"profile {P.name}; {world.n_components} Gaussian components, classes {CLASS_NAMES}, "
       f"class prior {world.class_prior().tolist()}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The world
 #
 # Six Gaussian blobs in the plane. Three belong to class 0 ("left", blue) and three to class 1
@@ -68,13 +70,13 @@ print(f"profile {P.name}; {world.n_components} Gaussian components, classes {CLA
 # $\bar\alpha_t C_k + (1-\bar\alpha_t) I$. So at every $t$ we know $q_t(x)$, its score, and the
 # class posterior $p(y \mid x_t)$ exactly.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 x0, _, labels = world.sample(P.n_samples, generator=torch.Generator().manual_seed(0))
 show = [0, 200, 400, 600]
 densities = [world.noised(alpha_bar[t]).log_prob(XY).exp().reshape(200, 200) for t in show]
 density_panels(xs, ys, densities, [f"q_t(x), t = {t}" for t in show]);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. The score, and why a noise predictor knows it
 #
 # The **score** of a density is the gradient of its log: $\nabla_x \log q_t(x)$. It is a vector
@@ -118,7 +120,7 @@ density_panels(xs, ys, densities, [f"q_t(x), t = {t}" for t in show]);
 # $-\sigma_t \times$ the closed-form score. The Monte Carlo estimate has a standard error that we
 # compute alongside; we accept a difference of up to 5 standard errors.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 many_x0, _, _ = world.sample(400_000, generator=torch.Generator().manual_seed(1))
 queries = torch.tensor([[-1.0, 1.0], [0.0, 0.0], [1.2, -0.8], [0.5, 0.5]], dtype=torch.float64)
@@ -136,14 +138,14 @@ for t in (200, 500):
     assert ok, t
     print(f"t = {t}: Monte Carlo E[eps | x_t] equals -sigma * exact score at 4 points: {ok}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Exercise: the score from a noise prediction
 #
 # Write `score_from_eps(eps_hat, alpha_bar_t)`, which turns a noise prediction into the score:
 # $\text{score} = -\hat\epsilon / \sigma_t$ with $\sigma_t = \sqrt{1-\bar\alpha_t}$.
 # `alpha_bar_t` is one number (a 0-dimensional tensor, so `alpha_bar_t.sqrt()` works).
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def score_from_eps(eps_hat, alpha_bar_t):
     """The score of q_t at x_t from the prediction eps_hat = E[eps | x_t] (Tweedie's formula)."""
     ### HINT: divide -eps_hat by sigma_t = sqrt(1 - alpha_bar_t)
@@ -152,13 +154,13 @@ def score_from_eps(eps_hat, alpha_bar_t):
     ### END SOLUTION
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import check_score_from_eps
 
 check_score_from_eps(score_from_eps)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. The Bayes split
 #
 # Now add a condition $y$ (here a class; in Stable Diffusion a text prompt). Bayes' rule says
@@ -180,7 +182,7 @@ check_score_from_eps(score_from_eps)
 # float64 rounding. We check on the whole $200 \times 200$ grid and on the data samples, at several
 # noise levels, with a tolerance of $10^{-10}$.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 for t in (0, 200, 500, 800):
     q = world.noised(alpha_bar[t])
@@ -191,7 +193,7 @@ for t in (0, 200, 500, 800):
     print(f"t = {t}: grad log p(x|y) = grad log p(x) + grad log p(y|x) "
           f"on grid and samples, both classes, within 1e-10: True")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### The three fields
 #
 # Each row is a noise level, each column one term of the identity, for the class $y$ = "right".
@@ -204,7 +206,7 @@ for t in (0, 200, 500, 800):
 # every score points roughly toward the centre, and the classifier gradient is a gentle push to the
 # right.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 panels, rows = [], []
 y = 1
 for t in (0, 300, 600):
@@ -218,7 +220,7 @@ for t in (0, 300, 600):
     rows.append(f"t = {t}")
 field_panels(xs, ys, panels, ncols=3, stride=10, row_labels=rows);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. Scaling the classifier term
 #
 # What if we multiply the classifier term by a number $s$?
@@ -239,7 +241,7 @@ field_panels(xs, ys, panels, ncols=3, stride=10, row_labels=rows);
 # classifier's gradient and the scale $s$ (a number). At $s = 1$ it is the conditional score of
 # section 2.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def conditional_score(score_uncond, classifier_grad, s):
     """The score of p(x) p(y | x)^s: the Bayes split with the classifier term scaled by s."""
     ### HINT: keep the unconditional score as it is and add s times the classifier gradient
@@ -248,21 +250,21 @@ def conditional_score(score_uncond, classifier_grad, s):
     ### END SOLUTION
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import check_bayes_split
 
 check_bayes_split(conditional_score)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The tilted density itself, for the class "right" at four scales:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 scales = [0, 1, 3, 10]
 tilted = [world.tilted_density_on_grid(xs, ys, 1, s) for s in scales]
 density_panels(xs, ys, tilted, [f"p(x) p(y|x)^{s}" for s in scales]);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # How much of the tilted density lies where the class is "right" (where the exact posterior puts
 # more than one half on it)? At $s = 0$ it is the mass of the whole world $p(x)$ on that side:
 # close to the class prior printed at the top, but equal to it only if as much of "left" spills
@@ -270,7 +272,7 @@ density_panels(xs, ys, tilted, [f"p(x) p(y|x)^{s}" for s in scales]);
 # $s = 1$ it is the fraction of the class's own mass on its side of the boundary; beyond that it
 # climbs toward 1.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 right_side = world.class_posterior(XY)[:, 1] > 0.5
 cell = float((xs[1] - xs[0]) * (ys[1] - ys[0]))
@@ -281,7 +283,7 @@ for s in scales:
     print(f"s = {s:2d}: mass on the 'right' side of the boundary = {masses[-1]:.3f}")
 assert all(a < b for a, b in zip(masses, masses[1:]))
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from IPython.display import Markdown
 
 wrong_side = {s: 1 - m for s, m in zip(scales, masses)}
@@ -293,7 +295,7 @@ amplifies modes"), on the exact density; notebook 03 measures the first half, gu
 diversity for fidelity.
 """)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. The convention for $s$, once and for all
 #
 # This series uses the convention of `diffusers` (`guidance_scale`), and so does every figure you
@@ -319,7 +321,7 @@ diversity for fidelity.
 # model is $s = 0$. The next check makes this concrete: at $s = 1$ the tilted density *is* the
 # conditional density $p(x \mid y)$, and at $s = 0$ it is $p(x)$.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 cond = world.log_prob_given_class(XY, 1).exp().reshape(200, 200)
 cond = cond / (cond.sum() * cell)
@@ -331,22 +333,22 @@ assert gap_1 < 1e-10 and gap_0 < 1e-10
 print("s = 1: tilted density equals the conditional p(x | y) within 1e-10:", gap_1 < 1e-10)
 print("s = 0: tilted density equals the unconditional p(x) within 1e-10:", gap_0 < 1e-10)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### A slider for $s$
 #
 # Move $s$ from 0 to 10 and watch the class "right" sharpen. Between 0 and 1 the left-class blobs
 # fade out; at exactly 1 you see the conditional density; above 1 the overlapping middle blob
 # fades and the two far blobs become tighter.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 tilted_density_slider(world, y=1, value=1.0)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The slider only displays `nbhelpers.widgets.tilted_density_frame(world, y, s)`; a test run
 # cannot drag it, so we test that function: the frame at $s = 1$ must be the image of the
 # conditional density.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.images import density_image
 from nbhelpers.widgets import tilted_density_frame
@@ -358,7 +360,7 @@ max_level_gap = int(abs(frame.astype(int) - reference.astype(int)).max())
 assert max_level_gap <= 1
 print("slider frame at s = 1 shows p(x | y) (colour levels within 1):", max_level_gap <= 1)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Where this goes next
 #
 # In practice nobody has the exact classifier $p(y \mid x_t)$. Notebook 03 trains one on noisy data
@@ -416,18 +418,18 @@ print("slider frame at s = 1 shows p(x | y) (colour levels within 1):", max_leve
 # unchanged, while the unconditional $p(x)$ (and so $s = 0$) changes.
 # </details>
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Recap
 #
 # Three questions on this notebook. Answer them in the cell after the questions (a letter, or a
 # number), then run it: each answer is checked and explained.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from nbhelpers.exercises import RECAP_02
 
 RECAP_02
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import RECAP_02
 

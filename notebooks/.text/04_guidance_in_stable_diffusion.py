@@ -12,7 +12,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 04 · Guidance inside Stable Diffusion
 #
 # Notebooks 02 and 03 built guidance on a 2-D world where everything could be checked exactly. Now
@@ -32,8 +32,10 @@
 #
 # Measuring what $s$ does to the images (how often they follow the prompt, how much they vary,
 # how saturated they get) and three variants of guidance are in extension notebook 04b.
+#
+# The symbols and words of this lesson are explained in `docs/glossary.md`, each with the notebook that teaches it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
@@ -55,7 +57,7 @@ PROMPT = "a red circle on a white background, striped style" if TOY else \
 STEPS = P.sd_steps               # DDIM steps of a render of this model
 print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. The loop, line by line
 #
 # `nbhelpers.sampling.sample_cfg` is the loop of `StableDiffusionPipeline`, reduced to its steps:
@@ -120,7 +122,7 @@ print(f"profile {P.name}: model {P.model}, {STEPS} DDIM steps")
 # differently at every step. So the check runs on a float32 copy of the model (on the CPU it
 # already is float32): it tests the math, not the rounding.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from nbhelpers.toy.model import read_card
 
 print(f"this model's VAE scaling factor: {pipe.vae.config.scaling_factor:.5g} "
@@ -132,7 +134,7 @@ budget = pipe.tokenizer.model_max_length
 print(f"token budget: {budget} positions, {budget - 2} for the prompt; "
       f"'{PROMPT}' uses {len(pipe.tokenizer(PROMPT).input_ids) - 2}")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 with float32_pipeline(pipe) as p32:    # equality is a float32 fact (see above)
     ours = sample_cfg(p32, PROMPT, 7.5, num_steps=STEPS, seed=0)
@@ -148,7 +150,7 @@ with float32_pipeline(pipe) as p32:    # equality is a float32 fact (see above)
     same = float(np.abs(at_one - pipeline_at_zero).max()) < 1e-3
     print("the pipeline's guidance_scale=0 is really the conditional model (s = 1):", same)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "subslide"}
 # ### Exercise: one step of the loop
 #
 # Write the body of the loop for one step. `cfg_step(unet, scheduler, x, t, cond, uncond, s)`
@@ -166,7 +168,7 @@ with float32_pipeline(pipe) as p32:    # equality is a float32 fact (see above)
 # The check runs your function next to the reference, on a small stand-in for the UNet that
 # counts its calls and on a DDIM scheduler with Stable Diffusion's settings.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import torch
 
 
@@ -179,13 +181,13 @@ def cfg_step(unet, scheduler, x, t, cond, uncond, s):
     return scheduler.step(eps_u + s * (eps_c - eps_u), t, x).prev_sample
     ### END SOLUTION
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import check_cfg_step
 
 check_cfg_step(cfg_step)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. Three predictions, step by step
 #
 # At every step the UNet makes two predictions of the clean image (through
@@ -194,7 +196,7 @@ check_cfg_step(cfg_step)
 # hands us all three; we decode a few steps. Early on the predictions are blurry averages; the
 # guided one commits to the prompt first.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 seen, unet_rows = [], []
 counting = pipe.unet.register_forward_pre_hook(lambda m, args: unet_rows.append(len(args[0])))
 sample_cfg(pipe, PROMPT, 7.5, num_steps=STEPS, seed=0, callback=seen.append)   # one image
@@ -208,13 +210,13 @@ for attr in rows.values():
 image_grid(frames, titles=[f"step {i + 1}, t = {seen[i].t}" for i in picks] * 3,
            ncols=len(picks), row_labels=list(rows));
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 assert sum(unet_rows) == 2 * len(seen)
 print("classifier-free guidance: two UNet rows per image and step (unconditional and "
       "conditional):", sum(unet_rows) == 2 * len(seen))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. Sliders for $s$, and a sweep
 #
 # **The cached slider** renders a grid of scales once, all in one batched loop from the same
@@ -222,20 +224,20 @@ print("classifier-free guidance: two UNet rows per image and step (unconditional
 # $s$, the seed, the steps or the prompt), waiting until you stop moving and dropping requests that
 # went stale; on the toy model a render takes a fraction of a second on a laptop CPU.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 cached = cached_scale_slider(pipe, PROMPT, [0, 0.5, 1, 1.5, 2, 3, 4, 5, 7.5, 10, 14, 20, 30],
                              steps=STEPS)
 cached
 
-# %%
+# %% slideshow={"slide_type": "-"}
 LiveGuidanceSlider(pipe, PROMPT, s=7.5, steps=STEPS)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **A sweep from 0 to 30** as an animation, $s$ printed on every frame. The command line does the
 # same with any number of frames (`nbhelpers sweep --prompt "a red circle" --scales 0:30:0.03 --out sweep.mp4` gives 1001), streaming
 # them to an MP4 or GIF.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 sweep_scales = parse_scales("0:30:0.5" if P.name in ("cpu", "gpu") else "0:30:5")
 frames = [label_frame(im, f"s = {s:.1f}") for s, im in
           render_frames(pipe, PROMPT, sweep_scales, seed=0, num_steps=STEPS)]
@@ -244,7 +246,7 @@ gif = f"{tempfile.gettempdir()}/nbhelpers-sweep-{P.name}.gif"
 write_animation(iter(frames), gif, fps=8)
 ShowImage(filename=gif)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Try it
 #
 # **1. The pipeline's blind spot.** Run `pipe(PROMPT, guidance_scale=0.5, ...)` and
@@ -272,15 +274,15 @@ ShowImage(filename=gif)
 # 75 tokens, each encoded, and the encodings put side by side.
 # </details>
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Recap
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from nbhelpers.exercises import RECAP_04
 
 RECAP_04
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import RECAP_04
 

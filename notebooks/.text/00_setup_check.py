@@ -12,7 +12,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 00 · Setup check
 #
 # Run this notebook first, ideally the day before the workshop. It takes a few seconds and answers
@@ -29,8 +29,10 @@
 # New here? `docs/learners.md` is the learners' start page (what each notebook gives you, your
 # own pictures, where your files go) and `docs/glossary.md` explains every symbol and term the
 # notebooks use, with the notebook that teaches it.
+#
+# The lessons test seven claims from practice about textual inversion and guidance, numbered C1 to C7: the README's table "The claims the series measures" quotes each and says where it is measured.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # On Colab or a JupyterHub, nbhelpers may not be installed yet: this cell needs nothing
 # installed, says whether it is, and gives the line that installs it. INSTALL = True runs that
 # line here (a few minutes); restart the kernel if Colab or pip asks you to, then run on.
@@ -65,7 +67,7 @@ else:
 installed_now = INSTALL and missing and not unset and get_ipython().run_line_magic(
     "pip", f'install "{SPEC}"')
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from nbhelpers.info import collect_info, format_info
 from nbhelpers.profile import PROFILE_NAMES, get_profile
 from nbhelpers.widgets import setup_check_slider
@@ -73,7 +75,7 @@ from nbhelpers.widgets import setup_check_slider
 info = collect_info()
 print(format_info(info))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Reading the report
 #
 # * **device**: `cuda:0 ...` means the notebooks can use Stable Diffusion 1.x on your GPU; `cpu`
@@ -95,7 +97,7 @@ print(format_info(info))
 #
 # The next cell turns the report into checks: it fails loudly if something essential is missing.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 import torch
 
@@ -108,7 +110,7 @@ assert profile.device == "cpu" or torch.cuda.is_available()
 print("packages: ok")
 print(f"profile is one of {'/'.join(PROFILE_NAMES)}:", profile.name in PROFILE_NAMES)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Do widgets work here?
 #
 # Drag the slider below. **The blue dot must move and the number under it must change.**
@@ -122,10 +124,10 @@ print(f"profile is one of {'/'.join(PROFILE_NAMES)}:", profile.name in PROFILE_N
 # 2. An old browser tab: reload the page.
 # 3. A JupyterLab older than 4 or an `ipywidgets` older than 8: `make lab` installs current ones.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 setup_check_slider()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## If something failed
 #
 # * `ModuleNotFoundError`: the kernel is not the environment `make lab` made. Stop JupyterLab and

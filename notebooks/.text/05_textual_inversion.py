@@ -12,7 +12,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 05 · Textual inversion: a new word for a style
 #
 # The tiny model of this series was trained on pictures in seven drawing styles, but the captions
@@ -47,8 +47,10 @@
 #
 # Every measurement uses the **evaluator**, a small classifier that reads shape, colour and style
 # from an image (notebook 04 introduced it).
+#
+# The symbols and words of this lesson are explained in `docs/glossary.md`, each with the notebook that teaches it.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import tempfile
 import time
 from pathlib import Path
@@ -86,7 +88,7 @@ def toy_pipe():
 
 print(f"profile {P.name}: {STEPS} steps for <mosaic>, {N_EVAL} images per measurement")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. One new row in the embedding table
 #
 # A prompt becomes token ids, each id picks a row of the embedding table, and the transformer of
@@ -94,7 +96,7 @@ print(f"profile {P.name}: {STEPS} steps for <mosaic>, {N_EVAL} images per measur
 # model's table has one row per word of its world. "mosaic" is not one of them: the tokenizer can
 # still spell it, but only as letters, which the model never saw used that way.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 pipe = toy_pipe()
 table = pipe.text_encoder.get_input_embeddings().weight
 print("embedding table:", tuple(table.shape), "(tokens x width)")
@@ -102,7 +104,7 @@ for word in ["striped", "mosaic"]:
     print(f"{word!r} ->", pipe.tokenizer.tokenize(word))
 
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # Textual inversion adds a token `<mosaic>`, gives it a row $v$ (started from the row of a
 # related word, here "checkered", the named style that looks most like a mosaic), and solves
 #
@@ -122,7 +124,7 @@ for word in ["striped", "mosaic"]:
 # 5. take the squared error and step the optimiser; the gradient reaches the new row and nothing
 #    else.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Exercise: the loss.** Write steps 2 to 5 for one batch, with stand-ins for the text encoder
 # and the UNet: `ti_loss(table, v, ids, new_id, encoder, unet, z0, eps, alpha_bar_t)`.
 #
@@ -137,7 +139,7 @@ for word in ["striped", "mosaic"]:
 # weight does, then calls `backward()` on your loss and looks where the gradient went: it must
 # reach `v`, and nothing may reach `table`.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 import torch
 
 
@@ -151,20 +153,20 @@ def ti_loss(table, v, ids, new_id, encoder, unet, z0, eps, alpha_bar_t):
     ### END SOLUTION
 
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import check_ti_loss
 
 check_ti_loss(ti_loss)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. Preparing the images
 #
 # A learner would bring a folder of their own pictures. Here we render 50 mosaics of random
 # shapes, colours and backgrounds and name each file by what it shows, as people name scans. The
 # file names become captions: `[filewords]` in a template.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def mosaic_folder(n, name):
     folder = WORK / name
     world.save_scenes(world.style_scenes(n, world.UNNAMED_STYLE, seed=0), folder)
@@ -178,15 +180,15 @@ for name in names:
     print(f"{name!r} -> caption {caption_from_filename(name)!r}")
 image_grid([np.asarray(item.image) for item in list(report)[:8]], ncols=8, size=1.2);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The templates put the token where the toy model's own captions put a style word, so the new
 # word sits in a familiar place:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 TEMPLATES = ["[filewords], [name] style", "[filewords] in [name] style",
              "a painting of [filewords], [name] style", "a picture of [filewords] in [name] style"]
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # **Framing** (claim C2 of the README's table "The claims the series measures": "centre
 # cropping cuts off the tops of heads"). Training images are square.
 # A photo or painting that is wider than tall has to be cut or fitted, and the usual centre crop
@@ -196,7 +198,7 @@ TEMPLATES = ["[filewords], [name] style", "[filewords] in [name] style",
 # training shape of similar aspect). Below, a wide picture with its subject near the right edge,
 # and the fraction of the subject each framing keeps:
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from PIL import Image
 
 scene = world.Scene(shape="circle", colour="red", background="white", style="flat",
@@ -210,7 +212,7 @@ for mode in ["center", "focal", "tiles", "buckets"]:
     kept[mode] = max(kept_fraction(subject, f.crop_box) for f in framed)
     print(f"{mode:>8}: {len(framed)} training image(s), keeps {kept[mode]:.0%} of the subject")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 assert kept["focal"] > kept["center"] and kept["buckets"] == 1.0
 print("focal crop keeps more of an off-centre subject than the centre crop:",
@@ -218,7 +220,7 @@ print("focal crop keeps more of an off-centre subject than the centre crop:",
 print("buckets keep all of it:", kept["buckets"] == 1.0)
 
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # The toy pictures are already square, so the runs below use `center`. For your own wide or tall
 # pictures, `focal` or `buckets` is usually the better choice.
 #
@@ -231,7 +233,7 @@ print("buckets keep all of it:", kept["buckets"] == 1.0)
 # little: most of the noise-prediction error is noise that no word can explain. Judge the word
 # by its pictures, not by the loss.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def learn(folder, token, n_vectors=1, steps=STEPS, init_word="checkered", title="",
           previews=False):
     """Train `token` on a fresh toy model from `folder`; return (pipe, run)."""
@@ -253,13 +255,13 @@ def learn(folder, token, n_vectors=1, steps=STEPS, init_word="checkered", title=
 pipe1, run1 = learn(data, "<mosaic>", previews=True)
 print(f"{run1.n_examples} images, {STEPS} steps: {run1.seconds:.0f} s")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. Using the word
 #
 # The same prompts, with and without the new word, from the same starting noise. The prompts name a
 # shape, a colour and a background; only the style is left to the word.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 rng = np.random.default_rng(1)
 targets = [world.random_scene(rng, toy=False) for _ in range(N_EVAL)]
 plain = [world.describe(t) for t in targets]
@@ -279,13 +281,13 @@ print(f"evaluator reads mosaic, with '{phrase}':", share_phrase)
 image_grid(list(img_with[:6]) + list(img_without[:6]), ncols=6, size=1.3,
            row_labels=["with <mosaic>", "without"]);
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 assert share_with.p > share_without.p
 print("the learned word calls up the mosaic style more often than the same prompts without it:",
       share_with.p > share_without.p)
 
-# %%
+# %% slideshow={"slide_type": "-"}
 def pct(share):
     return f"{share.p:.0%} (95% interval {share.lo:.0%} to {share.hi:.0%})"
 
@@ -293,7 +295,7 @@ Markdown(f"In this run ({P.name} profile, {N_EVAL} prompts, {STEPS} steps) the w
          f"{pct(share_with)} mosaics against {pct(share_without)} for the same prompts without "
          f"it; the training captions' own description, \"{phrase}\", gives {pct(share_phrase)}.")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # When the run is long enough, the learned word does about as well as the captions' own
 # description (the cpu profile's figures are in `docs/benchmarks.md`, section "Textual inversion
 # of the unnamed style", written by `bench/ti_unnamed_style.py`). It was learned from the 50
@@ -305,7 +307,7 @@ Markdown(f"In this run ({P.name} profile, {N_EVAL} prompts, {STEPS} steps) the w
 # vector, against the rows of the words the model knows) and its **direction** (its nearest words
 # by cosine similarity, which ignores length):
 
-# %%
+# %% slideshow={"slide_type": "-"}
 inspection1 = inspect_embedding(run1.embedding, pipe1, k=5)
 print(format_inspection(inspection1))
 vocab_rows = pipe1.text_encoder.get_input_embeddings().weight.detach().float()
@@ -318,7 +320,7 @@ print(f"median norm of a word's row:     {median:.3g}")
 print(f"norm of the start ('checkered'): {float(start.norm()):.3g}")
 print(f"distance from the start:         {travelled:.3g}")
 
-# %%
+# %% slideshow={"slide_type": "-"}
 nearest = [(w["word"].removesuffix("</w>"), w["cosine"]) for w in inspection1["nearest"][0]]
 ratio = float(learned.norm()) / median
 Markdown(f"In this run ({STEPS} steps) the learned vector is {ratio:.1f} times as long as the "
@@ -332,24 +334,24 @@ Markdown(f"In this run ({STEPS} steps) the learned vector is {ratio:.1f} times a
          + ("the nearest is still the word it started from." if nearest[0][0] == "checkered"
             else "the word it started from, \"checkered\", is no longer the nearest."))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # A local search is easily pictured as a small nudge to a word the model already knows. The
 # lines above measure the nudge: the length of a learned vector is free to grow, and the distance
 # from the start says how far the optimiser took it. What the start word may still decide is the
 # direction, which the nearest words show. Whether another start ends in another direction, and
 # at another share of mosaics, is what the extension notebook 05b measures.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "-"}
 # And at several guidance scales: below 1 the word has little effect (the unconditional model
 # ignores prompts), and the style firms up as $s$ grows.
 
-# %%
+# %% slideshow={"slide_type": "-"}
 scales = [0, 1, 3, 7.5, 14]
 rows = [sample_prompts(pipe1, with_word[:4], s, seed=1000, num_steps=P.render_steps) for s in scales]
 image_grid([im for row in rows for im in row], ncols=4, size=1.3,
            row_labels=[f"s = {s}" for s in scales]);
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Try it
 #
 # **1. The other half of the description.** The run above started from "checkered". Start one
@@ -411,15 +413,15 @@ image_grid([im for row in rows for im in row], ncols=4, size=1.3,
 # images is a word the model's vocabulary lacked.
 # </details>
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Recap
 
-# %%
+# %% slideshow={"slide_type": "-"}
 from nbhelpers.exercises import RECAP_05
 
 RECAP_05
 
-# %%
+# %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
 from nbhelpers.exercises import RECAP_05
 
