@@ -52,18 +52,18 @@ hub = any(k.startswith("JUPYTERHUB_") for k in os.environ)
 host = "Colab" if colab else "a JupyterHub" if hub else "this machine"
 missing = importlib.util.find_spec("nbhelpers") is None
 unset = "OWNER/REPOSITORY" in REPO_URL
-if not missing:
-    print(f"On {host}, this kernel has nbhelpers installed.")
-elif unset:
-    print(f"On {host}, this kernel has no nbhelpers installed, and this copy of the notebook "
-          "does not know where to install it from yet: REPO_URL at the top of this cell "
-          f"still holds the placeholder {REPO_URL}. Your teacher fills in the series' "
-          "address there once before the workshop (or sets NBHELPERS_REPO_URL); ask them "
-          "for it, put it in REPO_URL and run this cell again.")
-else:
-    print(f"On {host}, this kernel has no nbhelpers installed. To install it, run this line "
-          "in a cell (or set INSTALL = True above and run this cell again):\n"
-          f'    %pip install "{SPEC}"')
+SAY = {
+    "installed": f"On {host}, this kernel has nbhelpers installed.",
+    "unset": f"On {host}, this kernel has no nbhelpers installed, and this copy of the notebook "
+             "does not know where to install it from yet: REPO_URL at the top of this cell "
+             f"still holds the placeholder {REPO_URL}. Your teacher fills in the series' "
+             "address there once before the workshop (or sets NBHELPERS_REPO_URL); ask them "
+             "for it, put it in REPO_URL and run this cell again.",
+    "missing": f"On {host}, this kernel has no nbhelpers installed. To install it, run this "
+               "line in a cell (or set INSTALL = True above and run this cell again):\n"
+               f'    %pip install "{SPEC}"',
+}
+print(SAY["installed" if not missing else "unset" if unset else "missing"])
 installed_now = INSTALL and missing and not unset and get_ipython().run_line_magic(
     "pip", f'install "{SPEC}"')
 

@@ -365,6 +365,16 @@ def emptied_blob(x):
     got = torch.stack([(owner == k).double().mean() for k in mine])
     return mine[int((got / fair).argmin())]
 
+def coverage_falls(name, rows_, falls):
+    """Where mode coverage first drops, to how many blobs, and which blob empties."""
+    kept = round(dict((r[0], r[3]) for r in rows_)[falls] * len(mine))
+    blob = emptied_blob(swept[name][falls])
+    return (f"coverage falls at $s = {falls}$, to {kept} of {len(mine)} blobs; the blob "
+            f"that empties is component {blob} at {world.means[blob].tolist()}"
+            + (", the class-1 blob nearest the other class (lowest exact "
+               "$p(y = 1 \\mid \\mu_k)$ at its centre)." if blob == on_fence else "."))
+
+
 lines = []
 for name, rows_ in measured.items():
     best = max(r[1] for r in rows_)
@@ -375,16 +385,8 @@ for name, rows_ in measured.items():
     line = (f"* **{name}**: fidelity saturates (within {HALF_WIDTH:.3f} of its best, "
             f"{best:.3f}) from $s = {saturates}$; the spread is smallest at "
             f"$s = {tightest[0]}$ ({tightest[2]:.3f}, against {rows_[0][2]:.3f} at $s = 0$); ")
-    if falls is None:
-        line += "mode coverage stays complete across the sweep."
-    else:
-        kept = round(dict((r[0], r[3]) for r in rows_)[falls] * len(mine))
-        blob = emptied_blob(swept[name][falls])
-        line += (f"coverage falls at $s = {falls}$, to {kept} of {len(mine)} blobs; the blob "
-                 f"that empties is component {blob} at {world.means[blob].tolist()}"
-                 + (", the class-1 blob nearest the other class (lowest exact "
-                    "$p(y = 1 \\mid \\mu_k)$ at its centre)." if blob == on_fence else "."))
-    lines.append(line)
+    lines.append(line + ("mode coverage stays complete across the sweep." if falls is None
+                         else coverage_falls(name, rows_, falls)))
 Markdown(f"In this run ({P.name} profile):\n\n" + "\n".join(lines))
 
 # %% [markdown] slideshow={"slide_type": "-"}

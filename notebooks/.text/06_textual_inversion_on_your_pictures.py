@@ -117,15 +117,20 @@ print(f"your files go to {OUT}")
 folder = Path(MY_IMAGES) if MY_IMAGES else OUT / "demo-pictures"
 if not MY_IMAGES:
     world.save_picture_folder(folder, n=12, side=SIZE, seed=0)
-elif P.toy:
-    print(f"note: the {P.name} profile trains the toy model, which draws 64-pixel shapes and "
-          "cannot learn the style of photographs or paintings: the run will finish, but the word "
-          "will not look like your pictures. On a CPU, leave MY_IMAGES = None (the demo folder); "
-          "for your own pictures use a GPU, or a hosted notebook runtime with one, and SD 1.4 "
-          "(the gpu profile).")
-elif P.model == "rehearsal-mini":
-    print("note: the sd-cpu profile is a rehearsal with random weights; it reads your folder "
-          "but learns nothing from it (its pictures are noise). Use the gpu profile for them.")
+# what this profile's model can learn from a folder of your own pictures
+CAN_LEARN = {
+    "toy": f"note: the {P.name} profile trains the toy model, which draws 64-pixel shapes and "
+           "cannot learn the style of photographs or paintings: with MY_IMAGES set the run "
+           "finishes, but the word will not look like your pictures. On a CPU, leave MY_IMAGES "
+           "= None (the demo folder); for your own pictures use a GPU, or a hosted notebook "
+           "runtime with one, and SD 1.4 (the gpu profile).",
+    "rehearsal": "note: the sd-cpu profile is a rehearsal with random weights; it reads a "
+                 "folder but learns nothing from it (its pictures are noise). Use the gpu "
+                 "profile for your own pictures.",
+    "sd": f"{P.model} learns from the folder it is given: your pictures, if MY_IMAGES names "
+          "them, else the demo folder.",
+}
+print(CAN_LEARN["toy" if P.toy else "rehearsal" if P.model == "rehearsal-mini" else "sd"])
 report = load_folder(folder, size=SIZE)
 print(report.summary())
 for item in list(report)[:4]:

@@ -68,8 +68,16 @@ P = get_profile()
 WORK = Path(tempfile.mkdtemp(prefix="nb07-"))
 N_EVAL = 32 if P.name == "smoke" else 200    # generated images per measurement
 N_RUNS = 1 if P.name == "smoke" else 3       # training runs of the overwrite (section 3)
-pipe = load_pipeline("toy")
-pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+
+
+def fresh_toy():
+    """A fresh copy of the toy model, sampled with DDIM."""
+    model = load_pipeline("toy")
+    model.scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    return model
+
+
+pipe = fresh_toy()
 print(f"profile {P.name}: {P.ti_steps} steps, {N_EVAL} images per measurement, "
       f"{N_RUNS} training run(s) of the overwrite")
 
@@ -137,11 +145,21 @@ image_grid([((im.permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8) for im 
 # a larger rate than the usual 5e-3: the row has to travel from "circle" to somewhere between shapes
 cfg = TIConfig(token="toy", overwrite=True, steps=P.ti_steps, batch_size=P.ti_batch,
                lr="5e-2", seed=0)
+
+
+def overwrite(target, seed, callback=None):
+    """Overwrite "toy" in the model `target` from the curated set, with training seed `seed`."""
+    run = train_from_items(target, items_from_images(images, captions),
+                           dataclasses.replace(cfg, seed=seed),
+                           WORK / f"toy-seed{seed}.safetensors", template=["[filewords]"],
+                           cache_dir=WORK / "cache", callback=callback)
+    return target, run
+
+
 monitor = TrainingMonitor(cfg.steps, every=max(10, cfg.steps // 10), title='overwriting "toy"')
 display(monitor)
 start = time.perf_counter()
-run = train_from_items(pipe, items_from_images(images, captions), cfg, WORK / "toy.safetensors",
-                       template=["[filewords]"], cache_dir=WORK / "cache", callback=monitor)
+pipe, run = overwrite(pipe, cfg.seed, callback=monitor)
 ti_seconds = time.perf_counter() - start
 print(f"overwrote 'toy' from {run.n_examples} images in {ti_seconds:.0f} s")
 
@@ -187,8 +205,7 @@ print("its shape mix moved toward balance:", tv_after < tv_before)
 # for the comparisons below):
 
 # %% slideshow={"slide_type": "-"}
-original = load_pipeline("toy")
-original.scheduler = DDIMScheduler.from_config(original.scheduler.config)
+original = fresh_toy()
 
 # %% slideshow={"slide_type": "-"}
 # NBVAL_CHECK_OUTPUT
@@ -219,19 +236,10 @@ print("prompts without 'toy' give the same images before and after (max differen
 SCALES = (1, 3, 7.5)
 
 
-def overwritten(seed):
-    """The toy model with "toy" overwritten from the curated set with training seed `seed`."""
-    if seed == cfg.seed:
-        return pipe                                   # section 2's run
-    fresh = load_pipeline("toy")
-    fresh.scheduler = DDIMScheduler.from_config(fresh.scheduler.config)
-    train_from_items(fresh, items_from_images(images, captions),
-                     dataclasses.replace(cfg, seed=seed), WORK / f"toy-seed{seed}.safetensors",
-                     template=["[filewords]"], cache_dir=WORK / "cache")
-    return fresh
-
-
-models = {"before": [original] * N_RUNS, "after": [overwritten(r) for r in range(N_RUNS)]}
+# section 2's run is the one with seed cfg.seed; the others are trained here
+models = {"before": [original] * N_RUNS,
+          "after": [pipe if r == cfg.seed else overwrite(fresh_toy(), r)[0]
+                    for r in range(N_RUNS)]}
 measured = {("before", 0, 7.5): mix_before, ("after", 0, 7.5): mix_after}   # section 1 and 3
 mixes = {(word, s): [measured.get((word, r, s)) or
                      shape_mix(model, toy_prompts, seed=5000 + 1000 * r, scale=s)[0]
@@ -268,20 +276,20 @@ for s in SCALES:
 def compared(s):
     """The overwritten word's circles against the original's at scale s, as `compare` judges."""
     found = compare(counts("after", s), counts("before", s), "after", "before")
-    if not found.detected:
-        return "no detectable difference in circles from"
-    return "fewer circles than" if found.difference < 0 else "more circles than"
+    return ("no detectable difference in circles from" if not found.detected else
+            "fewer circles than" if found.difference < 0 else "more circles than")
 
 
 c0, c1 = circles["before", 7.5], circles["after", 7.5]
 b1, a1 = circles["before", 1], circles["after", 1]
-if c1.hi < circle_data:
-    against_data = "below the training captions' share: at this scale the word draws fewer " \
-                   "circles than the data it was learned from"
-elif c1.lo > circle_data:
-    against_data = "still above the training captions' share"
-else:
-    against_data = "about the training captions' own share (it lies inside the interval)"
+AGAINST_DATA = {
+    "below": "below the training captions' share: at this scale the word draws fewer circles "
+             "than the data it was learned from",
+    "above": "still above the training captions' share",
+    "inside": "about the training captions' own share (it lies inside the interval)",
+}
+against_data = AGAINST_DATA["below" if c1.hi < circle_data else
+                            "above" if c1.lo > circle_data else "inside"]
 Markdown(f"Over {N_RUNS} training run(s): at s = 7.5 the overwritten word draws circles "
          f"{c1.p:.0%} of the time (95% interval {c1.lo:.0%} to {c1.hi:.0%}), against {c0.p:.0%} "
          f"before the overwrite, {circle_data:.0%} in the training captions and "
