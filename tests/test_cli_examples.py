@@ -292,7 +292,8 @@ def test_other_cheap_commands_run(readme_run, monkeypatch, capsys, one_torch_thr
         assert rc == 0, f"{source}: nbhelpers {shlex.join(argv)}: {capsys.readouterr().err}"
         for out in outputs(argv):
             assert (here / out).exists(), f"{source}: nbhelpers {shlex.join(argv)}: no {out}"
-        done.append(argv)
+        if here == work:   # the same command in another folder made other files
+            done.append(argv)
         sources.add(source)
     assert "notebooks/04_guidance_in_stable_diffusion.ipynb" in sources  # its sweep
 
