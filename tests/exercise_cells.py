@@ -40,3 +40,38 @@ def learner_hint(source: str) -> str | None:
         if not learner_copies._is_assignments(lines[begin + 1:end]):
             return learner_copies._hint(lines, begin)
     return None
+
+
+#: answers no formula gives: each check must meet them with a hint, never a traceback
+NONSENSE = {
+    "wrong shape": lambda **kw: next(iter(kw.values())).sum(),
+    "NaN": lambda **kw: next(iter(kw.values())) * float("nan"),
+    "raises": lambda **kw: 1 / 0,
+    "None": lambda **kw: None,
+    "integers": lambda **kw: next(iter(kw.values())).long(),
+}
+
+
+def assert_nonsense_is_answered(check_fn, hint: str, non_callables=("f", 1, None)) -> None:
+    """``check_fn`` answers every kind of nonsense with a not-ok verdict that says what is wrong;
+    a stub raising ``NotImplementedError(hint)`` gets that hint."""
+    said = {name: check_fn(fn) for name, fn in NONSENSE.items()}
+    assert all(not v.ok for v in said.values())
+    assert "shape" in said["wrong shape"].message
+    assert "NaN" in said["NaN"].message
+    assert "ZeroDivisionError" in said["raises"].message
+    assert "return" in said["None"].message
+    assert "float" in said["integers"].message
+    assert "Traceback" not in "".join(v.message for v in said.values())
+
+    def stub(*args, **kwargs):
+        raise NotImplementedError(hint)
+
+    verdict = check_fn(stub)
+    assert not verdict.ok and str(verdict).startswith("not yet: ")
+    assert verdict.message.endswith(f"Hint: {hint}")
+    for thing in non_callables:
+        verdict = check_fn(thing)
+        assert not verdict.ok and "pass your function itself" in verdict.message
+    renamed = check_fn(lambda a, b: a)
+    assert not renamed.ok and "argument names" in renamed.message

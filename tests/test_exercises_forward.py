@@ -4,8 +4,6 @@ judges its answers."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -17,6 +15,7 @@ from nbhelpers.exercises.forward import (
     posterior_mean_reference,
     q_sample_reference,
 )
+from tests.exercise_cells import assert_nonsense_is_answered
 
 SD = D.alpha_bar_from_betas(D.scaled_linear_betas())
 
@@ -67,37 +66,10 @@ def test_an_unnamed_mistake_says_how_far_off():
     assert not verdict.ok and "differs from the reference by up to" in verdict.message
 
 
-def _stub(*args, **kwargs):
-    raise NotImplementedError("scale x0 by sqrt(alpha_bar_t)")
-
-
-NONSENSE = {
-    "wrong shape": lambda **kw: next(iter(kw.values())).sum(),
-    "NaN": lambda **kw: next(iter(kw.values())) * math.nan,
-    "raises": lambda **kw: 1 / 0,
-    "None": lambda **kw: None,
-    "integers": lambda **kw: next(iter(kw.values())).long(),
-}
-
-
 @pytest.mark.parametrize("check_fn", [check_q_sample, check_posterior_mean],
                          ids=["q_sample", "posterior_mean"])
 def test_nonsense_gets_a_hint_not_a_traceback(check_fn):
-    said = {name: check_fn(fn) for name, fn in NONSENSE.items()}
-    assert all(not v.ok for v in said.values())
-    assert "shape" in said["wrong shape"].message
-    assert "NaN" in said["NaN"].message
-    assert "ZeroDivisionError" in said["raises"].message
-    assert "return" in said["None"].message
-    assert "float" in said["integers"].message
-    stub = check_fn(_stub)
-    assert not stub.ok and str(stub).startswith("not yet: ")
-    assert stub.message.endswith("Hint: scale x0 by sqrt(alpha_bar_t)")
-    for thing in ("q_sample", 1, None):
-        verdict = check_fn(thing)
-        assert not verdict.ok and "pass your function itself" in verdict.message
-    renamed = check_fn(lambda a, b: a)
-    assert not renamed.ok and "argument names" in renamed.message
+    assert_nonsense_is_answered(check_fn, 'scale x0 by sqrt(alpha_bar_t)', ("q_sample", 1, None))
 
 
 def test_recap_01():

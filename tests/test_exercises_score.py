@@ -3,8 +3,6 @@ own hint, nonsense gets a hint and never a traceback, and the recap judges its a
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -18,6 +16,7 @@ from nbhelpers.exercises.score import (
 )
 from nbhelpers.guidance import guided_score
 from nbhelpers.mixtures import default_world
+from tests.exercise_cells import assert_nonsense_is_answered
 
 
 def test_score_reference_is_the_packages_eps_to_score():
@@ -87,36 +86,10 @@ def test_the_mistakes_the_notebook_names():
     assert "classifier-free" in mixture.message
 
 
-def _stub(*args, **kwargs):
-    raise NotImplementedError("divide -eps_hat by sigma_t")
-
-
-NONSENSE = {
-    "wrong shape": lambda **kw: next(iter(kw.values())).sum(),
-    "NaN": lambda **kw: next(iter(kw.values())) * math.nan,
-    "raises": lambda **kw: 1 / 0,
-    "None": lambda **kw: None,
-}
-
-
 @pytest.mark.parametrize("check_fn", [check_score_from_eps, check_bayes_split],
                          ids=["score_from_eps", "bayes_split"])
 def test_nonsense_gets_a_hint_not_a_traceback(check_fn):
-    said = {name: check_fn(fn) for name, fn in NONSENSE.items()}
-    assert all(not v.ok for v in said.values())
-    assert "shape" in said["wrong shape"].message
-    assert "NaN" in said["NaN"].message
-    assert "ZeroDivisionError" in said["raises"].message
-    assert "return" in said["None"].message
-    stub = check_fn(_stub)
-    assert not stub.ok and str(stub).startswith("not yet: ")
-    assert stub.message.endswith("Hint: divide -eps_hat by sigma_t")
-    for thing in ("score", 3.0, None):
-        verdict = check_fn(thing)
-        assert not verdict.ok and "pass your function itself" in verdict.message
-    renamed = check_fn(lambda a, b: a)
-    assert not renamed.ok and "argument names" in renamed.message
-    assert "Traceback" not in "".join(v.message for v in said.values())
+    assert_nonsense_is_answered(check_fn, 'divide -eps_hat by sigma_t', ("score", 3.0, None))
 
 
 def test_recap_02():
