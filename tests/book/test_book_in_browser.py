@@ -274,6 +274,8 @@ const article = document.querySelector('.bd-article') || document.querySelector(
                 || document.body;
 const para = article.querySelector('p');
 const box = e => { const r = e.getBoundingClientRect(); return {w: r.width, h: r.height}; };
+const room = e => { const p = e.parentElement, cs = getComputedStyle(p);
+  return p.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight); };
 return {
   innerW: window.innerWidth, innerH: window.innerHeight,
   scrollW: document.documentElement.scrollWidth,
@@ -282,7 +284,8 @@ return {
   figures: Array.from(article.querySelectorAll('.cell_output img'))
     .filter(i => i.naturalWidth >= 200 && getComputedStyle(i).display !== 'none'
                  && i.getBoundingClientRect().width > 0)
-    .map(i => Object.assign(box(i), {nw: i.naturalWidth, src: (i.currentSrc || i.src).slice(-50)})),
+    .map(i => Object.assign(box(i), {nw: i.naturalWidth, room: room(i),
+                                     src: (i.currentSrc || i.src).slice(-50)})),
   sliders: Array.from(article.querySelectorAll('.nbh-scrubber')).map(box),
 };
 """
@@ -294,7 +297,8 @@ def projector_problems(page: str, got: dict) -> list[str]:
     The page must not scroll sideways; the lesson's column must take most of the width (no
     sidebar eating it); body text at least 16 px; every figure whole on the screen (not taller
     than it), and drawn as large as its pixels and the column allow unless the screen's height
-    is what limits it; every slider (picture, caption and track) whole on the screen.
+    is what limits it (as wide as its pixels and the output area it sits in allow); every slider
+    (picture, caption and track) whole on the screen.
     """
     w, h = got["innerW"], got["innerH"]
     problems = []
@@ -309,9 +313,9 @@ def projector_problems(page: str, got: dict) -> list[str]:
             problems.append(f"{page}: figure {fig['src']} is {fig['h']:.0f} px tall on a "
                             f"{h}-px screen")
         limited_by_height = fig["h"] >= 0.8 * h
-        if not limited_by_height and fig["w"] < min(fig["nw"], got["articleW"]) - 2:
+        if not limited_by_height and fig["w"] < min(fig["nw"], fig["room"]) - 2:
             problems.append(f"{page}: figure {fig['src']} drawn {fig['w']:.0f} px wide, though "
-                            f"it has {fig['nw']} px and the column {got['articleW']:.0f}")
+                            f"it has {fig['nw']} px and its place {fig['room']:.0f}")
     for i, box in enumerate(got["sliders"]):
         if box["h"] > h + 1:
             problems.append(f"{page}: slider {i} is {box['h']:.0f} px tall on a {h}-px screen")
@@ -353,14 +357,14 @@ def test_every_notebook_page_reads_on_a_1280x720_projector(tmp_path):
 
 def test_the_projector_check_flags_what_does_not_fit():
     fits = {"innerW": 1280, "innerH": 720, "scrollW": 1280, "articleW": 900, "font": 18,
-            "figures": [{"w": 900, "h": 400, "nw": 1200, "src": "a.png"},
-                        {"w": 300, "h": 200, "nw": 300, "src": "small.png"},
-                        {"w": 500, "h": 612, "nw": 1000, "src": "tall.png"}],
+            "figures": [{"w": 880, "h": 400, "nw": 1200, "room": 880, "src": "a.png"},
+                        {"w": 300, "h": 200, "nw": 300, "room": 880, "src": "small.png"},
+                        {"w": 500, "h": 612, "nw": 1000, "room": 880, "src": "tall.png"}],
             "sliders": [{"w": 600, "h": 700}]}
     assert projector_problems("p", fits) == []
     bad = dict(fits, scrollW=1500, articleW=600, font=14,
-               figures=[{"w": 900, "h": 800, "nw": 1200, "src": "too-tall.png"},
-                        {"w": 400, "h": 300, "nw": 1200, "src": "too-small.png"}],
+               figures=[{"w": 880, "h": 800, "nw": 1200, "room": 880, "src": "too-tall.png"},
+                        {"w": 400, "h": 300, "nw": 1200, "room": 880, "src": "too-small.png"}],
                sliders=[{"w": 600, "h": 900}])
     found = "\n".join(projector_problems("p", bad))
     for words in ("scrolls sideways", "column is 600", "body text 14", "too-tall.png",
