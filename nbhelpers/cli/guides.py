@@ -44,9 +44,9 @@ def add_guide_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--guide-zero-steps", type=int, metavar="N",
                    help="cfg-zero-star: the first N steps predict zero (default 1)")
     g.add_argument("--guide-weak-model", metavar="MODEL",
-                   help="autoguidance (required): the weaker version of --model to guide "
-                        "with: a local pipeline folder, or a model name or cached hub id as "
-                        "--model takes")
+                   help="autoguidance: the weaker version of --model to guide with: a local "
+                        "pipeline folder, or a model name or cached hub id as --model takes "
+                        "(no default: autoguidance needs one)")
     g.add_argument("--guide-layers", metavar="BLOCKS",
                    help="pag: UNet blocks whose self-attention is perturbed, comma-separated: "
                         "mid, down.N, up.N (default mid)")
@@ -85,7 +85,12 @@ def read_guide_options(args: argparse.Namespace, prompt: str) -> Callable:
         if args.guide_weak_model is None:
             raise ValueError("--guide autoguidance needs --guide-weak-model MODEL: a smaller or "
                              "less-trained version of --model (none ships with the toy yet)")
-        check_model(args.guide_weak_model)
+        try:
+            check_model(args.guide_weak_model)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"--guide-weak-model: {err}") from None
+        except ValueError as err:
+            raise ValueError(f"--guide-weak-model: {err}") from None
     else:
         make_guide(args.guide, **options)   # bad values fail here, before loading
 
