@@ -10,7 +10,7 @@ A guide declares what it needs (:class:`~nbhelpers.guidance.GuideNeeds`); the lo
   unconditional prediction (:func:`cfgpp_ddim_step`); :func:`check_sampler` says at once when
   the scheduler cannot do what the guide asks.
 
-Perturbed attention (Ahn et al. 2024, section 3): in the chosen blocks every self-attention's
+Perturbed attention (Ahn et al. 2024): in the chosen blocks every self-attention's
 map is replaced by the identity, so each token keeps its own value, ``to_out(to_v(x))``
 (:class:`IdentitySelfAttention`); :func:`perturbed_self_attention` swaps the processors in for
 one pass and always puts the originals back.
@@ -148,7 +148,7 @@ def check_sampler(sched, needs: GuideNeeds) -> None:
 
 
 def cfgpp_ddim_step(sched, eps_guided: Tensor, eps_uncond: Tensor, t, latents: Tensor) -> Tensor:
-    """CFG++'s DDIM step (Chung et al. 2024, section 3; eta = 0): ``x0`` from the guided
+    """CFG++'s DDIM step (Chung et al. 2024; eta = 0): ``x0`` from the guided
     prediction, re-noised with the unconditional one,
     ``x_prev = sqrt(ab_prev) (x_t - sqrt(1 - ab) eps_guided) / sqrt(ab) + sqrt(1 - ab_prev)
     eps_uncond``, with ``ab_prev`` as diffusers' DDIM takes it."""

@@ -12,15 +12,18 @@ away from, ``s = 1`` the conditional model); each docstring says where a paper's
 
 References:
     [APG]  Sadat, Hilliges, Weber 2024, Eliminating Oversaturation and Artifacts of High
-           Guidance Scales in Diffusion Models (adaptive projected guidance), section 4.
+           Guidance Scales in Diffusion Models (adaptive projected guidance).
     [CFG++] Chung, Kim, Park, Nam, Ye 2024, CFG++: Manifold-constrained Classifier Free
-           Guidance for Diffusion Models, section 3 (the DDIM step with lambda in [0, 1]).
+           Guidance for Diffusion Models (the DDIM step with lambda in [0, 1]).
     [ZERO] Fan et al. 2025, CFG-Zero*: Improved Classifier-Free Guidance for Flow Matching
-           Models, section 3 (optimised scale s*, zero-init).
-    [AUTO] Karras et al. 2024, Guiding a Diffusion Model with a Bad Version of Itself, eq. 1
-           with D_0 the weak model.
+           Models (optimised scale s*, zero-init).
+    [AUTO] Karras et al. 2024, Guiding a Diffusion Model with a Bad Version of Itself
+           (``D_w = w D_1 + (1 - w) D_0``, with D_0 the weak model).
     [PAG]  Ahn et al. 2024, Self-Rectifying Diffusion Sampling with Perturbed-Attention
-           Guidance, section 3 (identity attention map, eq. of the guided prediction).
+           Guidance (the attention map replaced by the identity).
+
+Each docstring's first line writes its paper's equation out in the series' notation (eps
+predictions, ``s`` as above), as the tests check it against diffusers' guiders.
 
 Stateful guides (APG's momentum, CFG-Zero*'s first steps) count the steps of a sampling run
 from the timesteps they see: a timestep that does not fall below the previous one starts a
@@ -58,8 +61,8 @@ def _dims(x: Tensor) -> tuple[int, ...]:
 
 
 def apg_update(diff: Tensor, eps_cond: Tensor, eta: float, norm_threshold: float) -> Tensor:
-    """APG's update from the (momentum-averaged) ``diff = eps_cond - eps_uncond`` ([APG]
-    section 4): scale ``diff`` down to norm ``norm_threshold`` where it is longer (0: never),
+    """APG's update [APG] from the (momentum-averaged) ``diff = eps_cond - eps_uncond``:
+    scale ``diff`` down to norm ``norm_threshold`` where it is longer (0: never),
     split it into the parts parallel and orthogonal to ``eps_cond`` (per sample, in float64),
     and return ``orthogonal + eta * parallel``."""
     dims = _dims(diff)
@@ -72,12 +75,12 @@ def apg_update(diff: Tensor, eps_cond: Tensor, eta: float, norm_threshold: float
 
 
 def apg_guide(eta: float = 0.0, momentum: float = -0.5, norm_threshold: float = 15.0) -> Guide:
-    """Adaptive projected guidance ([APG] sec. 4): ``eps_u + s (orth + eta par)`` of the
-    rescaled, reverse-momentum update ``D = diff + momentum D_prev``.
+    """Adaptive projected guidance [APG]: ``eps_u + s (orth + eta par)`` of the rescaled,
+    reverse-momentum update ``D = (eps_c - eps_u) + momentum D_prev`` (:func:`apg_update`).
 
     As diffusers' ``AdaptiveProjectedGuidance`` it acts on the model's output (here eps; the
-    paper projects the denoised prediction). ``eta = 0`` drops the parallel part (the paper's
-    choice), ``eta = 1`` keeps it (then, without momentum and threshold, APG is CFG).
+    paper projects the denoised prediction). ``eta = 0`` drops the parallel part entirely,
+    ``eta = 1`` keeps it (then, without momentum and threshold, APG is CFG).
     ``momentum < 0`` is the paper's reverse momentum; 0 is none. Unlike diffusers, ``s = 1``
     is not special-cased to the conditional model: APG at s = 1 is ``eps_u + orth + eta par``.
     """
@@ -104,11 +107,11 @@ def apg_guide(eta: float = 0.0, momentum: float = -0.5, norm_threshold: float = 
 
 
 def cfgpp_guide() -> Guide:
-    """CFG++ ([CFG++] sec. 3): ``x0`` from ``eps_u + s (eps_c - eps_u)``, re-noised with ``eps_u``.
+    """CFG++ [CFG++]: ``x0`` from ``eps_u + s (eps_c - eps_u)``, re-noised with ``eps_u``.
 
-    The paper's ``lambda`` is ``s`` and lies in [0, 1] (it interpolates, never extrapolates):
-    s = 0.6 with CFG++ is roughly s = 7.5 with CFG for SD. The sampler must be DDIM (the loop
-    checks): ``x_prev = sqrt(ab_prev) x0_guided + sqrt(1 - ab_prev) eps_uncond``
+    The paper's ``lambda`` is ``s`` and lies in [0, 1] (it interpolates, never extrapolates;
+    small values do what large ones do with CFG). The sampler must be DDIM (the loop checks):
+    ``x_prev = sqrt(ab_prev) x0_guided + sqrt(1 - ab_prev) eps_uncond``
     (:func:`nbhelpers.guide_passes.cfgpp_ddim_step`).
     """
     def guide(eps_uncond: Tensor, eps_cond: Tensor, s: Tensor, t: int) -> tuple[Tensor, Tensor]:
@@ -119,7 +122,7 @@ def cfgpp_guide() -> Guide:
 
 
 def zero_star_scale(eps_cond: Tensor, eps_uncond: Tensor) -> Tensor:
-    """CFG-Zero*'s optimised scale per sample, ``s* = <c, u> / |u|^2`` ([ZERO] sec. 3), in
+    """CFG-Zero*'s optimised scale per sample, ``s* = <c, u> / |u|^2`` [ZERO], in
     float32, shaped to broadcast against the predictions."""
     c, u = eps_cond.flatten(1).float(), eps_uncond.flatten(1).float()
     star = (c * u).sum(1) / ((u * u).sum(1) + 1e-8)
@@ -127,7 +130,7 @@ def zero_star_scale(eps_cond: Tensor, eps_uncond: Tensor) -> Tensor:
 
 
 def cfg_zero_star_guide(zero_steps: int = 1) -> Guide:
-    """CFG-Zero* ([ZERO] sec. 3): ``(1 - s) s* eps_u + s eps_c``, and 0 for the first steps.
+    """CFG-Zero* [ZERO]: ``(1 - s) s* eps_u + s eps_c``, and 0 for the first steps.
 
     ``s*`` is :func:`zero_star_scale`; the first ``zero_steps`` steps of each run predict zero
     (the paper's zero-init, written for flow matching, where a zero velocity leaves x_t as it
@@ -148,7 +151,7 @@ def cfg_zero_star_guide(zero_steps: int = 1) -> Guide:
 
 
 def autoguidance_guide(weak_unet: torch.nn.Module) -> Guide:
-    """Autoguidance ([AUTO] eq. 1, D_0 = the weak model): ``(1 - s) eps_weak + s eps_c``.
+    """Autoguidance [AUTO]: ``(1 - s) eps_weak + s eps_c``.
 
     ``weak_unet`` is a smaller or less-trained UNet of the same model, run at the prompt in
     place of the unconditional branch (one pass fewer than CFG, one more than the conditional
@@ -167,7 +170,7 @@ def autoguidance_guide(weak_unet: torch.nn.Module) -> Guide:
 
 
 def pag_guide(layers: Sequence[str] = ("mid",), pag_scale: float | None = None) -> Guide:
-    """Perturbed-attention guidance ([PAG] sec. 3): the pass with identity self-attention in
+    """Perturbed-attention guidance [PAG]: the pass with identity self-attention in
     ``layers`` replaces the unconditional one, ``(1 - s) eps_ptb + s eps_c``, or, with
     ``pag_scale``, is added to CFG: ``eps_u + s (eps_c - eps_u) + pag_scale (eps_c - eps_ptb)``.
 

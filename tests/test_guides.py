@@ -108,7 +108,7 @@ def test_cfg_zero_star_equals_diffusers(zero_steps, s):
 def test_autoguidance_equals_diffusers_with_the_weak_prediction_as_its_uncond(s):
     preds = _predictions(3, seed=2)
     # diffusers imitates the weak model by skipping layers; given the weak prediction as its
-    # pred_uncond, its combination is the paper's eq. 1
+    # pred_uncond, its combination is the paper's D_w = w D_1 + (1 - w) D_0
     theirs = _theirs(AutoGuidance(guidance_scale=s, auto_guidance_layers=[0],
                                   dropout=1.0), preds,
                      lambda g, u, c, weak: g.forward(pred_cond=c, pred_uncond=weak))
@@ -142,7 +142,7 @@ def _scaled_linear_alpha_bar_float64():
 
 
 def test_cfgpp_step_is_the_papers_ddim_step_in_float64():
-    """CFG++ (Chung et al. 2024, sec. 3): x0 from eps_u + lambda (eps_c - eps_u), then
+    """CFG++ (Chung et al. 2024): x0 from eps_u + lambda (eps_c - eps_u), then
     x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) eps_u, written out here in float64."""
     sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                           steps_offset=1, clip_sample=False, set_alpha_to_one=False)
