@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from nbhelpers.files import atomic_path, save_png
+from nbhelpers.guidance import Guide, cfg_guide
 from nbhelpers.images import tile
 from nbhelpers.precision import unet_batch_size
 from nbhelpers.sampling import sample_cfg
@@ -80,7 +81,7 @@ def label_frame(image: np.ndarray, text: str, min_size: int = 256) -> np.ndarray
 
 def render_frames(pipe, prompt: str, scales: Sequence[float], *, seed: int = 0,
                   num_steps: int = 20, per_call: int = 16, unet_batch: int | None = None,
-                  negative_prompt: str = "",
+                  negative_prompt: str = "", guide: Guide = cfg_guide,
                   progress: Callable[[int], None] | None = None
                   ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(s, image uint8 (H, W, 3))`` for every scale, rendering ``per_call`` at a time.
@@ -89,6 +90,8 @@ def render_frames(pipe, prompt: str, scales: Sequence[float], *, seed: int = 0,
         per_call: scales rendered together by one :func:`sample_cfg` call.
         unet_batch: rows per UNet call; None: as many as the device's free memory holds, at
             most 32 (:func:`nbhelpers.precision.unet_batch_size`).
+        guide: how each frame combines its predictions (plain CFG by default; a
+            :data:`~nbhelpers.guidance.Guide`, e.g. from :func:`nbhelpers.guides.make_guide`).
         progress: called with the number of frames finished after each batch.
     """
     if per_call < 1:
@@ -97,7 +100,8 @@ def render_frames(pipe, prompt: str, scales: Sequence[float], *, seed: int = 0,
     for j in range(0, len(scales), per_call):
         chunk = list(scales[j:j + per_call])
         images = sample_cfg(pipe, prompt, chunk, seed=seed, num_steps=num_steps,
-                            unet_batch=unet_batch, negative_prompt=negative_prompt)
+                            unet_batch=unet_batch, negative_prompt=negative_prompt,
+                            guide=guide)
         for s, im in zip(chunk, images, strict=True):
             yield s, (im * 255).round().astype(np.uint8)
         if progress is not None:
@@ -148,8 +152,10 @@ def sweep_to_files(pipe, prompt: str, scales: Sequence[float], out: str | Path, 
                    sheet: str | Path | None = None, sheet_frames: int = 16, seed: int = 0,
                    num_steps: int = 20, fps: float = 14, per_call: int = 16,
                    unet_batch: int | None = None, negative_prompt: str = "",
+                   guide: Guide = cfg_guide,
                    progress: Callable[[int], None] | None = None) -> int:
-    """Render a sweep into an animation (s printed on each frame) and a contact sheet.
+    """Render a sweep into an animation (s printed on each frame) and a contact sheet;
+    ``guide`` as in :func:`render_frames`.
 
     Returns:
         the number of frames written.
@@ -163,7 +169,8 @@ def sweep_to_files(pipe, prompt: str, scales: Sequence[float], out: str | Path, 
     def frames() -> Iterator[np.ndarray]:
         for k, (s, image) in enumerate(render_frames(
                 pipe, prompt, scales, seed=seed, num_steps=num_steps, per_call=per_call,
-                unet_batch=unet_batch, negative_prompt=negative_prompt, progress=progress)):
+                unet_batch=unet_batch, negative_prompt=negative_prompt, guide=guide,
+                progress=progress)):
             if k in picks:
                 kept.append((s, image))
             yield label_frame(image, f"s = {s:.2f}")

@@ -12,6 +12,7 @@ from nbhelpers.cli.common import (
     check_model,
     read_embeddings,
 )
+from nbhelpers.cli.guides import add_guide_options, read_guide_options
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -25,6 +26,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                          f"{args.enlarge}")
     check_model(args.model)
     embeddings = read_embeddings(args.embedding)
+    guide_for = read_guide_options(args, args.prompt)
 
     import numpy as np
     from diffusers import DDIMScheduler
@@ -37,8 +39,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model, device=args.device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     add_embeddings(pipe, embeddings)
+    guide = guide_for(pipe)
     images = [sample_cfg(pipe, args.prompt, args.scale, negative_prompt=args.negative_prompt,
-                         num_steps=args.steps, seed=args.seed + k)[0] for k in range(args.n)]
+                         num_steps=args.steps, seed=args.seed + k, guide=guide)[0]
+              for k in range(args.n)]
     arrays = [enlarge((im * 255).round().astype(np.uint8), args.enlarge) for im in images]
     save_png(hstack(arrays) if len(arrays) > 1 else arrays[0], out)
     side = f", {arrays[0].shape[1]} px" if args.enlarge > 1 else ""
@@ -75,4 +79,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a textual-inversion embedding (diffusers, A1111 or kohya; kohya files "
                         "need :TOKEN); repeatable (default: none)")
     p.add_argument("--out", required=True, help="output PNG file (required)")
+    add_guide_options(p)
     p.set_defaults(func=_cmd_generate)

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from nbhelpers.cli.common import DEVICE_HELP, MODEL_HELP, check_model
+from nbhelpers.cli.guides import add_guide_options, read_guide_options
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -20,6 +21,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"--fps must be positive and --steps and --per-call at least 1, got "
                          f"{args.fps:g}, {args.steps} and {args.per_call}")
     check_model(args.model)
+    guide_for = read_guide_options(args, args.prompt)
     sheet = Path(args.sheet) if args.sheet else default_sheet(out)
     if sheet != out.with_suffix(".png") and not args.sheet:
         print(f"note: {out.with_suffix('.png')} is the contact sheet of an earlier sweep (an "
@@ -38,7 +40,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                                num_steps=args.steps, fps=args.fps, per_call=args.per_call,
                                unet_batch=args.unet_batch,
                                negative_prompt=args.negative_prompt,
-                               progress=bar.bar.update)
+                               guide=guide_for(pipe), progress=bar.bar.update)
     print(f"wrote {out} ({count} frames, s from {scales[0]:g} to {scales[-1]:g}, "
           f"{args.fps:g} fps) and the contact sheet {sheet}")
     return 0
@@ -72,4 +74,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sheet", help="contact sheet PNG (default: --out with .png; NAME-KIND.png "
                                    "when that is the sheet of an earlier sweep of the other "
                                    "kind)")
+    add_guide_options(p)
     p.set_defaults(func=_cmd_sweep)
