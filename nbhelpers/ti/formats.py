@@ -6,6 +6,7 @@ Files (what diffusers 0.42's ``load_textual_inversion`` reads, checked in its so
 format      content                                         diffusers reads it
 ==========  ==============================================  =================================
 diffusers   safetensors ``{token: (n, width)}``, one key    yes: the key is the token
+            (one vector: ``(width,)``, as InvokeAI needs)
 a1111       ``.pt`` dict: ``string_to_token {'*': 265}``,   yes: ``name`` is the token,
             ``string_to_param {'*': (n, width)}``,          ``string_to_param['*']`` the
             ``name``, ``step``, ``sd_checkpoint``,          vectors
@@ -151,7 +152,11 @@ class Diffusers(Format):
         return _build(path, token, name, vectors, step, meta)
 
     def write(self, emb: Embedding, suffix: str, header: dict[str, str]) -> bytes:
-        return _safetensors_bytes({emb.token: _cpu(emb)}, header)
+        vectors = _cpu(emb)
+        # one vector as (width,): InvokeAI's probe takes the first tensor's shape[0] for the
+        # width and refuses (1, width); diffusers, A1111 and ComfyUI read both shapes
+        return _safetensors_bytes({emb.token: vectors[0] if len(vectors) == 1 else vectors},
+                                  header)
 
 
 class A1111(Format):
@@ -258,11 +263,19 @@ def _or(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
+#: Which formats InvokeAI reads with several vectors: its model probe takes a diffusers file's
+#: first tensor's ``shape[0]`` for the width, which holds only for one vector, saved ``(width,)``.
+INVOKEAI_NOTE = ("for InvokeAI, an embedding of several vectors must be a1111 or kohya (it "
+                 "reads diffusers files of one vector only)")
+
+
 def format_help(default: str | None = None) -> str:
     """The help of a ``--format`` option: ``"file format: diffusers (.safetensors), a1111
-    (.pt) or kohya"``, plus ``" (default diffusers)"`` for ``default="diffusers"``."""
+    (.pt) or kohya"``, plus ``" (default diffusers)"`` for ``default="diffusers"``, then
+    :data:`INVOKEAI_NOTE`."""
     text = "file format: " + _or([f.summary for f in FORMATS.values()])
-    return text if default is None else f"{text} (default {default})"
+    text = text if default is None else f"{text} (default {default})"
+    return f"{text}; {INVOKEAI_NOTE}"
 
 
 def dst_format_help() -> str:
@@ -276,7 +289,8 @@ def dst_format_help() -> str:
         if not any(suffix in f.default_for for f in FORMATS.values()):
             may = [f.name for f in FORMATS.values() if suffix in f.extensions]
             ambiguous.append(f"a {suffix} file needs --format {_or(may)}")
-    return f"format of dst (default: {_or(defaults)}" + "".join(f"; {a}" for a in ambiguous) + ")"
+    return (f"format of dst (default: {_or(defaults)}" + "".join(f"; {a}" for a in ambiguous)
+            + f"); {INVOKEAI_NOTE}")
 
 
 def _header_step_meta(header: dict[str, str]) -> tuple[int, dict[str, Any]]:
