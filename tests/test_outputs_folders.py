@@ -82,11 +82,13 @@ def _read_only(monkeypatch):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
     monkeypatch.setattr(files.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
 
 
 @pytest.mark.parametrize("argv", [
     ["toy", "pictures", "--n", "2", "--out"],
     ["sd", "rehearsal-model", "--size", "mini", "--out"],
+    ["toy", "train", "--quick", "--out"],   # refused before training, not after
 ])
 def test_cli_into_a_read_only_folder_is_a_message(tmp_path, monkeypatch, capsys, argv):
     _read_only(monkeypatch)

@@ -73,8 +73,10 @@ def _cmd_toy_pictures(args: argparse.Namespace) -> int:
 def _cmd_toy_train(args: argparse.Namespace) -> int:
     """Train and save as ``args`` say; prints where, the latent scale and the stage times."""
 
+    from nbhelpers.files import check_writable
     from nbhelpers.toy.train import TrainConfig, quick_config, train_toy
 
+    check_writable(args.out)   # a read-only folder fails now, not after the training
     _set_threads(args.threads)
     recipe = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
     cfg = config_from_args(TrainConfig, args, _RECIPE_STEPS, base=recipe)
