@@ -11,6 +11,7 @@ earlier file byte-identical and no temporary file left.
 import errno
 import gc
 import os
+import subprocess
 import sys
 import textwrap
 import weakref
@@ -207,3 +208,35 @@ def test_frames_of_another_size_or_kind_are_refused(tmp_path):
     with pytest.raises(ValueError, match="no frames"):
         write_animation(iter([]), out)
     only(tmp_path)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: a real full disk (ENOSPC from the kernel, for Python and for ffmpeg).
+    Mounting needs root and a kernel that lets this process mount; elsewhere the injected
+    ENOSPC and file-size tests above cover the same paths."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({run.stderr.strip()})")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_a_really_full_disk(small_disk, suffix, capfd):
+    out = small_disk / f"s{suffix}"
+    out.write_bytes(OLD)
+    rng = np.random.default_rng(0)
+    noisy = (rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(60))
+    with pytest.raises(WriteError, match="no space left on the disk") as info:
+        write_animation(noisy, out, fps=10)
+    assert info.value.errno == errno.ENOSPC
+    gc.collect()
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert out.read_bytes() == OLD
+    only(small_disk, out.name)
