@@ -478,7 +478,7 @@ def _load_image(report: LoadReport, p: Path, *, size: int | None, refuse_small: 
             f"upscaled (blurrier than the rest); pass refuse_small=True to skip it")
     try:
         caption, caption_source = caption_for(p)
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:   # ValueError: undecodable, or not a regular file
         caption, caption_source = caption_from_filename(p.name), "filename"
         report.warnings.append(f"{rel}: caption file unreadable ({e}); caption taken "
                                f"from the file name; save the .txt as UTF-8")
