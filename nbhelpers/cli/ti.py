@@ -78,14 +78,11 @@ def _tokenizer(model: str):
     kind, source = resolve_model(model)
     if kind == "rehearsal":
         return None
-    try:
+    try:   # transformers is imported for the pipeline anyway; the files load in milliseconds
         from transformers import CLIPTokenizer
 
-        from nbhelpers.quiet import quiet_loading
-
-        with quiet_loading():
-            return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer",
-                                                 local_files_only=True)
+        return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer",
+                                             local_files_only=True)
     except Exception:  # noqa: BLE001 - any trouble: the check runs after loading instead
         return None
 
@@ -146,12 +143,12 @@ def _cmd_ti_train(args: argparse.Namespace) -> int:
     from nbhelpers.ti.train import NonFiniteLossError
 
     out = _out_path(args)
-    plan = _plan(args, out)            # 1. everything that needs no model
-    try:                               # 2. the model, then the run
+    try:
+        plan = _plan(args, out)        # 1. everything that needs no model
         from nbhelpers.models import load_pipeline
         from nbhelpers.ti.engine import run_plan
 
-        run = run_plan(plan, load_pipeline(args.model, device=args.device))
+        run = run_plan(plan, load_pipeline(args.model, device=args.device))  # 2. then the run
     except KeyboardInterrupt as stop:
         return _interrupted(stop, out)
     except (NonFiniteLossError, RunLockedError) as err:

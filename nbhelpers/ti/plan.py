@@ -81,8 +81,8 @@ def _check_out(out: Path, data: TIData) -> Path:
     from nbhelpers.ti.run_folder import LOCK_NAME, RunLock
 
     if out.is_dir():
-        raise IsADirectoryError(f"output {str(out)!r} is a folder; name the embedding file, "
-                                f"such as {str(out / 'my-style.safetensors')!r}")
+        raise ValueError(f"output {str(out)!r} is a folder; name the embedding file, "
+                         f"such as {str(out / 'my-style.safetensors')!r}")
     if not out.suffix:
         raise ValueError(f"output {str(out)!r} has no file ending; name it .safetensors "
                          "(diffusers, kohya) or .pt (a1111, kohya)")
@@ -156,7 +156,7 @@ def plan_run(cfg: TIConfig, out: str | os.PathLike, data: TIData | None = None, 
             :func:`~nbhelpers.ti.engine.run_plan` checks it before encoding any image.
 
     Raises:
-        ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError: what to fix.
+        ValueError, FileNotFoundError, NotADirectoryError: what to fix.
         nbhelpers.files.WriteError: the output folder cannot be written.
         nbhelpers.ti.run_folder.RunLockedError: another run writes the same output.
     """
