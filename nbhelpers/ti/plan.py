@@ -125,9 +125,10 @@ def _folder_captions(folder: Path, recursive: bool) -> tuple[tuple[str, str], ..
     for p in _image_files(folder, recursive):
         if not opened:
             try:
-                with warnings.catch_warnings(), Image.open(p) as im:
+                with warnings.catch_warnings():   # a huge image: the loader says so later
                     warnings.simplefilter("ignore")
-                    opened = im.size[0] > 0 and im.size[1] > 0
+                    with Image.open(p) as im:
+                        opened = im.size[0] > 0 and im.size[1] > 0
             except Exception:  # noqa: BLE001 - unreadable: the loader lists it later
                 pass
         try:
