@@ -206,6 +206,14 @@ def _cmd_ti_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_field(p: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """The option of :class:`TIData`'s field ``name`` (its flag, default and help), with
+    ``kwargs`` that :func:`~nbhelpers.cli.options.add_config_arguments` does not give."""
+    f = next(f for f in dataclasses.fields(TIData) if f.name == name)
+    p.add_argument(flag(f), dest=name, **{"default": f.default, "help": f.metadata["help"],
+                                          **kwargs})
+
+
 def _add_train_parser(ti_sub: argparse._SubParsersAction) -> None:
     p = ti_sub.add_parser("train", help="learn a token from a folder of images",
                           description="Learn a pseudo-word from a folder of images. Captions "
@@ -225,14 +233,14 @@ def _add_train_parser(ti_sub: argparse._SubParsersAction) -> None:
                     + ", ".join(f"{m} ({what})" for m, what in FRAMING_MODES.items())
                     + "; default center")
     add_config_arguments(p, TIData, DATA_OPTIONS[:3], helps={"framing": framing_help})
-    size = next(f for f in dataclasses.fields(TIData) if f.name == "size")
-    p.add_argument(flag(size), type=int, help=size.metadata["help"])   # int or None
+    _add_data_field(p, "size", type=int)   # an int or None, which options.py does not build
     add_config_arguments(p, TIData, DATA_OPTIONS[4:])
     p.add_argument("--out", help="embedding file (default: the token without its angle "
                                  "brackets, my-style.safetensors, or my-style.pt for --format "
                                  "a1111: AUTOMATIC1111 calls an embedding by its file name)")
-    add_config_arguments(p, TIData, FILE_OPTIONS[:1],
-                         helps={"format": _formats().format_help(default="diffusers")})
+    # the choices from the formats table, so that a format added there is offered here
+    _add_data_field(p, "format", choices=_format_choices(),
+                    help=_formats().format_help(default="diffusers"))
     add_config_arguments(p, TIConfig, HOW_IT_RUNS)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_config_arguments(p, TIData, FILE_OPTIONS[1:])
