@@ -120,3 +120,21 @@ def _vectors(safetensors_bytes: bytes) -> torch.Tensor:
 
     (tensor,) = load(safetensors_bytes).values()
     return tensor
+
+
+def test_a_non_finite_loss_leaves_the_finished_file_as_it_was(tiny_pipeline_dir, tmp_path,
+                                                              one_torch_thread):
+    from nbhelpers.ti.engine import train_from_folder
+    from nbhelpers.ti.train import NonFiniteLossError
+
+    data, out = _pictures(tmp_path / "data"), tmp_path / "emb.safetensors"
+    out.write_bytes(b"the finished run's file")
+    cfg = TIConfig(token="<k>", steps=20, batch_size=2, lr="1e30")
+    with pytest.raises(NonFiniteLossError, match="emb-unfinished.safetensors") as stop:
+        train_from_folder(data, load_pipeline(str(tiny_pipeline_dir), device="cpu"), cfg, out,
+                          cache_dir=tmp_path / "cache")
+    assert out.read_bytes() == b"the finished run's file"
+    kept = load_embedding(tmp_path / "emb-run" / "emb-unfinished.safetensors")
+    assert kept.step == stop.value.step and torch.isfinite(kept.vectors).all()
+    assert torch.equal(kept.vectors, stop.value.vectors)
+    assert not (tmp_path / "emb-run" / "lock").exists()

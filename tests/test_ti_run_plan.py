@@ -76,6 +76,8 @@ def test_the_template_rule_is_one_answer_before_loading_and_in_the_trainer(
     (["--token", "emb_params"], "is a key of another format's files"),
     (["--token", "<../escaped>"], "path character"),
     (["--token", ".."], "path character"),
+    (["--checkpoint-every", "-1"], "checkpoint_every must be 0 (off)"),
+    (["--seed", str(2**64)], "seed must be below 2**53"),
 ])
 def test_output_and_token_are_refused_before_loading(pictures, tiny_pipeline_dir, tmp_path,
                                                      capsys, no_model_loads, monkeypatch,

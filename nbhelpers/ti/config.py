@@ -9,6 +9,7 @@ written once. In a help text, ``%(default)s`` stands for the field's default.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Literal
@@ -84,9 +85,18 @@ class TIConfig:
             raise ValueError(f"n_vectors must be between 1 and 75, got {self.n_vectors}")
         if self.overwrite and self.n_vectors != 1:
             raise ValueError("overwrite mode trains the word's own row(s); leave n_vectors at 1")
-        for name in ("steps", "batch_size", "grad_accum"):
+        for name in ("steps", "batch_size", "grad_accum", "preview_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "preview_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or a number of steps, got "
+                                 f"{getattr(self, name)}")
+        if not -2**53 < self.seed < 2**53:   # the generator's seed is seed * 1000 + process
+            raise ValueError(f"seed must be below 2**53 in size, got {self.seed}")
+        for name in ("weight_decay", "preview_scale"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got "
                              f"{self.mixed_precision!r}")

@@ -141,7 +141,9 @@ def run_plan(plan: TIPlan, pipe, *, callback: Callable[[TIState], None] | None =
             if isinstance(stop, TrainingInterrupted):
                 raise TrainingInterrupted(stop.step, stop.vectors, stop.checkpoint,
                                           path) from None
-            raise
+            raise NonFiniteLossError(f"{stop} The last good embedding is in {path}; "
+                                     f"{plan.out} was left as it was.", stop.step,
+                                     stop.vectors, stop.checkpoint) from None
         emb = _current_embedding(pipe, cfg, run.steps, meta)
         path = save_embedding(emb, plan.out, format=data.format)
         if lock is not None:
