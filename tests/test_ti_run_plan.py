@@ -179,3 +179,19 @@ def test_the_data_options_are_the_fields_of_tidata():
     assert data == TIData(framing="focal", size=32, format="kohya")
     assert list(typing.get_args(typing.get_type_hints(TIData)["format"])) == list(FORMATS)
     assert TIData(template=["a [name]"]).template == ("a [name]",)
+
+
+def test_without_a_tokenizer_the_budget_is_checked_before_any_image_is_encoded(
+        pictures, tiny_pipeline_dir, tmp_path):
+    """Where the tokenizer alone is not at hand (the rehearsal models), run_plan checks the
+    budget first thing: before the lock, the images and the latent cache."""
+    from nbhelpers.ti.engine import run_plan
+
+    (pictures / "a red square 0.txt").write_text(" ".join(["circle"] * 90))
+    plan = plan_run(TIConfig(token="<s>", steps=1), tmp_path / "s.safetensors",
+                    TIData(template=("[filewords], [name] style",),
+                           cache_dir=str(tmp_path / "cache")), folder=pictures)
+    assert not plan.budget_checked
+    with pytest.raises(ValueError, match="the token would not fit in the prompt"):
+        run_plan(plan, models.load_pipeline(str(tiny_pipeline_dir), device="cpu"))
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "s-run").exists()
