@@ -356,7 +356,11 @@ def _format(format: object) -> Format:
     return FORMATS[format]
 
 
-def _save_format(path: Path, format: str | None) -> Format:
+def save_format(path: Path, format: str | None) -> Format:
+    """The format an embedding saved as ``path`` gets (``format``, or the one its ending
+    implies); ValueError, naming the file and the choices, when they do not fit. The one rule
+    for the saver and for ``ti train``'s plan (:mod:`nbhelpers.ti.plan`), which checks it before
+    any model loads."""
     suffix = path.suffix.lower()
     known = _saved_extensions()
     if suffix not in known:
@@ -400,7 +404,7 @@ def save_embedding(emb: Embedding, path: str | os.PathLike,
     if not isinstance(emb, Embedding):
         raise TypeError(f"save_embedding needs an Embedding, got {type(emb).__name__}")
     path = Path(path)
-    fmt = _save_format(path, format)
+    fmt = save_format(path, format)
     check_finite(emb, "save")
     fmt.check(emb)
     header = {"nbhelpers_format": fmt.name, "token": emb.token, "step": str(emb.step),
