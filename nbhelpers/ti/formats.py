@@ -357,10 +357,8 @@ def _format(format: object) -> Format:
 
 
 def save_format(path: Path, format: str | None) -> Format:
-    """The format an embedding saved as ``path`` gets (``format``, or the one its ending
-    implies); ValueError, naming the file and the choices, when they do not fit. The one rule
-    for the saver and for ``ti train``'s plan (:mod:`nbhelpers.ti.plan`), which checks it before
-    any model loads."""
+    """The format of an embedding saved as ``path`` (``format``, or its ending's); ValueError
+    when they do not fit. One rule for the saver and ``ti train``'s plan (before loading)."""
     suffix = path.suffix.lower()
     known = _saved_extensions()
     if suffix not in known:
