@@ -23,10 +23,9 @@ are recognised, read and written) in the table :data:`FORMATS`; :func:`save_embe
 :func:`load_embedding`, :func:`detect_format` and the command line's ``--format`` choices and
 help all go through the table, so a new format is one class added to it.
 
-:func:`load_embedding` tells the format from the content, not the file name. The bytes are
-read without trusting them (``.pt`` pickles with ``weights_only=True`` only, size limits before
-reading, LoRA files named as such): see :mod:`nbhelpers.ti.safe_read`. A1111's PNGs hold JSON,
-not pickles.
+:func:`load_embedding` tells the format from the content, not the file name, and reads the
+bytes without trusting them (:mod:`nbhelpers.ti.safe_read`: ``.pt`` pickles with
+``weights_only=True`` only, size limits first, LoRA files named as such; PNGs hold JSON).
 
 Step and metadata (``init_word``, ``model_name``, ...) travel in the safetensors header
 (diffusers and kohya .safetensors) or in the A1111 dict (``step``, ``sd_checkpoint_name``
