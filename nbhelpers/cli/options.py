@@ -47,7 +47,11 @@ class OptionType:
         try:
             return self.check(value, "", **self.limits)
         except (TypeError, ValueError) as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
+            # the value as typed (-1e30), not as parsed (-1e+30)
+            said, parsed = str(err), checks.spell("", value) + ": "
+            if said.startswith(parsed):
+                said = f"{checks.shorten(text)}: {said[len(parsed):]}"
+            raise argparse.ArgumentTypeError(said) from None
 
     def __repr__(self) -> str:
         return f"OptionType({self.label})"
