@@ -8,9 +8,9 @@ the message speaks the caller's language (:func:`spell`).
 
 * :class:`UsageError`: bad input from a person. The command line turns it (and only it) into
   ``error: ...`` with exit status 2; any other exception is a bug and keeps its traceback.
-* :func:`check_int`, :func:`check_number`, :func:`check_seed`, :func:`check_text`,
-  :func:`check_device`, :func:`check_choice`, :func:`check_training_size`: type, range and
-  finiteness.
+* :func:`check_int`, :func:`check_number`, :func:`check_scale`, :func:`check_seed`,
+  :func:`check_text`, :func:`check_callable`, :func:`check_pipe`, :func:`check_device`,
+  :func:`check_choice`, :func:`check_training_size`: type, range and finiteness.
 * :func:`shorten`: a long value cut for a message; :func:`check_memory`: refuse work whose
   memory need is past what the machine has, with the figure.
 """
@@ -91,14 +91,14 @@ def check_number(value: object, name: str, *, minimum: float | None = None,
     not a string, not NaN nor infinite, which would draw black or flat pictures."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"{spell(name, value)}: must be a number (int or float)")
-    value = float(value)
+    given, value = value, float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{spell(name, value)}: must be a finite number; NaN and "
+        raise ValueError(f"{spell(name, given)}: must be a finite number; NaN and "
                          "infinity give black or flat pictures")
     if minimum is not None and value < minimum or maximum is not None and value > maximum:
-        raise ValueError(f"{spell(name, value)}: must be {_range(minimum, maximum)}")
+        raise ValueError(f"{spell(name, given)}: must be {_range(minimum, maximum)}")
     if above is not None and value <= above:
-        raise ValueError(f"{spell(name, value)}: must be greater than {above:g}")
+        raise ValueError(f"{spell(name, given)}: must be greater than {above:g}")
     return value
 
 
@@ -121,6 +121,22 @@ def check_text(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{spell(name, value)}: must be a string (text)")
     return value
+
+
+def check_callable(value: object, name: str) -> None:
+    """A function (a render, a callback): refused with the argument's name when it is not."""
+    if not callable(value):
+        raise TypeError(f"{spell(name, value)}: must be a function (callable)")
+
+
+def check_pipe(pipe: object, name: str = "pipe") -> object:
+    """A Stable Diffusion pipeline: refused, naming what it lacks, when it is not one."""
+    missing = [part for part in ("unet", "vae", "scheduler", "tokenizer", "text_encoder")
+               if getattr(pipe, part, None) is None]
+    if missing:
+        raise TypeError(f"{spell(name, pipe)}: must be a Stable Diffusion pipeline "
+                        f"(nbhelpers.models.load_pipeline); it has no {', '.join(missing)}")
+    return pipe
 
 
 def check_device(device: object, name: str = "device") -> str:
