@@ -141,6 +141,8 @@ def check_pipe(pipe: object, name: str = "pipe") -> object:
 
 def check_device(device: object, name: str = "device") -> str:
     """``cpu``, ``auto``, ``mps``, or ``cuda`` / ``cuda:N`` where torch sees that GPU."""
+    if type(device).__name__ == "device":   # a torch.device: its text, cuda:0
+        device = str(device)
     if not isinstance(device, str) or not device.strip():
         raise TypeError(f"{spell(name, device)}: must be 'cpu', 'cuda' or 'auto'")
     kind, _, index = device.partition(":")

@@ -120,10 +120,12 @@ def test_the_types_are_one_room_built_on_the_checks():
     assert options.positive_int("3") == 3 and options.finite_float("2.5") == 2.5
     assert options.seed(str(checks.MAX_SEED)) == checks.MAX_SEED
     assert options.float_range(0, 1)("1") == 1.0 and options.non_negative_int("0") == 0
+    assert options.training_size("512") == 512
     for kind, text in ((options.positive_int, "0"), (options.non_negative_int, "-1"),
                        (options.finite_float, "nan"), (options.positive_float, "0"),
                        (options.int_range(1, 3), "4"), (options.scale, "1e4"),
-                       (options.seed, "x")):
+                       (options.seed, "x"), (options.training_size, "0"),
+                       (options.training_size, "12")):
         with pytest.raises(Exception) as err:
             kind(text)
         assert type(err.value).__name__ == "ArgumentTypeError" and text in str(err.value)

@@ -20,6 +20,7 @@ a1111``) by :func:`in_options`, and a message is cut to :data:`MAX_MESSAGE` char
 from __future__ import annotations
 
 import argparse
+import errno
 import re
 import sys
 import traceback
@@ -40,8 +41,9 @@ VALUE_ERRORS_ARE_USAGE = frozenset({"ti", "toy", "sd"})
 _INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
                  IsADirectoryError)
 
-#: ``name=True``, ``name='value'``, ``name=...``/``name=`` as advice in a message
-_KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(True\b|'[^']*'|\"[^\"]*\"|\.\.\.|(?=[\s,;)]|$))")
+#: ``name=True``, ``name='value'``, ``name=2``, ``name=...``/``name=`` as advice in a message
+_KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(True\b|'[^']*'|\"[^\"]*\"|\.\.\.|-?\d[\d.e+-]*"
+                      r"|(?=[\s,;)]|$))")
 
 
 def _message(err: BaseException) -> str:
@@ -53,28 +55,34 @@ def _message(err: BaseException) -> str:
 
 @contextmanager
 def usage_phase() -> Iterator[None]:
-    """The checks of what a person gave, before any work: a ``ValueError`` or a missing file
-    raised in the block becomes a :class:`~nbhelpers.checks.UsageError` (exit status 2)."""
+    """The checks of what a person gave, before any work: a ``ValueError``, a missing file or
+    a name too long for the file system raised in the block becomes a
+    :class:`~nbhelpers.checks.UsageError` (exit status 2)."""
     try:
         yield
     except UsageError:
         raise
     except _INPUT_ERRORS as err:
         raise UsageError(_message(err)) from err
+    except OSError as err:
+        if err.errno != errno.ENAMETOOLONG:
+            raise
+        raise UsageError(f"{_message(err)}; use a shorter name") from err
 
 
 def in_options(message: str, args: argparse.Namespace) -> str:
     """``message`` with the library's keyword advice spelt as the command's options: a
-    keyword that is one of the command's options (``overwrite`` for ``--overwrite``) outside a
-    Python call's parentheses becomes the option, ``True`` dropped, a quoted value unquoted."""
-    options = set(vars(args))
+    keyword that is the ``dest`` of one of the command's options (``args.option_flags``:
+    ``overwrite`` for ``--overwrite``, ``n_vectors`` for ``--vectors``) outside a Python
+    call's parentheses becomes the option, ``True`` dropped, a quoted value unquoted."""
+    flags = getattr(args, "option_flags", {})
 
     def option(match: re.Match) -> str:
         name, value = match.group(1), match.group(2)
         before = message[:match.start()]
-        if name not in options or before.count("(") > before.count(")"):
+        if name not in flags or before.count("(") > before.count(")"):
             return match.group(0)   # not an option of this command, or inside a call
-        flag = "--" + name.replace("_", "-")
+        flag = flags[name]
         if value in ("True", ""):
             return flag
         return f"{flag} {value.strip(chr(39) + chr(34))}" if value != "..." else f"{flag} ..."
@@ -97,8 +105,6 @@ def _error(message: str, args: argparse.Namespace, status: int) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command ``args.func(args)``; its exit status, or the failure's (above)."""
-    from nbhelpers.files import WriteError
-
     try:
         return args.func(args)
     except UsageError as err:
@@ -110,11 +116,13 @@ def run_command(args: argparse.Namespace) -> int:
         if args.command not in VALUE_ERRORS_ARE_USAGE and not isinstance(err, OSError):
             return _bug(args)
         return _error(_message(err), args, 2 if args.command in VALUE_ERRORS_ARE_USAGE else 1)
-    except WriteError as err:
-        # a full disk, a read-only folder: the message names the file and the fix, and the
-        # file was left as it was
-        return _error(err.strerror or str(err), args, 1)
     except OSError as err:
+        from nbhelpers.files import WriteError  # numpy and PIL: not at the CLI's start
+
+        if isinstance(err, WriteError):
+            # a full disk, a read-only folder: the message names the file and the fix, and
+            # the file was left as it was
+            return _error(err.strerror or str(err), args, 1)
         if not err.strerror:
             return _bug(args)
         return _error(_message(err), args, 1)

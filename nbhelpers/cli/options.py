@@ -14,7 +14,8 @@ required option. In a help text, ``%(default)s`` is replaced by the field's defa
 The option types, one room for every command's ranges (each built on a check of
 :mod:`nbhelpers.checks`, so the command line and the Python API apply one rule):
 :data:`positive_int`, :data:`non_negative_int`, :func:`int_range`, :data:`finite_float`,
-:data:`positive_float`, :func:`float_range`, :data:`scale`, :data:`seed`. A bad value is
+:data:`positive_float`, :func:`float_range`, :data:`scale`, :data:`seed`,
+:data:`training_size`. A bad value is
 argparse's usage error, ``argument --scale: nan: must be a finite number ...`` (exit 2), before
 anything is loaded.
 """
@@ -69,12 +70,19 @@ def float_range(minimum: float | None = None, maximum: float | None = None, *,
                       above=above)
 
 
+def _training_size(value: int, name: str) -> int:
+    checks.check_training_size(value, "the size")
+    return value
+
+
 positive_int = int_range(1)            #: 1, 2, 3, ...
 non_negative_int = int_range(0)        #: 0, 1, 2, ...
 finite_float = float_range()           #: any number but NaN and infinity
 positive_float = float_range(above=0)  #: finite and greater than 0
 scale = OptionType(float, checks.check_scale, "a number")   #: a guidance scale
 seed = OptionType(int, checks.check_seed, "a whole number")  #: 0 .. 2**63 - 1
+#: a training size in pixels: a positive multiple of 8 (0 is refused, not read as the default)
+training_size = OptionType(int, _training_size, "a whole number of pixels")
 
 
 def option_fields(cls: type) -> list[str]:
