@@ -94,12 +94,17 @@ def test_seeds_past_the_largest_are_refused_with_where_to_start(no_model_loads, 
 
 def test_memory_is_estimated_and_refused_with_the_figure(no_model_loads, monkeypatch,
                                                          tmp_path, capsys):
-    monkeypatch.setattr(checks, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(checks, "available_memory", lambda: 2**24)
     out = str(tmp_path / "x.png")
-    # the toy model draws 64 px pictures: 100,000 of them side by side need 2.7 GiB
-    _refused(["generate", "--prompt", "x", "--n", "100000", "--out", out], capsys,
-             "100,000 pictures side by side, 64 px each", "needs 2.7 GiB",
-             "1.0 GiB available", "--each")
+    # the toy model draws 64 px pictures: 1,000 of them side by side need 27 MiB
+    _refused(["generate", "--prompt", "x", "--n", "1000", "--out", out], capsys,
+             "1,000 pictures side by side, 64 px each", "needs 27 MiB",
+             "16 MiB available", "--each")
+    # a picture too wide for image viewers, whatever the memory
+    monkeypatch.setattr(checks, "available_memory", lambda: 2**50)
+    _refused(["generate", "--prompt", "x", "--n", "1000000", "--out", out], capsys,
+             "make a picture 67,999,996 px wide, more than image viewers open", "--each")
+    monkeypatch.setattr(checks, "available_memory", lambda: 2**30)
     _refused(["generate", "--prompt", "x", "--enlarge", "100000", "--out", out], capsys,
              "a 6400000 px picture (--enlarge 100000) needs 267,028.8 GiB",
              "smaller --enlarge")

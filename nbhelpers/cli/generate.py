@@ -30,6 +30,8 @@ from nbhelpers.cli.errors import usage_phase
 BATCH = 32
 #: white pixels between the images side by side (images.hstack's gap)
 GAP = 4
+#: the widest picture libpng (and so most viewers) reads by default
+MAX_WIDTH = 1_000_000
 #: bytes per pixel of a picture being written: the uint8 array and PIL's 4-byte copy of it
 BYTES_PER_PIXEL = 7
 
@@ -71,6 +73,22 @@ def _check_memory(args: argparse.Namespace) -> None:
         check_memory(one * args.n, what,
                      "use fewer images (--n), a smaller --enlarge, or --each to write one "
                      "file per image")
+        if args.n > 1:
+            _check_viewable(side * args.enlarge, args)
+
+
+def _check_viewable(side: int, args: argparse.Namespace) -> None:
+    """Refuse a picture that image viewers will not open: wider than libpng's default limit
+    or with more pixels than PIL opens without calling it a decompression bomb."""
+    from PIL import Image
+
+    width = side * args.n + GAP * (args.n - 1)
+    most = Image.MAX_IMAGE_PIXELS or float("inf")
+    if width > MAX_WIDTH or width * side > most:
+        raise UsageError(f"{args.n:,} pictures side by side, {side} px each (--n {args.n}, "
+                         f"--enlarge {args.enlarge}) make a picture {width:,} px wide, more "
+                         f"than image viewers open ({MAX_WIDTH:,} px wide, {most:,} pixels); "
+                         "use --each to write one file per image, or fewer images")
 
 
 def _render(pipe, args: argparse.Namespace, seeds: list[int]):
