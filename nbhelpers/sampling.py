@@ -68,20 +68,13 @@ def encode_prompts(pipe, prompts: Sequence[str]) -> Tensor:
     return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
 
 
-_PARTS = ("unet", "vae", "scheduler", "tokenizer", "text_encoder")
-
-
 def _check_args(pipe, prompts: Sequence[object], negative_prompt: object, scales: Sequence,
                 seeds: Sequence, *, num_steps: object, height: object, width: object,
                 unet_batch: object, rescale_phi: object, scale_name: str = "scales",
                 prompt_name: str = "prompt") -> list[float]:
     """The arguments of :func:`sample_cfg` and :func:`sample_prompts`, checked before any
     work with messages that name them; returns the scales as floats."""
-    missing = [p for p in _PARTS if getattr(pipe, p, None) is None]
-    if missing:
-        raise TypeError(f"pipe must be a Stable Diffusion pipeline (nbhelpers.models."
-                        f"load_pipeline), got {checks.shorten(repr(pipe))}, which has no "
-                        f"{', '.join(missing)}")
+    checks.check_pipe(pipe)
     for prompt in prompts:
         checks.check_text(prompt, prompt_name)
     checks.check_text(negative_prompt, "negative_prompt")
@@ -186,6 +179,8 @@ def initial_latents(pipe, seeds: Sequence[int], height: int | None = None,
                     width: int | None = None) -> Tensor:
     """One starting latent per seed, drawn as diffusers draws it (CPU generator, then moved):
     ``(len(seeds), 4, height / 8, width / 8)`` on the UNet's device and dtype."""
+    for seed in seeds:
+        checks.check_seed(seed, "seeds")
     unet = pipe.unet
     vae_factor = vae_scale_factor(pipe.vae)
     height = height or unet.config.sample_size * vae_factor
