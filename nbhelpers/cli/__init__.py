@@ -60,12 +60,28 @@ def _common_options(default: object) -> argparse.ArgumentParser:
 
 class _Parser(argparse.ArgumentParser):
     """Every subcommand's parser (nested ones too: argparse makes them of their parent's
-    class): the common options and the help formatter, without each module passing them."""
+    class): the common options and the help formatter, without each module passing them.
+
+    The parsed namespace's ``option_flags`` maps each option's ``dest`` to its flag
+    (``n_vectors`` to ``--vectors``): the words errors use for the library's keywords."""
 
     def __init__(self, *args, parents: Sequence[argparse.ArgumentParser] = (), **kwargs):
+        self.option_flags: dict[str, str] = {}
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, parents=[*parents, _common_options(argparse.SUPPRESS)],
                          **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings:
+            self.option_flags[action.dest] = max(action.option_strings, key=len)
+        return action
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, rest = super().parse_known_args(args, namespace)
+        if not hasattr(namespace, "option_flags"):   # the innermost subcommand's, set first
+            namespace.option_flags = self.option_flags
+        return namespace, rest
 
 
 def build_parser() -> argparse.ArgumentParser:
