@@ -144,10 +144,11 @@ def test_a_configuration_dataclass_gets_the_same_types():
         lr: float = dataclasses.field(default=0.1, metadata={"help": "rate"})
         steps: int = dataclasses.field(default=1, metadata={
             "help": "steps", "type": options.positive_int})
+        seed: int = dataclasses.field(default=0, metadata={"help": "seed", "type": "seed"})
 
     parser = argparse.ArgumentParser(exit_on_error=False)
     options.add_config_arguments(parser, Config)
     assert options.config_from_args(Config, parser.parse_args(["--lr", "0.5"])).lr == 0.5
-    for argv in (["--lr", "nan"], ["--lr", "inf"], ["--steps", "0"]):
+    for argv in (["--lr", "nan"], ["--lr", "inf"], ["--steps", "0"], ["--seed", "-1"]):
         with pytest.raises(argparse.ArgumentError, match="must be"):
             parser.parse_args(argv)

@@ -8,16 +8,17 @@ one are the options) and, where the option is not named after the field, its ``f
 
 How a field becomes an option: ``bool`` (default False) a switch; ``tuple[...]`` a repeatable
 option; a ``Literal`` its choices; ``int`` an integer and ``float`` a finite number (NaN and
-infinity refused), or the option type in ``metadata["type"]``; a field without a default a
-required option. In a help text, ``%(default)s`` is replaced by the field's default.
+infinity refused), or the option type in ``metadata["type"]`` (the type, or its name in
+this module: ``"positive_int"``, so a configuration need not import the CLI); a field
+without a default a required option. In a help text, ``%(default)s`` is replaced by the
+field's default.
 
 The option types, one room for every command's ranges (each built on a check of
 :mod:`nbhelpers.checks`, so the command line and the Python API apply one rule):
 :data:`positive_int`, :data:`non_negative_int`, :func:`int_range`, :data:`finite_float`,
 :data:`positive_float`, :func:`float_range`, :data:`scale`, :data:`seed`,
-:data:`training_size`. A bad value is
-argparse's usage error, ``argument --scale: nan: must be a finite number ...`` (exit 2), before
-anything is loaded.
+:data:`training_size`. A bad value is argparse's usage error, ``argument --scale: nan: must
+be a finite number ...`` (exit 2), before anything is loaded.
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ def _option_kwargs(f: dataclasses.Field, hint: Any, help: str, unset: bool) -> d
         kw.update(action="append", default=None)  # None: not given, the field's () stays
     elif origin is typing.Literal:
         kw["choices"] = list(typing.get_args(hint))
-    elif "type" in f.metadata:
-        kw["type"] = f.metadata["type"]
+    elif "type" in f.metadata:   # an option type, or its name here (no import of the CLI)
+        kind = f.metadata["type"]
+        kw["type"] = globals()[kind] if isinstance(kind, str) else kind
     elif hint is int:
         kw["type"] = int_range()
     elif hint is float:
