@@ -12,7 +12,10 @@ the cpu profile under 2 min.
 ``--save-executed DIR`` also keeps each executed notebook of the last profile listed, for the
 book (``make book``; ``book/cache.py``): ``--profiles cpu --save-executed book/executed``. That
 run sets ``NBHELPERS_STATIC_FRAMES`` so the sliders render frames for the static page too,
-which is more work than a learner's run: its times are printed, not written to the tables.
+which is more work than a learner's run. The sliders time that extra work themselves
+(``NBHELPERS_STATIC_SECONDS``, :func:`nbhelpers.static.extra_frames_timer`), and the tables get
+the run's time less those seconds: what a learner's run of the same cells takes. One run thus
+refreshes the book's copies and the tables.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,24 +46,37 @@ BOOK_FRAMES = "9"  # frames per slider in the book's copies (NBHELPERS_STATIC_FR
 
 
 def run_notebook(path: Path, profile: str, save_to: Path | None = None) -> float:
+    """Execute ``path`` in a fresh kernel; return a learner's wall time of it in seconds.
+
+    With ``save_to`` the sliders also render the book's frames, the executed copy is saved
+    there, and the seconds those frames took (timed in the kernel) are left out of the result.
+    """
+    sys.path.insert(0, str(ROOT))
+    from nbhelpers.static import STATIC_SECONDS_ENV, static_seconds
+
     nb = nbformat.read(path, as_version=4)
     os.environ["NBHELPERS_PROFILE"] = profile
     os.environ["TQDM_DISABLE"] = "1"
+    with tempfile.TemporaryDirectory(prefix="nb-frames-") as tmp:
+        frames_log = Path(tmp) / "static-seconds.txt"
+        if save_to is not None:
+            os.environ["NBHELPERS_STATIC_FRAMES"] = BOOK_FRAMES
+            os.environ[STATIC_SECONDS_ENV] = str(frames_log)
+        start = time.perf_counter()
+        try:
+            NotebookClient(nb, timeout=1800, kernel_name="python3",
+                           resources={"metadata": {"path": str(path.parent)}}).execute()
+        finally:
+            os.environ.pop("NBHELPERS_STATIC_FRAMES", None)
+            os.environ.pop(STATIC_SECONDS_ENV, None)
+        seconds = time.perf_counter() - start
+        extra = static_seconds(frames_log)
     if save_to is not None:
-        os.environ["NBHELPERS_STATIC_FRAMES"] = BOOK_FRAMES
-    start = time.perf_counter()
-    try:
-        NotebookClient(nb, timeout=1800, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        os.environ.pop("NBHELPERS_STATIC_FRAMES", None)
-    seconds = time.perf_counter() - start
-    if save_to is not None:
-        sys.path.insert(0, str(ROOT))
         from book.cache import save_executed
 
-        print(f"saved {save_executed(nb, path, profile, seconds, save_to)}", flush=True)
-    return seconds
+        print(f"saved {save_executed(nb, path, profile, seconds, save_to)} ({seconds:.1f} s, "
+              f"of which {extra:.1f} s rendered the book's extra slider frames)", flush=True)
+    return seconds - extra
 
 
 def _table_now(doc: Path) -> dict[str, dict[str, str]]:
@@ -157,18 +174,15 @@ def main() -> None:
             seconds = run_notebook(path, profile, keep)
             print(f"{path.name:<40} {profile:<6} {seconds:7.1f} s", flush=True)
             new.setdefault(path.name, {})[profile] = f"{seconds:.1f} s"
-    if args.save_executed is not None:
-        # the book's copies render every slider's frames for the static page
-        # (NBHELPERS_STATIC_FRAMES): more work than a learner's run, so no table is written
-        print("times of a run for the book (sliders render extra frames): not written to "
-              "docs/benchmarks.md or docs/teaching.md")
-        return
     header, rows = merged_table(new, args.profiles, ROOT / "docs" / "benchmarks.md")
     table = markdown_table(header, rows)
     print(table)
     where = (f"Machine: {machine()}; load average {load:.1f} when the latest run started.\n\n"
              f"Each notebook executed top to bottom in a fresh kernel (kernel start included), "
-             f"by `python bench/notebooks.py`")
+             f"by `python bench/notebooks.py`"
+             + (" (in a run that also saved the book's copies: the seconds the sliders spent "
+                "rendering the book's extra frames, timed in the kernel, are left out)"
+                if args.save_executed is not None else ""))
     marks = "" if not any(EARLIER.strip() in c for r in rows for c in r[1:]) else (
         f" Figures marked `{EARLIER.strip()}` are kept from an earlier run (another date, machine, "
         "load or version of the notebook; the git history of this file says which): rerun "

@@ -139,6 +139,7 @@ def main() -> None:
     src = args.out / "src"
     assemble(src, notebooks, args.cache)
     copy_mathjax(fetch_mathjax(args.out / "npm"), src / "_static")
+    shutil.copy(ROOT / "book" / "projector.css", src / "_static" / "projector.css")
     html = args.out / "html"
     if html.exists():
         shutil.rmtree(html)

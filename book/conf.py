@@ -41,5 +41,7 @@ html_theme_options = {
     "use_download_button": True,
     "use_fullscreen_button": False,
 }
+# large type and whole figures on a projector (book/projector.css, copied by book/build.py)
+html_css_files = ["projector.css"]
 html_last_updated_fmt = ""
 html_show_sourcelink = False

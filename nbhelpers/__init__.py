@@ -33,7 +33,9 @@ Modules, one idea each:
 
 * math: :mod:`~nbhelpers.diffusion` (schedules, forward process, conversions, DDPM and DDIM
   steps), :mod:`~nbhelpers.guidance` (CFG combine, classifier guidance, rescale, interval, and
-  the guides the SD loop combines its predictions with), :mod:`~nbhelpers.mixtures` (the exact
+  the guides the SD loop combines its predictions with), :mod:`~nbhelpers.guides` (the guides
+  since CFG: APG, CFG++, CFG-Zero*, autoguidance, PAG), :mod:`~nbhelpers.guide_passes` (the
+  UNet passes and steps they need), :mod:`~nbhelpers.mixtures` (the exact
   2-D world), :mod:`~nbhelpers.grids` (the 2-D grids it is plotted and integrated on);
 * models and loops: :mod:`~nbhelpers.toy2d` (small 2-D denoisers and a noisy classifier),
   :mod:`~nbhelpers.sampling` (the SD loop with CFG), :mod:`~nbhelpers.models` (one loader;

@@ -33,6 +33,23 @@ guide puts 1 outside its interval). :func:`cfg_guide` is plain CFG; :func:`resca
 the way ``sample_cfg(rescale_phi=, interval=)`` asks). A new variant is one more function here
 of the same signature, passed as ``sample_cfg(..., guide=...)``.
 
+Guides that need more than the two branches
+-------------------------------------------
+A guide may declare what else it needs in a ``needs`` attribute, a :class:`GuideNeeds` (a plain
+function has none: it needs the two branches, as above). The loop reads it once per run
+(:func:`needs_of`) and then: skips the unconditional branch when ``uncond`` is False (that
+argument is then None); runs a second, weaker UNet at the prompt when ``weak`` is one
+(autoguidance), passed as ``eps_weak=``; runs the UNet at the prompt with the self-attention of
+the blocks in ``perturbed`` perturbed (perturbed-attention guidance), passed as
+``eps_perturbed=``; and, when ``renoise_uncond`` is set, re-noises with ``eps_uncond`` instead of
+the guided prediction (CFG++; DDIM only)::
+
+    eps_guided, s_used = guide(eps_uncond, eps_cond, s, t, eps_weak=..., eps_perturbed=...)
+
+(each keyword only when declared). :func:`rescale_guide` and :func:`interval_guide` hand the
+keywords and the needs of the guide they wrap through. The guides of the papers since CFG are
+in :mod:`nbhelpers.guides`; the UNet passes and the CFG++ step in :mod:`nbhelpers.guide_passes`.
+
 The negative prompt is not a guide: it is the embedding the unconditional branch is evaluated
 at (the empty prompt by default), and the combination is plain CFG with ``eps(x_t, c_neg)`` in
 place of ``eps(x_t)``. Which conditions the UNet sees is the loop's business (it batches the
@@ -44,12 +61,36 @@ what a guide does with the predictions is this module's. A variant that needs a 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 #: ``guide(eps_uncond, eps_cond, s, t) -> (eps_guided, s_used)``: see the module docstring.
-Guide = Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]]
+Guide = Callable[..., tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class GuideNeeds:
+    """What a guide needs from the sampling loop (its ``needs`` attribute; see the module
+    docstring). The default is what plain CFG needs: the unconditional and conditional
+    branches, and the scheduler's own step."""
+
+    uncond: bool = True                #: the unconditional (negative-prompt) branch
+    weak: Any = None                   #: a weaker UNet, run at the prompt (``eps_weak=``)
+    perturbed: tuple[str, ...] = ()    #: UNet blocks whose self-attention is perturbed
+    renoise_uncond: bool = False       #: re-noise with ``eps_uncond`` (CFG++)
+
+    def passes(self) -> int:
+        """UNet passes per row and step: what the guide costs against one conditional pass."""
+        return 1 + int(self.uncond) + int(self.weak is not None) + int(bool(self.perturbed))
+
+
+def needs_of(guide: Guide) -> GuideNeeds:
+    """What ``guide`` declares it needs (:class:`GuideNeeds`; plain CFG's when nothing)."""
+    needs = getattr(guide, "needs", None)
+    return GuideNeeds() if needs is None else needs
 
 
 def _scale_like(s: float | Tensor, x: Tensor) -> Tensor:
@@ -161,10 +202,12 @@ def rescale_guide(phi: float, inner: Guide = cfg_guide) -> Guide:
     by ``phi`` in [0, 1]."""
     _check_phi(phi)   # at once, not at the first step of a sampling run
 
-    def guide(eps_uncond: Tensor, eps_cond: Tensor, s: Tensor, t: int) -> tuple[Tensor, Tensor]:
-        eps_guided, s_used = inner(eps_uncond, eps_cond, s, t)
+    def guide(eps_uncond: Tensor | None, eps_cond: Tensor, s: Tensor, t: int,
+              **more: Tensor) -> tuple[Tensor, Tensor]:
+        eps_guided, s_used = inner(eps_uncond, eps_cond, s, t, **more)
         return rescale_guidance(eps_guided, eps_cond, phi), s_used
 
+    guide.needs = needs_of(inner)
     return guide
 
 
@@ -173,11 +216,13 @@ def interval_guide(interval: tuple[int, int], inner: Guide = cfg_guide) -> Guide
     conditional model (s = 1) outside it (:func:`interval_scale`, [INT])."""
     _check_interval(interval)   # at once, not at the first step of a sampling run
 
-    def guide(eps_uncond: Tensor, eps_cond: Tensor, s: Tensor, t: int) -> tuple[Tensor, Tensor]:
+    def guide(eps_uncond: Tensor | None, eps_cond: Tensor, s: Tensor, t: int,
+              **more: Tensor) -> tuple[Tensor, Tensor]:
         s_now = torch.tensor([interval_scale(v, t, interval) for v in s.tolist()],
                              dtype=s.dtype, device=s.device)
-        return inner(eps_uncond, eps_cond, s_now, t)
+        return inner(eps_uncond, eps_cond, s_now, t, **more)
 
+    guide.needs = needs_of(inner)
     return guide
 
 

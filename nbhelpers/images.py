@@ -56,6 +56,19 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return arr.movedim(-3, -1).cpu().numpy()
 
 
+def float_to_uint8(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Images as floats in ``[0, 1]`` (an array or tensor of any shape, such as what
+    :func:`~nbhelpers.sampling.sample_cfg` returns) to uint8 ``0..255``: clipped to ``[0, 1]``,
+    times 255, rounded (NaN becomes 0). The one such conversion in the package."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"expected floats in [0, 1], got {x.dtype}; uint8 images need no "
+                         f"conversion")
+    return (np.nan_to_num(np.clip(x, 0, 1), nan=0.0) * 255).round().astype(np.uint8)
+
+
 def png_bytes(image: np.ndarray | Image.Image) -> bytes:
     """Encode an ``(H, W, 3)`` uint8 array or PIL image as PNG bytes."""
     if isinstance(image, np.ndarray):
@@ -151,7 +164,7 @@ def density_image(z: torch.Tensor | np.ndarray, cmap: str = "magma") -> np.ndarr
     if z.ndim != 2 or not np.isfinite(z).all() or (z < 0).any():
         raise ValueError(f"expected a finite, non-negative 2-D density grid, got shape {z.shape}")
     rgb = colormaps[cmap](z / max(z.max(), 1e-300))[..., :3]
-    return (rgb[::-1] * 255).round().astype(np.uint8)
+    return float_to_uint8(rgb[::-1])
 
 
 def scatter_image(points: torch.Tensor | np.ndarray, colors: np.ndarray, lim: float = 3.5,

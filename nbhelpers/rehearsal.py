@@ -39,8 +39,6 @@ import gzip
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -227,14 +225,14 @@ def write_rehearsal_model(out: str | os.PathLike, size: RehearsalSize = "mini", 
     """
     import torch
 
+    from nbhelpers.files import atomic_folder
+
     out = Path(out).expanduser()
     if out.exists():
         raise FileExistsError(f"{out} exists; choose a new folder (nothing was overwritten)")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
+    with atomic_folder(out) as tmp:   # the whole folder or nothing
         with quiet_loading():
             pipe = build_pipeline(size, seed)
             if dtype != "float32":
@@ -248,9 +246,6 @@ def write_rehearsal_model(out: str | os.PathLike, size: RehearsalSize = "mini", 
                                                      .parameters()) / 1e6, 2)
                                         for k in ("unet", "vae", "text_encoder")}}
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from nbhelpers import checks
 from nbhelpers.diffusion import eps_to_x0
-from nbhelpers.guidance import Guide, build_guide, cfg_guide
+from nbhelpers.guidance import Guide, build_guide, cfg_guide, needs_of
+from nbhelpers.guide_passes import check_sampler, guided_step, predict_branches
 from nbhelpers.images import vae_scale_factor
 from nbhelpers.precision import decode_batch_size, unet_batch_size
 
@@ -43,7 +44,7 @@ class GuidedStep:
     t: int                #: the scheduler's timestep
     scales: Tensor        #: the effective scale of each row at this step, shape ``(K,)``
     latents: Tensor       #: x_t before the step
-    eps_uncond: Tensor    #: noise prediction for the negative (or empty) prompt
+    eps_uncond: Tensor    #: for the negative (or empty) prompt; None if the guide skips it
     eps_cond: Tensor      #: noise prediction for the prompt
     eps_guided: Tensor    #: the combination that the scheduler steps with
     x0_uncond: Tensor
@@ -255,27 +256,25 @@ def _guided_loop(pipe, emb_uncond: Tensor, emb_cond: Tensor, latents: Tensor,
         raise ValueError(f"unet_batch must be at least 1, got {unet_batch}")
     unet, sched = pipe.unet, pipe.scheduler
     device, dtype = unet.device, unet.dtype
-    K = len(s_list)
     emb_uncond, emb_cond = emb_uncond.to(dtype), emb_cond.to(dtype)
     sched.set_timesteps(num_steps, device=device)
     alpha_bar = sched.alphas_cumprod.to(device)
 
-    # 3. the denoising loop
+    # 3. the denoising loop (the passes and the step that the guide needs: guide_passes)
+    needs = needs_of(guide)
+    check_sampler(sched, needs)
     s = torch.tensor(s_list, device=device)
     for i, t in enumerate(sched.timesteps):
         t_int = int(t)
-        model_in = sched.scale_model_input(torch.cat([latents, latents]), t)
-        cond_in = torch.cat([emb_uncond, emb_cond])
-        eps = torch.cat([unet(model_in[j:j + unet_batch], t,
-                              encoder_hidden_states=cond_in[j:j + unet_batch]).sample
-                         for j in range(0, 2 * K, unet_batch)])
-        eps_uncond, eps_cond = eps.chunk(2)
-        eps_guided, s_now = guide(eps_uncond, eps_cond, s, t_int)
+        eps_uncond, eps_cond, more = predict_branches(unet, needs, sched, latents, emb_uncond,
+                                                      emb_cond, t, unet_batch)
+        eps_guided, s_now = guide(eps_uncond, eps_cond, s, t_int, **more)
         if callback is not None:
-            ab = alpha_bar[t_int].to(eps.dtype)
-            x0 = [eps_to_x0(latents, e, ab) for e in (eps_uncond, eps_cond, eps_guided)]
+            ab = alpha_bar[t_int].to(eps_cond.dtype)
+            x0 = [None if e is None else eps_to_x0(latents, e, ab)
+                  for e in (eps_uncond, eps_cond, eps_guided)]
             callback(GuidedStep(i, t_int, s_now, latents, eps_uncond, eps_cond, eps_guided, *x0))
-        latents = sched.step(eps_guided, t, latents).prev_sample
+        latents = guided_step(sched, needs, eps_guided, eps_uncond, t, latents)
 
     if output == "latents":
         return latents

@@ -10,6 +10,10 @@ file, no server.
 How many frames a slider renders for that view is set by the environment variable
 ``NBHELPERS_STATIC_FRAMES`` (the book's executor sets it): unset, the view holds only the
 frame already on screen, so a notebook opened in JupyterLab sends no extra pictures.
+
+Those extra frames are work a learner's run never does. When ``NBHELPERS_STATIC_SECONDS`` names
+a file, each slider adds the seconds it spent rendering them there (:func:`extra_frames_timer`),
+so that ``bench/notebooks.py`` can time a run for the book and still report a learner's time.
 """
 
 from __future__ import annotations
@@ -17,10 +21,15 @@ from __future__ import annotations
 import base64
 import html
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 #: Frames per slider in the static view; unset means only the frame on screen.
 STATIC_ENV = "NBHELPERS_STATIC_FRAMES"
+#: A file to which each slider adds the seconds its extra static frames took (one line each).
+STATIC_SECONDS_ENV = "NBHELPERS_STATIC_SECONDS"
 
 # One figure is shown at a time: the range input hides the others (style.display, which no
 # theme's CSS overrides, unlike the hidden attribute).
@@ -41,6 +50,28 @@ def static_frame_count() -> int:
         raise ValueError(f"{STATIC_ENV} must be a whole number of frames from 1 to 64, got "
                          f"{raw!r}; unset it to show only the frame on screen")
     return n
+
+
+@contextmanager
+def extra_frames_timer() -> Iterator[None]:
+    """Time the block (a slider rendering frames for its static view only) and add the
+    seconds to the file ``$NBHELPERS_STATIC_SECONDS`` names, if it names one."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        target = os.environ.get(STATIC_SECONDS_ENV, "").strip()
+        if target:
+            with open(target, "a", encoding="utf-8") as f:
+                f.write(f"{time.perf_counter() - start:.4f}\n")
+
+
+def static_seconds(path: str | os.PathLike) -> float:
+    """The seconds recorded by :func:`extra_frames_timer` in ``path`` (0 when it is absent)."""
+    path = Path(path)
+    if not path.exists():
+        return 0.0
+    return sum(float(line) for line in path.read_text().split())
 
 
 def spread_values(lo: float, hi: float, step: float, n: int, current: float) -> list[float]:

@@ -1,21 +1,33 @@
 """Guidance sweeps: one prompt, one seed, many scales, played as an animation.
 
 Frames are rendered in batches with :func:`nbhelpers.sampling.sample_cfg` (all scales of a
-batch share the starting noise and the UNet calls) and streamed to the video writer, so a
-1000-frame sweep of Stable Diffusion at 512 px never holds more than one batch in memory.
+batch share the starting noise and the UNet calls) and streamed to the encoder (ffmpeg for
+``.mp4``, Pillow's GIF encoder frame by frame for ``.gif``), so a 1000-frame sweep of Stable
+Diffusion at 512 px never holds more than one batch in memory. :func:`write_animation` writes
+through :func:`nbhelpers.files.atomic_path`: the encoder's errors checked, the file read back,
+then renamed, so a full disk leaves the earlier animation as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import math
-from collections.abc import Callable, Iterator, Sequence
+import os
+import re
+import signal
+import struct
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from nbhelpers.files import atomic_path, save_png
-from nbhelpers.images import tile
+from nbhelpers.guidance import Guide, cfg_guide
+from nbhelpers.images import enlarge, float_to_uint8, tile
 from nbhelpers.precision import unet_batch_size
 from nbhelpers.sampling import sample_cfg
 
@@ -81,10 +93,7 @@ def default_sheet(out: str | Path) -> Path:
 
 def label_frame(image: np.ndarray, text: str, min_size: int = 256) -> np.ndarray:
     """Upscale a small ``(H, W, 3)`` uint8 frame (nearest) and print ``text`` in a corner."""
-    img = Image.fromarray(image)
-    if img.width < min_size:
-        factor = -(-min_size // img.width)
-        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    img = Image.fromarray(enlarge(image, max(1, -(-min_size // image.shape[1]))))
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=max(12, img.height // 14))
     x0, y0, x1, y1 = draw.textbbox((6, 4), text, font=font)
@@ -95,7 +104,7 @@ def label_frame(image: np.ndarray, text: str, min_size: int = 256) -> np.ndarray
 
 def render_frames(pipe, prompt: str, scales: Sequence[float], *, seed: int = 0,
                   num_steps: int = 20, per_call: int = 16, unet_batch: int | None = None,
-                  negative_prompt: str = "",
+                  negative_prompt: str = "", guide: Guide = cfg_guide,
                   progress: Callable[[int], None] | None = None
                   ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(s, image uint8 (H, W, 3))`` for every scale, rendering ``per_call`` at a time.
@@ -104,6 +113,8 @@ def render_frames(pipe, prompt: str, scales: Sequence[float], *, seed: int = 0,
         per_call: scales rendered together by one :func:`sample_cfg` call.
         unet_batch: rows per UNet call; None: as many as the device's free memory holds, at
             most 32 (:func:`nbhelpers.precision.unet_batch_size`).
+        guide: how each frame combines its predictions (plain CFG by default; a
+            :data:`~nbhelpers.guidance.Guide`, e.g. from :func:`nbhelpers.guides.make_guide`).
         progress: called with the number of frames finished after each batch.
     """
     if per_call < 1:
@@ -112,9 +123,10 @@ def render_frames(pipe, prompt: str, scales: Sequence[float], *, seed: int = 0,
     for j in range(0, len(scales), per_call):
         chunk = list(scales[j:j + per_call])
         images = sample_cfg(pipe, prompt, chunk, seed=seed, num_steps=num_steps,
-                            unet_batch=unet_batch, negative_prompt=negative_prompt)
+                            unet_batch=unet_batch, negative_prompt=negative_prompt,
+                            guide=guide)
         for s, im in zip(chunk, images, strict=True):
-            yield s, (im * 255).round().astype(np.uint8)
+            yield s, float_to_uint8(im)
         if progress is not None:
             progress(len(chunk))
 
@@ -128,43 +140,222 @@ def contact_sheet(frames: Sequence[np.ndarray], labels: Sequence[str], ncols: in
     return np.array(tile(tiles, ncol=ncols, gap=gap, border=0))
 
 
-def write_animation(frames: Iterator[np.ndarray], out: str | Path, fps: float = 14) -> int:
-    """Write frames to ``out`` (``.mp4`` or ``.gif``) through a temporary file, then rename.
+def write_animation(frames: Iterable[np.ndarray], out: str | Path, fps: float = 14) -> int:
+    """Write ``(H, W, 3)`` uint8 frames, all one size, to ``out`` (``.mp4`` or ``.gif``).
+
+    Streamed: each frame goes to the encoder as it comes, so memory holds one frame whatever
+    their number. Written through :func:`nbhelpers.files.atomic_path`: a temporary file, the
+    encoder's own errors checked (ffmpeg's exit status and messages), the file read back (an
+    MP4's boxes walked to its end, a GIF's header and trailer), then renamed.
 
     Returns:
-        the number of frames written. On any error ``out`` is left as it was.
-    """
-    import imageio.v2 as imageio
+        the number of frames written.
 
+    Raises:
+        ValueError: not .mp4 or .gif, ``fps`` not a positive number, no frames, or frames
+            that are not uint8 ``(H, W, 3)`` of one size.
+        WriteError: a full disk, a read-only folder, an encoder that failed; ``out`` is left
+            as it was and no temporary file remains.
+    """
     out = Path(out)
     kind = out.suffix.lower()
     if kind not in (".mp4", ".gif"):
         raise ValueError(f"animation must be .mp4 or .gif, got {out.name!r}")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps < math.inf:
+        raise ValueError(f"fps must be a positive number of frames a second, got {fps}")
     count = 0
-    with atomic_path(out) as tmp:
-        if kind == ".mp4":
-            # macro_block_size 16 pads odd sizes; yuv420p plays everywhere
-            writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264",
-                                        quality=8, pixelformat="yuv420p", macro_block_size=16)
-        else:
-            writer = imageio.get_writer(tmp, format="GIF", duration=1000 / fps, loop=0)
-        with writer:
+    check = _check_mp4 if kind == ".mp4" else _check_gif
+    encoder_type = _Mp4Encoder if kind == ".mp4" else _GifEncoder
+    with atomic_path(out, verify=check) as tmp:
+        encoder = encoder_type(tmp, fps)
+        try:
             for frame in frames:
-                writer.append_data(frame)
+                encoder.add(frame)
                 count += 1
-        if count == 0:
-            raise ValueError("no frames to write")
+            if count == 0:
+                raise ValueError(f"no frames to write to {out.name}")
+            encoder.finish()
+        finally:
+            encoder.abort()
     return count
+
+
+def _check_frame(frame: np.ndarray, size: tuple[int, ...] | None) -> np.ndarray:
+    frame = np.ascontiguousarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frames must be uint8 (H, W, 3) arrays, got {frame.dtype} "
+                         f"{frame.shape}")
+    if size is not None and frame.shape != size:
+        raise ValueError(f"frames must all have one size: the first was {size[:2]}, this one "
+                         f"is {frame.shape[:2]}")
+    return frame
+
+
+class _Mp4Encoder:
+    """ffmpeg fed raw RGB frames through a pipe (libx264, yuv420p, sides padded to 16, the
+    quality imageio's 8 gave: CRF 10); its messages are kept and checked at the end."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self.size: tuple[int, ...] | None = None
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()
+
+    def _start(self, h: int, w: int) -> None:
+        import imageio_ffmpeg
+
+        exe = os.environ.get("IMAGEIO_FFMPEG_EXE") or imageio_ffmpeg.get_ffmpeg_exe()
+        cmd = [exe, "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{w}x{h}",
+               "-pix_fmt", "rgb24", "-r", str(Fraction(self.fps).limit_denominator()),
+               "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "10"]
+        if w % 16 or h % 16:
+            cmd += ["-vf", f"scale={-(-w // 16) * 16}:{-(-h // 16) * 16}"]
+        cmd += ["-v", "warning", str(self.path)]
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=self.log)
+        except OSError as err:
+            raise OSError(errno.EIO, f"could not start ffmpeg ({exe}: {err.strerror}); "
+                                     f"reinstall imageio-ffmpeg") from err
+
+    def add(self, frame: np.ndarray) -> None:
+        frame = _check_frame(frame, self.size)
+        if self.proc is None:
+            self.size = frame.shape
+            self._start(*frame.shape[:2])
+        try:
+            self.proc.stdin.write(frame.tobytes())
+        except OSError as err:   # ffmpeg has stopped reading: its exit says why
+            self.proc.stdin = None
+            self.finish()
+            raise OSError(errno.EIO, f"ffmpeg stopped reading frames ({err})") from err
+
+    def finish(self) -> None:
+        """Close the pipe, wait for ffmpeg; raise ``OSError`` if it failed or complained."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        code = proc.wait()
+        self.log.seek(0)
+        text = self.log.read().decode("utf-8", "replace")
+        self.proc = None
+        problems = [line for line in text.splitlines()
+                    if re.search(r"error|no space|failed|invalid|denied", line, re.I)]
+        if code == 0 and not problems:
+            return
+        raise _encoder_error(code, problems or text.splitlines()[-3:])
+
+    def abort(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        self.log.close()
+
+
+def _encoder_error(code: int, lines: list[str]) -> OSError:
+    """ffmpeg's failure as an ``OSError`` with the errno its messages or its signal name."""
+    text = " | ".join(line.strip() for line in lines)[-400:]
+    if -code == signal.SIGXFSZ or "File too large" in text:
+        return OSError(errno.EFBIG, "file-size limit reached")
+    for needle, number in (("No space left", errno.ENOSPC), ("Disk quota", errno.EDQUOT),
+                           ("Read-only file system", errno.EROFS),
+                           ("Permission denied", errno.EACCES)):
+        if needle in text:
+            return OSError(number, os.strerror(number))
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    return OSError(errno.EIO, f"ffmpeg {how}: {text or 'no message'}")
+
+
+class _GifEncoder:
+    """A looping GIF written frame by frame: the header with the first frame's palette, each
+    later frame with its own (Pillow's adaptive 256 colours), the trailer at the end."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.file = open(path, "wb")  # noqa: SIM115 - closed by finish() or abort()
+        self.duration = 1000 / fps
+        self.size: tuple[int, ...] | None = None
+
+    def add(self, frame: np.ndarray) -> None:
+        from PIL import GifImagePlugin
+
+        frame = _check_frame(frame, self.size)
+        image = Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE)
+        if self.size is None:
+            self.size = frame.shape
+            header, _ = GifImagePlugin.getheader(image, info={"loop": 0,
+                                                              "duration": self.duration})
+            self.file.write(b"".join(header))
+            chunks = GifImagePlugin.getdata(image, duration=self.duration)
+        else:
+            chunks = GifImagePlugin.getdata(image, duration=self.duration,
+                                            include_color_table=True)
+        self.file.write(b"".join(chunks))
+
+    def finish(self) -> None:
+        self.file.write(b";")
+        self.file.close()   # flushes: a full disk shows here, as an OSError
+
+    def abort(self) -> None:
+        if not self.file.closed:
+            try:
+                self.file.close()
+            except OSError:
+                pass   # the file is being thrown away; its error is already on its way
+
+
+def _check_mp4(path: Path) -> None:
+    """Walk the MP4's top-level boxes: each must fit in the file, and ``ftyp``, ``moov`` (which
+    ffmpeg writes last) and ``mdat`` must be there; a short or unfinished file fails."""
+    size = path.stat().st_size
+    seen, pos = set(), 0
+    with open(path, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            if len(head) < 8:
+                raise ValueError(f"a box header is cut off at byte {pos} of {size}")
+            length, kind = struct.unpack(">I4s", head[:8])
+            if length == 1 and len(head) == 16:
+                (length,) = struct.unpack(">Q", head[8:])
+            elif length == 0:
+                length = size - pos
+            if length < 8 or pos + length > size:
+                raise ValueError(f"its {kind!r} box at byte {pos} runs past the end ({size} "
+                                 f"bytes): the file is cut short")
+            seen.add(kind)
+            pos += length
+    missing = sorted(k.decode() for k in {b"ftyp", b"moov", b"mdat"} - seen)
+    if missing:
+        raise ValueError(f"{size} bytes without the {', '.join(missing)} box(es) that a "
+                         f"finished MP4 has")
+
+
+def _check_gif(path: Path) -> None:
+    """A GIF's header, its first frame's size, and the trailer byte it ends with."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+    if head not in (b"GIF87a", b"GIF89a") or last != b";":
+        raise ValueError("no GIF header or no trailer: the file is cut short")
+    with Image.open(path) as im:
+        im.load()
 
 
 def sweep_to_files(pipe, prompt: str, scales: Sequence[float], out: str | Path, *,
                    sheet: str | Path | None = None, sheet_frames: int = 16, seed: int = 0,
                    num_steps: int = 20, fps: float = 14, per_call: int = 16,
                    unet_batch: int | None = None, negative_prompt: str = "",
+                   guide: Guide = cfg_guide,
                    progress: Callable[[int], None] | None = None) -> int:
-    """Render a sweep into an animation (s printed on each frame) and a contact sheet.
+    """Render a sweep into an animation (s printed on each frame) and a contact sheet;
+    ``guide`` as in :func:`render_frames`.
 
     Returns:
         the number of frames written.
@@ -178,7 +369,8 @@ def sweep_to_files(pipe, prompt: str, scales: Sequence[float], out: str | Path, 
     def frames() -> Iterator[np.ndarray]:
         for k, (s, image) in enumerate(render_frames(
                 pipe, prompt, scales, seed=seed, num_steps=num_steps, per_call=per_call,
-                unet_batch=unet_batch, negative_prompt=negative_prompt, progress=progress)):
+                unet_batch=unet_batch, negative_prompt=negative_prompt, guide=guide,
+                progress=progress)):
             if k in picks:
                 kept.append((s, image))
             yield label_frame(image, f"s = {s:.2f}")

@@ -25,6 +25,7 @@ from nbhelpers.images import density_image, hstack, png_bytes, scatter_image, to
 from nbhelpers.mixtures import GaussianMixture2D
 from nbhelpers.static import (
     STATIC_ENV,
+    extra_frames_timer,
     panel_html,
     picture_width,
     scrubber_html,
@@ -109,10 +110,11 @@ class ImageSlider(_WithStaticView):
         else:
             values = [now]
         frames = []
-        for v in values:
-            png = self.image.value if v == now else png_bytes(self.render(v))
-            frames.append((png, self._caption(v) if self._caption else
-                           f"{self.slider.description} = {v:g}"))
+        with extra_frames_timer():
+            for v in values:
+                png = self.image.value if v == now else png_bytes(self.render(v))
+                frames.append((png, self._caption(v) if self._caption else
+                               f"{self.slider.description} = {v:g}"))
         note = ("Frames cached when the notebook ran: drag to scrub. In JupyterLab this is "
                 "a live slider." if len(frames) > 1 else
                 "In JupyterLab this is a live slider; the page shows the frame it opened on.")
@@ -397,11 +399,12 @@ class LiveGuidanceSlider(_WithStaticView):
         n = static_frame_count()
         values = spread_values(0.0, float(self.s.max), 0.5, n, s) if n > 1 else [s]
         frames = []
-        for v in values:
-            png = self.image.value if v == s else png_bytes(upscale(render_guided(
-                self.pipe, prompt, v, seed, steps)))
-            frames.append((png, f"s = <b>{v:g}</b>, seed {seed}, {steps} steps &mdash; "
-                                f"{html.escape(repr(prompt))}"))
+        with extra_frames_timer():
+            for v in values:
+                png = self.image.value if v == s else png_bytes(upscale(render_guided(
+                    self.pipe, prompt, v, seed, steps)))
+                frames.append((png, f"s = <b>{v:g}</b>, seed {seed}, {steps} steps &mdash; "
+                                    f"{html.escape(repr(prompt))}"))
         return scrubber_html("s", frames, values.index(s),
                              "A live slider in JupyterLab (any s, seed, steps or prompt, "
                              "rendered as you move it); here, frames rendered when the "

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nbhelpers.static import scrubber_html, spread_values, static_frame_count
+from nbhelpers.static import (
+    scrubber_html,
+    spread_values,
+    static_frame_count,
+    static_seconds,
+)
 from nbhelpers.widgets import setup_check_frame, setup_check_slider
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -66,3 +71,21 @@ def test_slider_bundle_holds_its_frames_for_a_static_page(monkeypatch):
         assert caption == f"value = <b>{v}</b>"
     assert 'type="range"' in html and 'max="3"' in html and 'value="1"' in html
 
+
+
+def test_the_extra_frames_report_their_seconds_for_the_bench(monkeypatch, tmp_path):
+    """bench/notebooks.py leaves the book's extra frames out of a learner's time: each slider
+    adds the seconds they took to the file NBHELPERS_STATIC_SECONDS names."""
+    log = tmp_path / "seconds.txt"
+    monkeypatch.setenv("NBHELPERS_STATIC_FRAMES", "3")
+    monkeypatch.setenv("NBHELPERS_STATIC_SECONDS", str(log))
+    view = setup_check_slider()
+    assert static_seconds(log) == 0.0 and not log.exists()  # the frame on screen is not extra
+    view._repr_mimebundle_()
+    view._repr_mimebundle_()
+    lines = log.read_text().split()
+    assert len(lines) == 2 and all(float(x) > 0 for x in lines)
+    assert static_seconds(log) == pytest.approx(sum(map(float, lines)))
+    monkeypatch.delenv("NBHELPERS_STATIC_SECONDS")
+    view._repr_mimebundle_()   # not asked for: nothing recorded
+    assert len(log.read_text().split()) == 2

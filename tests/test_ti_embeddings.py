@@ -547,12 +547,15 @@ def test_the_format_table_gives_the_names_the_type_and_the_help(tmp_path):
     assert list(FORMATS) == ["diffusers", "a1111", "kohya"]
     assert list(get_args(EmbeddingFormat)) == list(FORMATS)
     assert all(f.name == name for name, f in FORMATS.items())
-    assert format_help() == "file format: diffusers (.safetensors), a1111 (.pt) or kohya"
+    invokeai = ("; for InvokeAI, an embedding of several vectors must be a1111 or kohya (it "
+                "reads diffusers files of one vector only)")
+    assert format_help() == ("file format: diffusers (.safetensors), a1111 (.pt) or kohya"
+                             + invokeai)
     assert format_help(default="diffusers") == ("file format: diffusers (.safetensors), a1111 "
-                                                "(.pt) or kohya (default diffusers)")
+                                                "(.pt) or kohya (default diffusers)" + invokeai)
     # what saving without a format does: .safetensors is diffusers, .pt is refused as ambiguous
     assert dst_format_help() == ("format of dst (default: diffusers for .safetensors; a .pt file "
-                                 "needs --format a1111 or kohya)")
+                                 "needs --format a1111 or kohya)" + invokeai)
     with pytest.raises(ValueError, match="a .pt file may be 'a1111' or 'kohya'"):
         save_embedding(make_emb(1), tmp_path / "e.pt")
 

@@ -12,7 +12,8 @@ One module per subcommand, each with an ``add_parser(sub)`` and its command func
 :mod:`~nbhelpers.cli.info`, :mod:`~nbhelpers.cli.generate`, :mod:`~nbhelpers.cli.toy`
 (``toy pictures``, ``toy train``), :mod:`~nbhelpers.cli.ti` (``ti train``, ``ti convert``,
 ``ti inspect``), :mod:`~nbhelpers.cli.sd` and :mod:`~nbhelpers.cli.sweep`;
-:mod:`~nbhelpers.cli.common` holds what several share, :mod:`~nbhelpers.cli.options` builds
+:mod:`~nbhelpers.cli.common` holds what several share, :mod:`~nbhelpers.cli.guides` the
+``--guide`` options of ``generate`` and ``sweep``, :mod:`~nbhelpers.cli.options` builds
 options from a configuration dataclass's fields and holds the range types,
 :mod:`~nbhelpers.cli.errors` turns failures into messages and exit statuses. A new
 subcommand is a new module here and one line in :func:`build_parser`.

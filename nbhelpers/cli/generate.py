@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nbhelpers.checks import UsageError, check_memory, check_seed
 from nbhelpers.cli import options
@@ -25,6 +27,10 @@ from nbhelpers.cli.common import (
     read_embeddings,
 )
 from nbhelpers.cli.errors import usage_phase
+from nbhelpers.cli.guides import add_guide_options, read_guide_options
+
+if TYPE_CHECKING:
+    from nbhelpers.guidance import Guide
 
 #: seeds rendered together: one sampling loop, the UNet batched as the device's memory allows
 BATCH = 32
@@ -45,14 +51,15 @@ def _targets(args: argparse.Namespace) -> list[Path]:
             for seed in range(args.seed, args.seed + args.n)]
 
 
-def _check(args: argparse.Namespace) -> list:
-    """Every check before the model loads; returns the embeddings read."""
+def _check(args: argparse.Namespace) -> tuple[list, Callable]:
+    """Every check before the model loads; returns the embeddings read and what builds the
+    guide (:func:`~nbhelpers.cli.guides.read_guide_options`)."""
     if Path(args.out).suffix.lower() != ".png":
         raise UsageError(f"--out must end in .png, got {args.out}")
     check_seed(args.seed, "--seed", count=args.n)
     check_model(args.model, args.device)
     _check_memory(args)
-    return read_embeddings(args.embedding)
+    return read_embeddings(args.embedding), read_guide_options(args, args.prompt)
 
 
 def _check_memory(args: argparse.Namespace) -> None:
@@ -91,7 +98,7 @@ def _check_viewable(side: int, args: argparse.Namespace) -> None:
                          "use --each to write one file per image, or fewer images")
 
 
-def _render(pipe, args: argparse.Namespace, seeds: list[int]):
+def _render(pipe, args: argparse.Namespace, seeds: list[int], guide: Guide):
     """The pictures of ``seeds`` as uint8 arrays, each enlarged ``--enlarge`` times."""
     import numpy as np
 
@@ -100,11 +107,11 @@ def _render(pipe, args: argparse.Namespace, seeds: list[int]):
 
     images = sample_prompts(pipe, [args.prompt] * len(seeds), args.scale, seeds=seeds,
                             negative_prompt=args.negative_prompt, num_steps=args.steps,
-                            batch=BATCH)
+                            batch=BATCH, guide=guide)
     return [enlarge((im * 255).round().astype(np.uint8), args.enlarge) for im in images]
 
 
-def _draw(pipe, args: argparse.Namespace, targets: list[Path], bar) -> None:
+def _draw(pipe, args: argparse.Namespace, targets: list[Path], guide: Guide, bar) -> None:
     """Render every seed, a batch at a time; write each file (or place each in the strip)."""
     import numpy as np
 
@@ -113,7 +120,7 @@ def _draw(pipe, args: argparse.Namespace, targets: list[Path], bar) -> None:
     strip = None
     for start in range(0, args.n, BATCH):
         seeds = list(range(args.seed + start, args.seed + min(start + BATCH, args.n)))
-        for k, array in enumerate(_render(pipe, args, seeds), start):
+        for k, array in enumerate(_render(pipe, args, seeds, guide), start):
             if args.each:
                 save_png(array, targets[k])
             elif args.n == 1:
@@ -130,7 +137,7 @@ def _draw(pipe, args: argparse.Namespace, targets: list[Path], bar) -> None:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     with usage_phase():
-        embeddings = _check(args)
+        embeddings, guide_for = _check(args)
     from diffusers import DDIMScheduler
     from tqdm.auto import tqdm
 
@@ -140,10 +147,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     with usage_phase():   # an embedding that does not fit this model is the user's to fix
         add_embeddings(pipe, embeddings, overwrite=args.overwrite)
+    guide = guide_for(pipe)
     targets = _targets(args)
     bar = tqdm(total=args.n, desc=f"generate {args.n} images", disable=args.n == 1)
     try:
-        _draw(pipe, args, targets, bar)
+        _draw(pipe, args, targets, guide, bar)
     except KeyboardInterrupt:
         bar.close()
         done = bar.n
@@ -196,4 +204,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "--overwrite) or an earlier --embedding's replace it (default: refuse, "
                         "naming the word)")
     p.add_argument("--out", required=True, help="output PNG file (required)")
+    add_guide_options(p)
     p.set_defaults(func=_cmd_generate)

@@ -10,6 +10,7 @@ from nbhelpers.checks import UsageError, check_memory
 from nbhelpers.cli import options
 from nbhelpers.cli.common import DEVICE_HELP, MODEL_HELP, check_model
 from nbhelpers.cli.errors import usage_phase
+from nbhelpers.cli.guides import add_guide_options, read_guide_options
 
 #: bytes per pixel of a frame while it is drawn: float32 RGB, its uint8 copy and the label
 FLOAT_BYTES_PER_PIXEL = 20
@@ -40,6 +41,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     with usage_phase():
         scales = _check(args)
+        guide_for = read_guide_options(args, args.prompt)
     sheet = Path(args.sheet) if args.sheet else default_sheet(out)
     if sheet != out.with_suffix(".png") and not args.sheet:
         print(f"note: {out.with_suffix('.png')} is the contact sheet of an earlier sweep (an "
@@ -58,7 +60,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                                num_steps=args.steps, fps=args.fps, per_call=args.per_call,
                                unet_batch=args.unet_batch,
                                negative_prompt=args.negative_prompt,
-                               progress=bar.bar.update)
+                               guide=guide_for(pipe), progress=bar.bar.update)
     print(f"wrote {out} ({count} frames, s from {scales[0]:g} to {scales[-1]:g}, "
           f"{args.fps:g} fps) and the contact sheet {sheet}")
     return 0
@@ -94,4 +96,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sheet", help="contact sheet PNG (default: --out with .png; NAME-KIND.png "
                                    "when that is the sheet of an earlier sweep of the other "
                                    "kind)")
+    add_guide_options(p)
     p.set_defaults(func=_cmd_sweep)

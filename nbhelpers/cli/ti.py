@@ -1,19 +1,24 @@
 """``nbhelpers ti``: textual inversion. Train a token from a folder of images, convert an
 embedding file between formats, look inside one.
 
-The options of ``ti train`` that configure the run are :class:`~nbhelpers.ti.config.TIConfig`'s
-fields (:mod:`nbhelpers.cli.options`); the data and file options are written here.
+The options of ``ti train`` are the fields of :class:`~nbhelpers.ti.config.TIConfig` (the run)
+and :class:`~nbhelpers.ti.config.TIData` (the data and files), built by
+:mod:`nbhelpers.cli.options`. A run is checked before anything loads
+(:func:`~nbhelpers.ti.plan.plan_run`, with the model's tokenizer alone for the 77-token
+budget), then run (:func:`~nbhelpers.ti.engine.run_plan`); Ctrl-C's message comes from the
+:class:`~nbhelpers.ti.train.TrainingInterrupted` the run raises.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from nbhelpers.cli.common import DEVICE_HELP, MODEL_HELP, check_model, kohya_needs, load_for_cli
-from nbhelpers.cli.options import add_config_arguments, config_from_args
-from nbhelpers.ti.config import TIConfig
+from nbhelpers.cli.options import add_config_arguments, config_from_args, flag
+from nbhelpers.ti.config import TIConfig, TIData
 
 #: :class:`TIConfig`'s options in the order ``ti train --help`` lists them: what is learned
 #: (before the data and file options), then how the run saves, previews and computes (after).
@@ -21,6 +26,9 @@ WHAT_IS_LEARNED = ("token", "init_word", "n_vectors", "overwrite", "steps", "bat
                    "grad_accum", "lr")
 HOW_IT_RUNS = ("resume", "checkpoint_every", "preview_every", "preview_prompts",
                "mixed_precision", "gradient_checkpointing", "seed")
+#: :class:`TIData`'s options: the data (before ``--out``), then the file's format, the cache.
+DATA_OPTIONS = ("template", "framing", "flip", "size", "refuse_small")
+FILE_OPTIONS = ("format", "cache_dir")
 
 
 
@@ -60,67 +68,66 @@ def _out_path(args: argparse.Namespace) -> Path:
     return Path(args.out) if args.out else Path(default_file_name(args.token, args.format))
 
 
-def _check_before_loading(args: argparse.Namespace, cfg: TIConfig, out: Path) -> Path:
-    """Everything that needs no model: options, the model's location, images, templates, the
-    output folder. Returns the run's work folder (``NAME-run/`` beside ``out``)."""
-    from nbhelpers.files import check_writable
-    from nbhelpers.ti.captions import load_templates
-    from nbhelpers.ti.engine import work_dir_for
-    from nbhelpers.ti.images import check_image_folder
+def _tokenizer(model: str):
+    """The model's tokenizer alone (a second, no weights), for checking the prompt budget
+    before the model loads; None where that is not cheap (the rehearsal models are built on
+    first use) or fails: :func:`~nbhelpers.ti.engine.run_plan` then checks it after loading,
+    before any image is encoded."""
+    from nbhelpers.models import resolve_model
 
-    cfg.validate()
+    kind, source = resolve_model(model)
+    if kind == "rehearsal":
+        return None
+    try:   # transformers is imported for the pipeline anyway; the files load in milliseconds
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer",
+                                             local_files_only=True)
+    except Exception:  # noqa: BLE001 - any trouble: the check runs after loading instead
+        return None
+
+
+def _plan(args: argparse.Namespace, out: Path):
+    """Step 1: every check that needs no model, and the resume point said on stdout."""
+    from nbhelpers.ti.plan import NoCheckpointError, plan_run
+
+    cfg = config_from_args(TIConfig, args)
+    data = config_from_args(TIData, args, DATA_OPTIONS + FILE_OPTIONS)
     check_model(args.model)
-    check_image_folder(args.data_dir)
-    load_templates(args.template, require_name=not args.overwrite)
-    work = work_dir_for(out)
-    check_writable(out)   # a read-only folder fails now, not after the training
-    return work
+    try:
+        plan = plan_run(cfg, out, data, folder=args.data_dir, tokenizer=_tokenizer(args.model))
+    except NoCheckpointError as err:
+        raise FileNotFoundError(f"--resume: no checkpoint in {err.folder} (the run that "
+                                f"writes {err.out} keeps it there); run without --resume to "
+                                "start") from None
+    if plan.resume_step is not None:
+        at, steps = plan.resume_step, cfg.steps
+        left = (f"{steps - at} steps to go" if at < steps else
+                f"nothing left to train; give --steps above {at} to train further")
+        print(f"resuming from step {at} of {steps} (checkpoint in {plan.work / 'checkpoint'}):"
+              f" {left}")
+    return plan
 
 
-def _resume_point(cfg: TIConfig, ckpt: Path, out: Path) -> int:
-    """The step ``--resume`` continues from (said on stdout), or an error naming the folder."""
-    from nbhelpers.ti.checkpoints import find_checkpoint
+def _interrupted(stop, out: Path) -> int:
+    """Ctrl-C: what the run saved (read from the exception), how to continue; SIGINT's code."""
+    from nbhelpers.ti.train import TrainingInterrupted
 
-    found = find_checkpoint(ckpt)
-    if found is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {ckpt} (the run that "
-                                f"writes {out} keeps it there); run without --resume to "
-                                "start")
-    resumed_at = found[0]
-    left = (f"{cfg.steps - resumed_at} steps to go" if resumed_at < cfg.steps else
-            f"nothing left to train; give --steps above {resumed_at} to train further")
-    print(f"resuming from step {resumed_at} of {cfg.steps} (checkpoint in {ckpt}): {left}")
-    return resumed_at
-
-
-def _train(args: argparse.Namespace, cfg: TIConfig, out: Path):
-    """Load the model and run :func:`~nbhelpers.ti.engine.train_from_folder`."""
-    from nbhelpers.models import load_pipeline
-    from nbhelpers.ti.engine import train_from_folder
-
-    pipe = load_pipeline(args.model, device=args.device)
-    return train_from_folder(args.data_dir, pipe, cfg, out, template=args.template,
-                             framing=args.framing, flip=args.flip, size=args.size,
-                             format=args.format, refuse_small=args.refuse_small,
-                             cache_dir=args.cache_dir)
-
-
-def _interrupted(out: Path, ckpt: Path) -> int:
-    """Ctrl-C: say what was saved and how to continue; the exit code of SIGINT."""
-    from nbhelpers.ti.checkpoints import checkpoint_steps
-
-    if out.exists() and checkpoint_steps(ckpt):
-        print(f"\ninterrupted: checkpoint and embedding saved ({out}); continue with the "
-              "same command plus --resume", file=sys.stderr)
-    else:
-        print("\ninterrupted before training began; nothing was saved", file=sys.stderr)
+    if not isinstance(stop, TrainingInterrupted):
+        print(f"\ninterrupted before training began; nothing was saved"
+              f"{f' and {out} is as it was' if out.exists() else ''}", file=sys.stderr)
+        return 130
+    kept = f"; the embedding so far in {stop.embedding}" if stop.embedding else ""
+    print(f"\ninterrupted: the state of step {stop.step} is saved in {stop.checkpoint}{kept}"
+          f"{f'; {out} is as it was' if out.exists() else ''}. Continue with the same command "
+          "plus --resume", file=sys.stderr)
     return 130
 
 
 def _summary(args: argparse.Namespace, cfg: TIConfig, run, work: Path,
              resumed_at: int | None) -> str:
     """The line that ends a run: the file, the token, the steps, the images, the loss."""
-    losses = run.result.losses if run.result else []
+    losses = run.losses
     tail = sum(losses[-20:]) / max(1, len(losses[-20:]))
     kept = [f"{part} in {work / name}" for part, name in
             (("checkpoint", "checkpoint"), ("previews", "previews")) if (work / name).is_dir()]
@@ -132,27 +139,27 @@ def _summary(args: argparse.Namespace, cfg: TIConfig, run, work: Path,
 
 
 def _cmd_ti_train(args: argparse.Namespace) -> int:
+    from nbhelpers.ti.run_folder import RunLockedError
     from nbhelpers.ti.train import NonFiniteLossError
 
     out = _out_path(args)
-    cfg = config_from_args(TIConfig, args)
-    # 1. everything that needs no model: options, the model's location, images, templates
-    work = _check_before_loading(args, cfg, out)
-    resumed_at = _resume_point(cfg, work / "checkpoint", out) if args.resume else None
-    # 2. the model, then the run
     try:
-        run = _train(args, cfg, out)
-    except KeyboardInterrupt:
-        return _interrupted(out, work / "checkpoint")
-    except NonFiniteLossError as err:
+        plan = _plan(args, out)        # 1. everything that needs no model
+        from nbhelpers.models import load_pipeline
+        from nbhelpers.ti.engine import run_plan
+
+        run = run_plan(plan, load_pipeline(args.model, device=args.device))  # 2. then the run
+    except KeyboardInterrupt as stop:
+        return _interrupted(stop, out)
+    except (NonFiniteLossError, RunLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     # 3. what was written
     if run.report is not None:
         print(run.report.summary())
-    print(_summary(args, cfg, run, work, resumed_at))
+    print(_summary(args, plan.cfg, run, plan.work, plan.resume_step))
     if args.format == "a1111":
-        print(a1111_note(run.path, cfg.token))
+        print(a1111_note(run.path, plan.cfg.token))
     return 0
 
 
@@ -199,6 +206,14 @@ def _cmd_ti_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_field(p: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """The option of :class:`TIData`'s field ``name`` (its flag, default and help), with
+    ``kwargs`` that :func:`~nbhelpers.cli.options.add_config_arguments` does not give."""
+    f = next(f for f in dataclasses.fields(TIData) if f.name == name)
+    p.add_argument(flag(f), dest=name, **{"default": f.default, "help": f.metadata["help"],
+                                          **kwargs})
+
+
 def _add_train_parser(ti_sub: argparse._SubParsersAction) -> None:
     p = ti_sub.add_parser("train", help="learn a token from a folder of images",
                           description="Learn a pseudo-word from a folder of images. Captions "
@@ -212,29 +227,23 @@ def _add_train_parser(ti_sub: argparse._SubParsersAction) -> None:
     p.add_argument("data_dir", help="the folder of images (nbhelpers toy pictures writes one)")
     p.add_argument("--model", default="toy", help=MODEL_HELP)
     add_config_arguments(p, TIConfig, WHAT_IS_LEARNED)
-    p.add_argument("--template", default="style",
-                   help="'style', 'object' or a template file with [name] and [filewords] "
-                        "(default style)")
     from nbhelpers.ti.framing import FRAMING_MODES
 
-    p.add_argument("--framing", default="center", choices=list(FRAMING_MODES),
-                   help="how each picture becomes square training images: "
-                        + ", ".join(f"{m} ({what})" for m, what in FRAMING_MODES.items())
-                        + "; default center")
-    p.add_argument("--flip", action="store_true",
-                   help="add mirrored copies (default: no)")
-    p.add_argument("--size", type=int, help="training size in pixels (default: the model's)")
-    p.add_argument("--refuse-small", action="store_true",
-                   help="refuse images smaller than the training size (default: upscale them)")
+    framing_help = ("how each picture becomes square training images: "
+                    + ", ".join(f"{m} ({what})" for m, what in FRAMING_MODES.items())
+                    + "; default center")
+    add_config_arguments(p, TIData, DATA_OPTIONS[:3], helps={"framing": framing_help})
+    _add_data_field(p, "size", type=int)   # an int or None, which options.py does not build
+    add_config_arguments(p, TIData, DATA_OPTIONS[4:])
     p.add_argument("--out", help="embedding file (default: the token without its angle "
                                  "brackets, my-style.safetensors, or my-style.pt for --format "
                                  "a1111: AUTOMATIC1111 calls an embedding by its file name)")
-    p.add_argument("--format", default="diffusers", choices=_format_choices(),
-                   help=_formats().format_help(default="diffusers"))
+    # the choices from the formats table, so that a format added there is offered here
+    _add_data_field(p, "format", choices=_format_choices(),
+                    help=_formats().format_help(default="diffusers"))
     add_config_arguments(p, TIConfig, HOW_IT_RUNS)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--cache-dir",
-                   help="latent cache (default $NBHELPERS_CACHE or ~/.cache/nbhelpers/latents)")
+    add_config_arguments(p, TIData, FILE_OPTIONS[1:])
     p.set_defaults(func=_cmd_ti_train)
 
 

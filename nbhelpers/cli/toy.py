@@ -42,9 +42,7 @@ def _set_threads(threads: int) -> None:
 
 
 def _cmd_toy_pictures(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
-
+    from nbhelpers.files import atomic_folder
     from nbhelpers.toy import world
 
     out = Path(args.out)
@@ -57,13 +55,7 @@ def _cmd_toy_pictures(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not an empty folder; choose a new "
                               f"folder, or delete that one (rm -r {out}) to write it again")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # the whole folder or nothing: written beside the target, then renamed into place
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private; this one is an ordinary folder
-    try:
+    with atomic_folder(out) as tmp:   # the whole folder or nothing
         if args.set == "unnamed-style":
             paths = world.save_picture_folder(tmp, n=n, side=args.side, seed=args.seed)
             what = (f"in the toy model's unnamed style ({world.UNNAMED_STYLE}, which no word "
@@ -74,9 +66,6 @@ def _cmd_toy_pictures(args: argparse.Namespace) -> int:
             paths = world.save_scenes(scenes, tmp, captions)
             what = (f"of the word '{world.GENERIC_WORD}' with every shape equally often (the "
                     "model's own 'toy' is 90% circles); the file names are the captions")
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {len(paths)} pictures to {out}: {what}")
     return 0
 
@@ -84,8 +73,10 @@ def _cmd_toy_pictures(args: argparse.Namespace) -> int:
 def _cmd_toy_train(args: argparse.Namespace) -> int:
     """Train and save as ``args`` say; prints where, the latent scale and the stage times."""
 
+    from nbhelpers.files import check_writable
     from nbhelpers.toy.train import TrainConfig, quick_config, train_toy
 
+    check_writable(args.out)   # a read-only folder fails now, not after the training
     _set_threads(args.threads)
     recipe = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
     cfg = config_from_args(TrainConfig, args, _RECIPE_STEPS, base=recipe)

@@ -11,11 +11,13 @@ Modules, one idea each, in the order a run uses them:
 * :mod:`~nbhelpers.ti.dataset`: the framed training examples and their prompts, batched.
 * :mod:`~nbhelpers.ti.latents`: VAE latents encoded once per framed image, cached on disk.
 * :mod:`~nbhelpers.ti.rows`: the token's trainable rows spliced into the frozen embedding table.
-* :mod:`~nbhelpers.ti.config`: the options of a run (:class:`~nbhelpers.ti.config.TIConfig`),
-  which the command line is built from.
+* :mod:`~nbhelpers.ti.config`: the options of a run (:class:`~nbhelpers.ti.config.TIConfig`)
+  and its data and files (:class:`~nbhelpers.ti.config.TIData`), which the command line is
+  built from.
 * :mod:`~nbhelpers.ti.lr_schedule`: learning-rate schedules in AUTOMATIC1111's syntax.
-* :mod:`~nbhelpers.ti.train`: the training loop (only the token's rows train; Ctrl-C,
-  non-finite losses; Accelerate for several processes).
+* :mod:`~nbhelpers.ti.train`: the training loop in one function (only the token's rows
+  train; Ctrl-C raises one exception carrying the step and vectors; non-finite losses;
+  Accelerate for several processes).
 * :mod:`~nbhelpers.ti.checkpoints`: the run's checkpoints, written atomically, verified on
   resume.
 * :mod:`~nbhelpers.ti.embeddings`: the embedding itself (token, vectors, step, metadata) and
@@ -28,5 +30,10 @@ Modules, one idea each, in the order a run uses them:
   or coded in the pixels), read as data.
 * :mod:`~nbhelpers.ti.pipeline`: adding an embedding to a pipeline; unknown placeholders in
   prompts; inspecting an embedding.
-* :mod:`~nbhelpers.ti.engine`: from a folder of images to an embedding file in one call.
+* :mod:`~nbhelpers.ti.plan`: step 1 of a run: every check that needs no model (options,
+  templates, images, token, output, resume point, the 77-token budget) gives a checked plan.
+* :mod:`~nbhelpers.ti.run_folder`: the run folder belongs to one run (a lock; the previous
+  run's checkpoints set aside until the new run finishes).
+* :mod:`~nbhelpers.ti.engine`: step 2, the plan run with a pipeline; from a folder of images
+  to an embedding file in one call.
 """

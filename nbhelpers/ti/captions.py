@@ -15,6 +15,7 @@ import difflib
 import os
 import re
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -25,8 +26,10 @@ import torch
 __all__ = [
     "OBJECT_TEMPLATES",
     "STYLE_TEMPLATES",
+    "MAX_CAPTION_CHARS",
     "caption_for",
     "caption_from_filename",
+    "check_templates",
     "draw_prompts",
     "fill_template",
     "load_templates",
@@ -81,8 +84,20 @@ def caption_from_filename(filename: str | os.PathLike) -> str:
     return tidy_spaces(re.sub(r"[_-]+", " ", stem))
 
 
+#: The most characters of a caption file used: a prompt holds 77 tokens (about 300
+#: characters), so a longer caption is cut, with a warning that names the file, rather than
+#: tokenised whole at every step (a 20 MB file would slow each step 12x).
+MAX_CAPTION_CHARS = 1000
+
+
 def _read_caption_file(path: Path) -> str:
-    text = path.read_text(encoding="utf-8-sig")
+    with open(path, encoding="utf-8-sig") as f:   # a UnicodeDecodeError names no file: the
+        text = f.read(MAX_CAPTION_CHARS + 1)       # folder reader reports it with the image
+    if len(text) > MAX_CAPTION_CHARS:
+        text = text[:MAX_CAPTION_CHARS]
+        warnings.warn(f"caption file {str(path)!r} is longer than {MAX_CAPTION_CHARS} "
+                      f"characters; only its first {MAX_CAPTION_CHARS} are used (a prompt "
+                      "holds 77 tokens, about 300 characters)", stacklevel=3)
     return tidy_spaces(unicodedata.normalize("NFC", text))
 
 
@@ -174,6 +189,32 @@ def _check_template_tags(template: str, where: str) -> None:
                              f"templates know [name] and [filewords]{hint}")
 
 
+def check_templates(templates: Sequence[str], *, overwrite: bool = False,
+                    origin: str = "the template list") -> list[str]:
+    """The one rule for prompt templates, used before loading and by the trainer: there is at
+    least one, and EVERY template has ``[name]``, so that every prompt trains the token. When
+    overwriting an existing word, a template may carry the word through ``[filewords]``
+    instead (captions that use the word, "a red toy"). Returns the templates as a list.
+
+    Raises:
+        ValueError: no templates, or a template without the slot; the message names it.
+    """
+    templates = list(templates)
+    if not templates:
+        raise ValueError(f"{origin} has no templates; give at least one, such as "
+                         "'a painting in the style of [name]'")
+    for t in templates:
+        if "[name]" in t or (overwrite and "[filewords]" in t):
+            continue
+        also = (" or [filewords] with captions that use the word" if overwrite else
+                " (when overwriting an existing word, [filewords] with captions that use "
+                "the word also does)")
+        raise ValueError(f"{origin}: template {t!r} has no [name] slot, so its prompts would "
+                         f"never train the token; every template needs [name] where the token "
+                         f"goes, as in 'a photo of a [name]'{also}")
+    return templates
+
+
 def load_templates(
     source: Literal["style", "object"] | str | os.PathLike | Sequence[str],
     *, require_name: bool = True,
@@ -184,14 +225,15 @@ def load_templates(
         source: ``"style"`` (``STYLE_TEMPLATES``, 18) or ``"object"`` (``OBJECT_TEMPLATES``,
             20); a path to a UTF-8 text file with one template per line (blank lines and lines
             starting with ``#`` ignored); or a sequence of template strings.
-        require_name: refuse templates none of which has ``[name]``. Overwriting an existing
-            word turns it off: captions that use the word itself ("a red toy") then carry it,
-            through ``[filewords]``.
+        require_name: apply :func:`check_templates`'s rule for a new token (every template
+            has ``[name]``); False applies it for overwriting an existing word, whose
+            captions ("a red toy") may carry it through ``[filewords]``.
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        ValueError: no templates; no ``[name]`` in any template (the token would never be
-            trained); a tag other than ``[name]`` and ``[filewords]`` (a typo, usually).
+        ValueError: no templates; a template without ``[name]`` (its prompts would never
+            train the token; :func:`check_templates`); a tag other than ``[name]`` and
+            ``[filewords]`` (a typo, usually).
     """
     if isinstance(source, str) and source in _BUILTIN_TEMPLATES:
         return list(_BUILTIN_TEMPLATES[source])
@@ -202,7 +244,12 @@ def load_templates(
                 f"template file {str(path)!r} not found; pass 'style', 'object' or the path "
                 f"of a text file with one template per line, using [name] and [filewords]")
         templates: list[str] = []
-        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"template file {str(path)!r} is not UTF-8 text ({err.reason} at "
+                             f"byte {err.start}); save it as UTF-8") from None
+        for number, line in enumerate(lines, 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -217,11 +264,7 @@ def load_templates(
     if not templates:
         raise ValueError(f"{origin} has no templates (only blank or # lines); write one "
                          f"template per line, such as 'a photo of a [name]'")
-    if require_name and not any("[name]" in t for t in templates):
-        raise ValueError(f"{origin} has no [name] in any template, so the new token would "
-                         f"never appear in a prompt; add [name] where the token goes, as in "
-                         f"'a photo of a [name]'")
-    return templates
+    return check_templates(templates, overwrite=not require_name, origin=origin)
 
 
 def fill_template(template: str, name: str, filewords: str = "") -> str:

@@ -1,4 +1,5 @@
-"""What a textual-inversion run is configured with: :class:`TIConfig`, one dataclass.
+"""What a textual-inversion run is configured with: :class:`TIConfig` (what is learned and how the
+run computes) and :class:`TIData` (the images, how they are framed, the file written).
 
 Each field that ``nbhelpers ti train`` offers carries its command-line help (and, where the
 option's name is not the field's, its flag) in the field's ``metadata``; the command line is
@@ -8,12 +9,18 @@ written once. In a help text, ``%(default)s`` stands for the field's default.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 from nbhelpers.ti.lr_schedule import parse_lr_schedule
 
 Precision = Literal["auto", "no", "bf16", "fp16"]
+#: :data:`nbhelpers.ti.framing.FRAMING_MODES`' names (a test keeps the two the same).
+Framing = Literal["center", "focal", "tiles", "buckets"]
+#: :data:`nbhelpers.ti.formats.FORMATS`' names (``formats.EmbeddingFormat``; torch-free here).
+Format = Literal["diffusers", "a1111", "kohya"]
 
 
 def _option(default, help: str, **metadata):
@@ -78,10 +85,52 @@ class TIConfig:
             raise ValueError(f"n_vectors must be between 1 and 75, got {self.n_vectors}")
         if self.overwrite and self.n_vectors != 1:
             raise ValueError("overwrite mode trains the word's own row(s); leave n_vectors at 1")
-        for name in ("steps", "batch_size", "grad_accum"):
+        for name in ("steps", "batch_size", "grad_accum", "preview_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "preview_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or a number of steps, got "
+                                 f"{getattr(self, name)}")
+        if not -2**53 < self.seed < 2**53:   # the generator's seed is seed * 1000 + process
+            raise ValueError(f"seed must be below 2**53 in size, got {self.seed}")
+        for name in ("weight_decay", "preview_scale"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got "
                              f"{self.mixed_precision!r}")
         parse_lr_schedule(self.lr)
+
+
+@dataclass(frozen=True)
+class TIData:
+    """The data and file options of a run: the templates, how each picture is framed, which
+    pictures are read, the embedding file's format, the latent cache.
+
+    ``nbhelpers ti train`` offers the fields with a help text as options, as :class:`TIConfig`'s;
+    :func:`~nbhelpers.ti.plan.plan_run` checks them before any model loads.
+
+    Attributes:
+        template: ``"style"``, ``"object"``, a template file, or a sequence of templates.
+        size: the training size in pixels; None: the model's native size.
+    """
+
+    template: str | tuple[str, ...] = _option(
+        "style", "'style', 'object' or a template file with [name] (in every template) and "
+                 "[filewords] (default %(default)s)")
+    framing: Framing = _option("center", "how each picture becomes square training images")
+    flip: bool = _option(False, "add mirrored copies (default: no)")
+    size: int | None = _option(None, "training size in pixels (default: the model's)")
+    refuse_small: bool = _option(False, "refuse images smaller than the training size "
+                                        "(default: upscale them)")
+    recursive: bool = False
+    format: Format = _option("diffusers", "the embedding file's format")
+    cache_dir: str | None = _option(None, "latent cache (default $NBHELPERS_CACHE or "
+                                          "~/.cache/nbhelpers/latents)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.template, os.PathLike):
+            object.__setattr__(self, "template", os.fspath(self.template))
+        elif not isinstance(self.template, str):   # a list given: kept as a tuple (frozen)
+            object.__setattr__(self, "template", tuple(str(t) for t in self.template))

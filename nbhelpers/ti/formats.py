@@ -6,6 +6,7 @@ Files (what diffusers 0.42's ``load_textual_inversion`` reads, checked in its so
 format      content                                         diffusers reads it
 ==========  ==============================================  =================================
 diffusers   safetensors ``{token: (n, width)}``, one key    yes: the key is the token
+            (one vector: ``(width,)``, as InvokeAI needs)
 a1111       ``.pt`` dict: ``string_to_token {'*': 265}``,   yes: ``name`` is the token,
             ``string_to_param {'*': (n, width)}``,          ``string_to_param['*']`` the
             ``name``, ``step``, ``sd_checkpoint``,          vectors
@@ -151,7 +152,9 @@ class Diffusers(Format):
         return _build(path, token, name, vectors, step, meta)
 
     def write(self, emb: Embedding, suffix: str, header: dict[str, str]) -> bytes:
-        return _safetensors_bytes({emb.token: _cpu(emb)}, header)
+        vectors = _cpu(emb)   # one vector as (width,), for InvokeAI (see INVOKEAI_NOTE)
+        return _safetensors_bytes({emb.token: vectors[0] if len(vectors) == 1 else vectors},
+                                  header)
 
 
 class A1111(Format):
@@ -258,11 +261,16 @@ def _or(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
+#: InvokeAI's probe takes a diffusers file's first tensor's ``shape[0]`` for the width.
+INVOKEAI_NOTE = ("for InvokeAI, an embedding of several vectors must be a1111 or kohya (it "
+                 "reads diffusers files of one vector only)")
+
+
 def format_help(default: str | None = None) -> str:
     """The help of a ``--format`` option: ``"file format: diffusers (.safetensors), a1111
-    (.pt) or kohya"``, plus ``" (default diffusers)"`` for ``default="diffusers"``."""
+    (.pt) or kohya"``, `` (default diffusers)`` for ``default="diffusers"``, INVOKEAI_NOTE."""
     text = "file format: " + _or([f.summary for f in FORMATS.values()])
-    return text if default is None else f"{text} (default {default})"
+    return (text if default is None else f"{text} (default {default})") + f"; {INVOKEAI_NOTE}"
 
 
 def dst_format_help() -> str:
@@ -270,13 +278,13 @@ def dst_format_help() -> str:
     (default: diffusers for .safetensors; a .pt file needs --format a1111 or kohya)"``."""
     defaults = [f"{f.name} for {' and '.join(f.default_for)}" for f in FORMATS.values()
                 if f.default_for]
-    known = _saved_extensions()
     ambiguous = []
-    for suffix in known:
+    for suffix in _saved_extensions():
         if not any(suffix in f.default_for for f in FORMATS.values()):
             may = [f.name for f in FORMATS.values() if suffix in f.extensions]
             ambiguous.append(f"a {suffix} file needs --format {_or(may)}")
-    return f"format of dst (default: {_or(defaults)}" + "".join(f"; {a}" for a in ambiguous) + ")"
+    return (f"format of dst (default: {_or(defaults)}" + "".join(f"; {a}" for a in ambiguous)
+            + f"); {INVOKEAI_NOTE}")
 
 
 def _header_step_meta(header: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -327,13 +335,9 @@ def _safetensors_bytes(tensors: dict[str, Tensor], header: dict[str, str]) -> by
 
 
 def _pt_bytes(obj: dict) -> bytes:
-    """``torch.save`` in the legacy (pre-1.6, non-zip) format, which every reader accepts.
-
-    A1111's safe unpickler allows only the zip entries ``version``, ``data.pkl`` and
-    ``data/N``; current torch also writes ``.format_version``, ``byteorder``, ... and is
-    refused there. The legacy format is pickles and raw storage bytes; ``torch.load(...,
-    weights_only=True)`` and diffusers read it with identical values.
-    """
+    """``torch.save`` in the legacy (pre-1.6, non-zip) format, which every reader accepts:
+    A1111's safe unpickler refuses current torch's extra zip entries (``.format_version``,
+    ``byteorder``); ``torch.load(..., weights_only=True)`` and diffusers read it exactly."""
     return torch_bytes(obj, legacy=True)
 
 
@@ -402,8 +406,7 @@ def save_embedding(emb: Embedding, path: str | os.PathLike,
     header = {"nbhelpers_format": fmt.name, "token": emb.token, "step": str(emb.step),
               "meta": _meta_json(emb)}
     data = fmt.write(emb, path.suffix.lower(), header)
-    # written by us, not the libraries: a full disk or a read-only folder is then a WriteError
-    # that names the file and the fix, and the previous file is kept
+    # written by us, not the libraries: a full disk is a WriteError, the previous file kept
     write_bytes(path, data, durable=True)
     return path
 

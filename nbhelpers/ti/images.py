@@ -18,24 +18,17 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nbhelpers.checks import check_training_size
+from nbhelpers.files import open_regular
 from nbhelpers.ti.captions import caption_for, caption_from_filename
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "JPEG_DRAFT_FACTOR",
-    "LoadReport",
-    "LoadedImage",
-    "SkippedFile",
-    "check_image_folder",
-    "load_folder",
-    "to_rgb",
-]
+__all__ = ["IMAGE_EXTENSIONS", "JPEG_DRAFT_FACTOR", "LoadReport", "LoadedImage", "SkippedFile",
+           "check_image_folder", "load_folder", "to_rgb"]
 
 #: File extensions read as images (compared lower-case). GIF and multi-page TIFF: first frame.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -262,12 +255,13 @@ def _open_rgb(path: Path, min_side: int | None = None) -> tuple[Image.Image, lis
     as it is under twice the limit and its reduced size is under it.
     """
     notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
+    # a regular file only: a FIFO named like an image would block the decoder forever
+    with _open_file(path) as fp, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             with warnings.catch_warnings(record=True) as at_open:
                 warnings.simplefilter("always")
-                opened = Image.open(path)   # over 2x the limit: DecompressionBombError here
+                opened = Image.open(fp)   # over 2x the limit: DecompressionBombError here
             over_limit = None
             for w in at_open:
                 if issubclass(w.category, Image.DecompressionBombWarning):
@@ -306,6 +300,19 @@ def _open_rgb(path: Path, min_side: int | None = None) -> tuple[Image.Image, lis
             raise _Skip(f"could not be read ({type(e).__name__}: {e})") from e
     notes += [str(w.message) for w in caught]
     return rgb, notes
+
+
+_NOT_REGULAR = ("not a regular file (a named pipe, socket or device): reading it could wait "
+                "forever; only regular files are read")
+
+
+def _open_file(path: Path) -> BinaryIO:  # only a regular file, else _Skip
+    try:
+        return open_regular(path)
+    except ValueError as e:
+        raise _Skip(_NOT_REGULAR) from e
+    except OSError as e:
+        raise _Skip(f"could not be opened ({e.strerror or e})") from e
 
 
 def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
@@ -434,6 +441,8 @@ def _why_not_decoded(p: Path, image_stems: set[tuple[Path, str]], recursive: boo
         return "" if recursive else "sub-folder; pass recursive=True to load its images too"
     if p.name.startswith("."):
         return "hidden file"
+    if not p.is_file():   # a named pipe, socket or device: opening it could wait forever
+        return _NOT_REGULAR
     ext = p.suffix.lower()
     if ext == ".txt":
         if (p.parent, p.stem) not in image_stems:
@@ -469,7 +478,7 @@ def _load_image(report: LoadReport, p: Path, *, size: int | None, refuse_small: 
             f"upscaled (blurrier than the rest); pass refuse_small=True to skip it")
     try:
         caption, caption_source = caption_for(p)
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:   # ValueError: undecodable, or not a regular file
         caption, caption_source = caption_from_filename(p.name), "filename"
         report.warnings.append(f"{rel}: caption file unreadable ({e}); caption taken "
                                f"from the file name; save the .txt as UTF-8")

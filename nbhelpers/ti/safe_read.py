@@ -133,6 +133,9 @@ def resolve_file(path: Path) -> Path:
         raise FileNotFoundError(
             f"{path} is a folder without {' or '.join(CONCEPT_FILES)} (the embedding file of "
             f"a concept folder){hint}")
+    if path.exists() and not path.is_file():   # a FIFO or device: reading could block
+        raise EmbeddingFileError(f"{path} is not a regular file (a named pipe, socket or "
+                                 f"device); pass the embedding file itself")
     if not path.is_file():
         raise FileNotFoundError(f"no embedding file at {path}")
     return path

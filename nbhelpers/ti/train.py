@@ -26,13 +26,20 @@ The step, as numbered in notebook 05:
 Safety: checkpoints (:mod:`.checkpoints`: vectors, optimizer, step, RNG) every N steps and at
 the end, written atomically and flushed to the disk, the two newest kept; ``resume`` verifies
 them, skips a damaged one with a warning that names it, and continues to the same result as an
-uninterrupted run, also after the process was killed (SIGKILL); Ctrl-C saves and re-raises; a
+uninterrupted run, also after the process was killed (SIGKILL). Ctrl-C saves the state from
+before the step it interrupted (so that Ctrl-C and ``resume`` equal an uninterrupted run
+exactly) and raises :class:`TrainingInterrupted`, which carries the step and the vectors; a
 non-finite loss stops the run with the last good vectors saved and advice.
+
+:func:`train_textual_inversion` is the loop in one screen: setup, then ``for step``; the five
+steps of one micro-batch are :func:`_micro_batch_loss`.
 Built on Accelerate: ``accelerate launch`` spreads the batch over several processes (GPUs).
 """
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +52,7 @@ from torch import Tensor, nn
 from nbhelpers.diffusion import q_sample, schedule_at, velocity
 from nbhelpers.precision import compute_dtype, resolve_precision
 from nbhelpers.quiet import quiet_loading
-from nbhelpers.ti.captions import draw_prompts
+from nbhelpers.ti.captions import check_templates, draw_prompts
 from nbhelpers.ti.checkpoints import remove_checkpoint_files, restore_checkpoint, save_checkpoint
 from nbhelpers.ti.config import TIConfig
 from nbhelpers.ti.embeddings import Embedding
@@ -55,7 +62,7 @@ from nbhelpers.ti.pipeline import add_embedding_to_pipeline
 from nbhelpers.ti.rows import Conditioner, TrainableRows
 
 # --------------------------------------------------------------------------------------------
-# Configuration, state, results
+# What a run hands out: its progress, its result, its two ways to stop early
 # --------------------------------------------------------------------------------------------
 
 
@@ -71,23 +78,69 @@ class TIState:
 
 
 @dataclass
-class TIResult:
-    token: str
-    token_strings: list[str]        #: what the token expands to in a prompt
-    vectors: Tensor                 #: (n_vectors, width), fp32, CPU
+class TIRun:
+    """What a finished run produced: from the trainer, and (through
+    :func:`~nbhelpers.ti.engine.run_plan`) the file it wrote and the images it read."""
+
+    embedding: Embedding            #: as saved: the token's rows of the model's table
+    vectors: Tensor                 #: the trained vectors, (n_vectors, width), fp32, CPU
     losses: list[float] = field(default_factory=list)
-    steps: int = 0
-    interrupted: bool = False
+    n_examples: int = 0             #: framed training images
+    seconds: float = 0.0
+    path: Path | None = None        #: the embedding file (None: the trainer alone saves none)
+    report: Any = None              #: the folder's :class:`~nbhelpers.ti.images.LoadReport`
+
+    @property
+    def token(self) -> str:
+        return self.embedding.token
+
+    @property
+    def token_strings(self) -> list[str]:
+        """What the token expands to in a prompt."""
+        return self.embedding.token_strings
+
+    @property
+    def steps(self) -> int:
+        return self.embedding.step
+
+    @property
+    def result(self) -> TIRun:
+        """The run itself (``run.result.vectors`` is ``run.vectors``), for code written when
+        the trainer's result was a separate object."""
+        return self
+
+
+class TrainingInterrupted(KeyboardInterrupt):  # noqa: N818 - a KeyboardInterrupt, named so
+    """Ctrl-C during training: the run saved the state of ``step`` (from before the step it
+    interrupted) and stopped. A ``KeyboardInterrupt``, so whatever stops on Ctrl-C still does.
+
+    Attributes:
+        step: the steps done and saved; ``resume`` continues from here.
+        vectors: the vectors of that step, fp32, CPU.
+        checkpoint: the checkpoint folder (None: the run had no ``out_dir``).
+        embedding: the file the unfinished embedding was written to, when one was.
+    """
+
+    def __init__(self, step: int, vectors: Tensor, checkpoint: Path | None,
+                 embedding: Path | None = None) -> None:
+        super().__init__(f"interrupted after step {step}")
+        self.step, self.vectors, self.checkpoint = step, vectors, checkpoint
+        self.embedding = embedding
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good vectors were kept."""
+    """The loss became NaN or infinite; the last good vectors were kept (``step``, ``vectors``
+    as in :class:`TrainingInterrupted`)."""
+
+    def __init__(self, message: str, step: int = 0, vectors: Tensor | None = None,
+                 checkpoint: Path | None = None) -> None:
+        super().__init__(message)
+        self.step, self.vectors, self.checkpoint = step, vectors, checkpoint
 
 
 # --------------------------------------------------------------------------------------------
 # Tokens
 # --------------------------------------------------------------------------------------------
-
 
 def prepare_tokens(pipe, cfg: TIConfig) -> tuple[Embedding, list[int]]:
     """Put the token to train into the pipeline, initialised, and return it with its ids.
@@ -128,72 +181,75 @@ def prepare_tokens(pipe, cfg: TIConfig) -> tuple[Embedding, list[int]]:
 
 def train_textual_inversion(pipe, data: LatentSet, templates: Sequence[str], cfg: TIConfig, *,
                             callback: Callable[[TIState], None] | None = None,
-                            accelerator=None) -> TIResult:
+                            accelerator=None) -> TIRun:
     """Learn the embedding of ``cfg.token`` from cached latents and their captions.
 
-    Args:
-        pipe: a ``StableDiffusionPipeline`` (tokenizer, text_encoder, unet, scheduler); it is
-            changed in place: the token is added and, at the end, its trained rows written in.
-        data: cached posteriors of the framed images and their captions (``[filewords]``),
-            from :meth:`.latents.LatentSet.encode`.
-        templates: prompt templates with ``[name]`` and optional ``[filewords]``.
-        accelerator: an ``accelerate.Accelerator``; one is made from ``cfg`` when None.
+    ``pipe`` is changed in place: the token added, its trained rows written in at the end.
+    ``data``: cached posteriors and captions (:meth:`.latents.LatentSet.encode`);
+    ``templates``: each with ``[name]`` (:func:`~nbhelpers.ti.captions.check_templates`).
+    Returns a :class:`TIRun` (no file: :func:`~nbhelpers.ti.engine.run_plan` writes one).
 
-    Returns:
-        a :class:`TIResult`. On Ctrl-C the state is saved and ``KeyboardInterrupt`` re-raised;
-        on a non-finite loss the last good vectors are saved and
-        :class:`NonFiniteLossError` raised.
+    Raises:
+        TrainingInterrupted: Ctrl-C; the state before the interrupted step was saved.
+        NonFiniteLossError: a NaN or infinite loss; the last good vectors were saved.
     """
     from accelerate import Accelerator
+    from tqdm.auto import tqdm
 
     from nbhelpers import threads
-
     threads.apply()  # decided afresh: a neighbour may have started since (nbhelpers.threads)
     cfg.validate()
-    _check_templates(templates, cfg.overwrite)
-    precision = resolve_precision(cfg.mixed_precision, pipe.device)
+    templates = check_templates(templates, overwrite=cfg.overwrite)
+    start, schedule = time.perf_counter(), parse_lr_schedule(cfg.lr)
     # precision is ours (models stored in the compute dtype, a GradScaler for fp16), not
     # Accelerate's: its mixed-precision setting is process-wide and cannot change between runs
     acc = accelerator or Accelerator(cpu=pipe.device.type == "cpu")
-    run = _set_up(pipe, cfg, acc, precision)
-    _start_or_resume(run)
+    m = _set_up(pipe, cfg, acc, resolve_precision(cfg.mixed_precision, pipe.device))
+    done, losses = _start_or_resume(m, cfg)
+    before = None   # the state at the start of the step under way: what Ctrl-C saves
     try:
-        _train_steps(run, data, templates, callback)
-    except KeyboardInterrupt:
-        run.save(run.completed)
-        _finish(run)
-        raise
-    except NonFiniteLossError:
-        raise _keep_last_good(run) from None
-    run.save(cfg.steps)
-    _finish(run)
-    return TIResult(cfg.token, run.emb.token_strings,
-                    run.rows.vectors.detach().float().cpu().clone(), run.losses, cfg.steps)
+        with tqdm(total=cfg.steps, initial=done, desc=f"textual inversion {cfg.token}",
+                  disable=not acc.is_main_process) as bar:
+            for step in range(done, cfg.steps):
+                before, lr = _snapshot(m, step), lr_at(schedule, step)
+                for group in m.opt.param_groups:
+                    group["lr"] = lr
+                loss = 0.0
+                for _ in range(cfg.grad_accum):
+                    micro = _micro_batch_loss(m, data, templates, cfg.batch_size, step)
+                    scaled = micro / cfg.grad_accum
+                    acc.backward(m.scaler.scale(scaled) if m.scaler is not None else scaled)
+                    loss += float(micro.detach()) / cfg.grad_accum
+                _optimiser_step(m.opt, m.scaler)
+                losses.append(loss)
+                done = step + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}", refresh=False)
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                    _save(m, cfg, done, losses)
+                preview = (_preview(pipe, cfg, m.names, done)
+                           if _preview_due(cfg, done) and acc.is_main_process else None)
+                if callback is not None and acc.is_main_process:
+                    callback(TIState(done, loss, lr, m.rows.vectors.detach().cpu().clone(),
+                                     preview))
+    except (KeyboardInterrupt, NonFiniteLossError) as stop:
+        raise _stopped(m, cfg, stop, before, done, losses[:done], schedule) from None
+    _save(m, cfg, cfg.steps, losses)
+    _finish(m)
+    vectors = m.rows.vectors.detach().float().cpu().clone()
+    return TIRun(Embedding(cfg.token, vectors, step=cfg.steps), vectors, losses, len(data),
+                 time.perf_counter() - start)
 
 
-def _check_templates(templates: Sequence[str], overwrite: bool) -> None:
-    if not templates:
-        raise ValueError("no templates; give at least one, e.g. 'a painting in the style of "
-                         "[name]'")
-    for t in templates:
-        # overwriting an existing word: captions that already use the word ("a red toy")
-        # are the natural prompts, so a bare "[filewords]" template is allowed then
-        if "[name]" not in t and not (overwrite and "[filewords]" in t):
-            raise ValueError(f"template {t!r} has no [name] slot; every template needs one "
-                             f"(or, when overwriting a word, [filewords] with captions that "
-                             f"use the word)")
-
-
-@dataclass
-class _Run:
-    """The moving parts of one run, made by :func:`_set_up`; the steps advance ``completed``."""
+@dataclass(frozen=True)
+class _Model:
+    """The parts the loop trains with, made once by :func:`_set_up`; no counters (the loop's
+    locals hold those)."""
 
     pipe: Any
-    cfg: TIConfig
     acc: Any                        #: the ``accelerate.Accelerator``
     precision: str                  #: resolved: "no", "bf16" or "fp16"
     scaler: Any                     #: a ``torch.amp.GradScaler`` for fp16, else None
-    lr_schedule: list[tuple[float, int | None]]  #: parsed from ``cfg.lr``
     emb: Embedding
     text_encoder: nn.Module
     rows: TrainableRows
@@ -203,9 +259,6 @@ class _Run:
     dtypes: tuple[torch.dtype, torch.dtype]  #: the UNet's and text encoder's own, given back
     alpha_bar: Tensor               #: the scheduler's ``alphas_cumprod``, ``(T,)``
     v_pred: bool                    #: the UNet predicts ``v``, not the noise
-    losses: list[float] = field(default_factory=list)
-    completed: int = 0              #: optimiser steps applied so far
-    last_good: Tensor | None = None  #: the vectors before the last optimiser step
 
     @property
     def names(self) -> str:
@@ -216,20 +269,16 @@ class _Run:
     def frozen_dtype(self) -> torch.dtype:
         return compute_dtype(self.precision)
 
-    @property
-    def out_dir(self) -> Path | None:
-        return Path(self.cfg.out_dir) if self.cfg.out_dir else None
 
-    @property
-    def ckpt_dir(self) -> Path | None:
-        return self.out_dir / "checkpoint" if self.out_dir else None
+def _ckpt_dir(cfg: TIConfig) -> Path | None:
+    return Path(cfg.out_dir) / "checkpoint" if cfg.out_dir else None
 
-    def save(self, step: int) -> None:
-        """A checkpoint of ``step``, when the run has an ``out_dir``."""
-        if self.ckpt_dir is not None:
-            save_checkpoint(self.ckpt_dir, self.rows, self.opt, step, self.losses, self.gen,
-                            self.acc.process_index, self.cfg, self.scaler,
-                            barrier=self.acc.wait_for_everyone)
+
+def _save(m: _Model, cfg: TIConfig, step: int, losses: list[float]) -> None:
+    """A checkpoint of ``step``, when the run has an ``out_dir``."""
+    if (folder := _ckpt_dir(cfg)) is not None:
+        save_checkpoint(folder, m.rows, m.opt, step, losses, m.gen, m.acc.process_index, cfg,
+                        m.scaler, barrier=m.acc.wait_for_everyone)
 
 
 def _freeze(pipe, cfg: TIConfig) -> None:
@@ -244,166 +293,143 @@ def _freeze(pipe, cfg: TIConfig) -> None:
         pipe.unet.enable_gradient_checkpointing()
 
 
-def _set_up(pipe, cfg: TIConfig, acc, precision: str) -> _Run:
+def _set_up(pipe, cfg: TIConfig, acc, precision: str) -> _Model:
     """Freeze the models, add the token, splice its trainable rows in, make the optimiser."""
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    lr_schedule = parse_lr_schedule(cfg.lr)
     text_encoder, unet, device = pipe.text_encoder, pipe.unet, acc.device
     _freeze(pipe, cfg)
     # the token first, so its starting rows come from the table in its own dtype; then the frozen
     # models are stored in the compute dtype (not autocast over fp32 weights)
     emb, ids = prepare_tokens(pipe, cfg)
-    frozen_dtype = compute_dtype(precision)
     dtypes = (unet.dtype, text_encoder.dtype)
     with quiet_loading():  # diffusers' notice on every cast of a model
-        unet.to(device, dtype=frozen_dtype)
-        text_encoder.to(device, dtype=frozen_dtype)
+        unet.to(device, dtype=compute_dtype(precision))
+        text_encoder.to(device, dtype=compute_dtype(precision))
     rows = TrainableRows(text_encoder.get_input_embeddings(), ids, emb.vectors).to(device)
     text_encoder.set_input_embeddings(rows)
     conditioner = Conditioner(text_encoder, rows)
-    opt = torch.optim.AdamW([rows.vectors], lr=lr_at(lr_schedule, 0),
+    opt = torch.optim.AdamW([rows.vectors], lr=lr_at(parse_lr_schedule(cfg.lr), 0),
                             weight_decay=cfg.weight_decay)
     conditioner, opt = acc.prepare(conditioner, opt)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + acc.process_index)
     sched = pipe.scheduler
     v_pred = sched.config.get("prediction_type", "epsilon") == "v_prediction"
-    return _Run(pipe, cfg, acc, precision, scaler, lr_schedule, emb, text_encoder, rows,
-                conditioner, opt, gen, dtypes, sched.alphas_cumprod, v_pred)
+    return _Model(pipe, acc, precision, scaler, emb, text_encoder, rows, conditioner, opt, gen,
+                  dtypes, sched.alphas_cumprod, v_pred)
 
 
-def _start_or_resume(run: _Run) -> None:
-    """A run starts anew (its old checkpoint files removed) or from its newest checkpoint."""
-    cfg, acc, ckpt_dir = run.cfg, run.acc, run.ckpt_dir
-    if ckpt_dir is not None and not cfg.resume:
-        remove_checkpoint_files(ckpt_dir, acc.process_index, set())
-    if cfg.resume:
-        if ckpt_dir is None:
-            raise FileNotFoundError("resume asked, but the config has no out_dir to find the "
-                                    "checkpoint in; give the out_dir of the run to continue")
-        restore = (ckpt_dir, run.rows, run.opt, run.gen, acc.process_index, run.scaler)
-        run.completed, run.losses = restore_checkpoint(*restore)
-        if acc.num_processes > 1:
-            # a process whose own RNG file of that step is damaged fell back further: all
-            # continue from the oldest step any of them could read
-            agreed = int(acc.gather(torch.tensor([run.completed], device=acc.device)).min())
-            if agreed != run.completed:
-                run.completed, run.losses = restore_checkpoint(*restore, max_step=agreed)
-    run.last_good = run.rows.vectors.detach().clone()
+def _start_or_resume(m: _Model, cfg: TIConfig) -> tuple[int, list[float]]:
+    """A run starts anew (its old checkpoint files removed) or from its newest checkpoint:
+    the steps done and their losses."""
+    acc, folder = m.acc, _ckpt_dir(cfg)
+    if not cfg.resume:
+        if folder is not None:
+            remove_checkpoint_files(folder, acc.process_index, set())
+        return 0, []
+    if folder is None:
+        raise FileNotFoundError("resume asked, but the config has no out_dir to find the "
+                                "checkpoint in; give the out_dir of the run to continue")
+    restore = (folder, m.rows, m.opt, m.gen, acc.process_index, m.scaler)
+    done, losses = restore_checkpoint(*restore)
+    if acc.num_processes > 1:
+        # a process whose own RNG file of that step is damaged fell back further: all
+        # continue from the oldest step any of them could read
+        agreed = int(acc.gather(torch.tensor([done], device=acc.device)).min())
+        if agreed != done:
+            done, losses = restore_checkpoint(*restore, max_step=agreed)
+    return done, losses
 
 
-def _train_steps(run: _Run, data: LatentSet, templates: Sequence[str],
-                 callback: Callable[[TIState], None] | None) -> None:
-    """The optimiser steps from ``run.completed`` to ``cfg.steps``, with a progress bar."""
-    from tqdm.auto import tqdm
-
-    cfg, acc = run.cfg, run.acc
-    with tqdm(total=cfg.steps, initial=run.completed, desc=f"textual inversion {cfg.token}",
-              disable=not acc.is_main_process) as bar:
-        for step in range(run.completed, cfg.steps):
-            lr = lr_at(run.lr_schedule, step)
-            step_loss = _optimizer_step(run, data, templates, step, lr)
-            run.losses.append(step_loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.1e}", refresh=False)
-            _after_step(run, step_loss, lr, callback)
+def _snapshot(m: _Model, step: int) -> dict:
+    """The state at the start of ``step`` that a step changes: vectors, optimiser, RNG, scaler
+    (a few KB: the vectors are the only parameter)."""
+    return {"step": step, "vectors": m.rows.vectors.detach().clone(),
+            "optimizer": copy.deepcopy(m.opt.state_dict()), "generator": m.gen.get_state(),
+            "scaler": m.scaler.state_dict() if m.scaler is not None else None}
 
 
-def _optimizer_step(run: _Run, data: LatentSet, templates: Sequence[str], step: int,
-                    lr: float) -> float:
-    """One optimiser step over ``cfg.grad_accum`` micro-batches; returns the mean loss."""
-    cfg, opt, scaler = run.cfg, run.opt, run.scaler
-    for group in opt.param_groups:
-        group["lr"] = lr
-    step_loss = 0.0
-    for _ in range(cfg.grad_accum):
-        loss = _micro_batch_loss(run, data, templates, step)
-        scaled = loss / cfg.grad_accum
-        run.acc.backward(scaler.scale(scaled) if scaler is not None else scaled)
-        step_loss += float(loss.detach()) / cfg.grad_accum
-    run.last_good = run.rows.vectors.detach().clone()
+def _optimiser_step(opt: torch.optim.Optimizer, scaler) -> None:
     if scaler is not None:   # fp16: unscale, skip the step on overflow, adapt the scale
         scaler.step(opt)
         scaler.update()
     else:
         opt.step()
     opt.zero_grad(set_to_none=True)
-    run.completed = step + 1
-    return step_loss
 
 
-def _micro_batch_loss(run: _Run, data: LatentSet, templates: Sequence[str],
+def _micro_batch_loss(m: _Model, data: LatentSet, templates: Sequence[str], batch_size: int,
                       step: int) -> Tensor:
     """Steps 1 to 5 of the training step (notebook 05) for one micro-batch: the loss."""
-    cfg, acc, tok, device = run.cfg, run.acc, run.pipe.tokenizer, run.acc.device
+    acc, tok, device = m.acc, m.pipe.tokenizer, m.acc.device
     # 1. a batch: cached latents (one posterior draw), templates and captions
-    x0, caps = data.draw(cfg.batch_size, run.gen)
-    prompts = draw_prompts(caps, templates, run.names, run.gen)
+    x0, caps = data.draw(batch_size, m.gen)
+    prompts = draw_prompts(caps, templates, m.names, m.gen)
     # 2. tokens -> text encoder with the placeholder rows spliced in
     input_ids = tok(prompts, padding="max_length", max_length=tok.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
     # 3. noise the latents at random timesteps (DDPM eq. 4)
-    alpha_bar = run.alpha_bar
-    noise = torch.randn(x0.shape, generator=run.gen)
-    t = torch.randint(0, len(alpha_bar), (cfg.batch_size,), generator=run.gen)
+    alpha_bar = m.alpha_bar
+    noise = torch.randn(x0.shape, generator=m.gen)
+    t = torch.randint(0, len(alpha_bar), (batch_size,), generator=m.gen)
     x_t = q_sample(x0, t, alpha_bar, noise)
-    target = velocity(x0, noise, schedule_at(alpha_bar, t, x0)) if run.v_pred else noise
+    target = velocity(x0, noise, schedule_at(alpha_bar, t, x0)) if m.v_pred else noise
     with acc.autocast():
-        hidden = run.conditioner(input_ids.to(device))
+        hidden = m.conditioner(input_ids.to(device))
         # 4. the frozen UNet predicts the noise
-        pred = run.pipe.unet(x_t.to(device, run.frozen_dtype), t.to(device),
-                             encoder_hidden_states=hidden.to(run.frozen_dtype)).sample
+        pred = m.pipe.unet(x_t.to(device, m.frozen_dtype), t.to(device),
+                           encoder_hidden_states=hidden.to(m.frozen_dtype)).sample
     # 5. the loss, and a backward (by the caller) that reaches only the placeholder rows
     loss = nn.functional.mse_loss(pred.float(), target.to(device).float())
     bad = acc.reduce(torch.tensor(float(not torch.isfinite(loss)), device=device),
                      "max")  # every process stops together
     if float(bad) > 0:
-        raise NonFiniteLossError(step)
+        raise NonFiniteLossError(f"non-finite loss at step {step + 1}", step)
     return loss
 
 
-def _after_step(run: _Run, step_loss: float, lr: float,
-                callback: Callable[[TIState], None] | None) -> None:
-    """The periodic checkpoint and preview, and the callback, after an optimiser step."""
-    cfg, acc, done = run.cfg, run.acc, run.completed
-    if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-        run.save(done)
-    preview = None
-    if (cfg.preview_every and done % cfg.preview_every == 0 and cfg.preview_prompts
-            and acc.is_main_process):
-        preview = _preview(run.pipe, cfg, run.names, run.out_dir, done)
-    if callback is not None and acc.is_main_process:
-        callback(TIState(done, step_loss, lr, run.rows.vectors.detach().cpu().clone(),
-                         preview))
-
-
-def _keep_last_good(run: _Run) -> NonFiniteLossError:
-    """After a non-finite loss: save the vectors that produced the last finite loss (a resume
-    continues from them), end the run, and return the error that says what to change."""
-    with torch.no_grad():
-        run.rows.vectors.copy_(run.last_good)
-    run.save(run.completed)
-    _finish(run)
+def _stopped(m: _Model, cfg: TIConfig, stop: BaseException, before: dict | None, done: int,
+             losses: list[float], schedule) -> BaseException:
+    """After Ctrl-C or a non-finite loss: put back the state of step ``done`` where the step
+    under way had changed it (the vectors that gave the last finite loss, the generator before
+    that step's draws), save it, end the run, and return the exception to raise."""
+    if before is not None and before["step"] == done:   # the step under way never finished
+        with torch.no_grad():
+            m.rows.vectors.copy_(before["vectors"])
+        m.opt.load_state_dict(before["optimizer"])
+        m.gen.set_state(before["generator"])
+        if m.scaler is not None:
+            m.scaler.load_state_dict(before["scaler"])
+    m.opt.zero_grad(set_to_none=True)
+    _save(m, cfg, done, losses)
+    _finish(m)
+    vectors = m.rows.vectors.detach().float().cpu().clone()
+    if isinstance(stop, KeyboardInterrupt):
+        return TrainingInterrupted(done, vectors, _ckpt_dir(cfg))
     return NonFiniteLossError(
-        f"the loss became NaN or infinite at step {run.completed + 1} (learning rate "
-        f"{lr_at(run.lr_schedule, run.completed):g}, mixed precision {run.precision!r}); the last "
+        f"the loss became NaN or infinite at step {done + 1} (learning rate "
+        f"{lr_at(schedule, done):g}, mixed precision {m.precision!r}); the last "
         "good vectors were kept. Lower the learning rate (for example by 10x), or use bf16 "
-        "instead of fp16, and resume.")
+        "instead of fp16, and resume.", done, vectors, _ckpt_dir(cfg))
 
 
-def _finish(run: _Run) -> None:
+def _finish(m: _Model) -> None:
     """Give the UNet and the text encoder their dtypes from before training, and write the fp32
     rows into the real table (rounded once, to the table's own dtype)."""
-    text_encoder, rows = run.text_encoder, run.rows
+    text_encoder, rows = m.text_encoder, m.rows
     text_encoder.set_input_embeddings(rows.base)   # unspliced first: the cast must not touch
     with quiet_loading():                          # the trained fp32 vectors
-        text_encoder.to(dtype=run.dtypes[1])
-        run.pipe.unet.to(dtype=run.dtypes[0])
+        text_encoder.to(dtype=m.dtypes[1])
+        m.pipe.unet.to(dtype=m.dtypes[0])
     rows.write_back()
-    run.pipe.text_encoder = text_encoder
+    m.pipe.text_encoder = text_encoder
+
+
+def _preview_due(cfg: TIConfig, done: int) -> bool:
+    return bool(cfg.preview_every and cfg.preview_prompts and done % cfg.preview_every == 0)
 
 
 @torch.no_grad()
-def _preview(pipe, cfg: TIConfig, names: str, out_dir: Path | None, step: int) -> np.ndarray:
+def _preview(pipe, cfg: TIConfig, names: str, step: int) -> np.ndarray:
     from nbhelpers.files import save_png
     from nbhelpers.images import hstack
     from nbhelpers.sampling import sample_cfg
@@ -415,6 +441,6 @@ def _preview(pipe, cfg: TIConfig, names: str, out_dir: Path | None, step: int) -
                          num_steps=cfg.preview_steps)[0]
         images.append((img * 255).round().astype(np.uint8))
     grid = hstack(images)
-    if out_dir is not None:
-        save_png(grid, out_dir / "previews" / f"step-{step:06d}.png")
+    if cfg.out_dir:
+        save_png(grid, Path(cfg.out_dir) / "previews" / f"step-{step:06d}.png")
     return grid

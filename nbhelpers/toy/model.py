@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -241,7 +239,8 @@ def _halve_safetensors(folder: Path) -> None:
 def save_pipeline(pipe, folder: str | os.PathLike, card: dict[str, Any] | None = None,
                   *, fp16: bool = True) -> Path:
     """Save ``pipe`` as a diffusers folder, atomically: written next to ``folder``, then
-    renamed over it (an interrupted save leaves the old folder intact).
+    renamed over it (an interrupted save leaves the old folder intact), by
+    :func:`nbhelpers.files.atomic_folder` (its permissions: the umask's).
 
     Args:
         pipe: a ``StableDiffusionPipeline`` (float32).
@@ -252,31 +251,17 @@ def save_pipeline(pipe, folder: str | os.PathLike, card: dict[str, Any] | None =
     Returns:
         the folder.
     """
+    from nbhelpers.files import atomic_folder
     from nbhelpers.toy.tokenizer import save_tokenizer
 
     folder = Path(folder).resolve()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(folder, replace=True) as tmp:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
         save_tokenizer(pipe.tokenizer, tmp / "tokenizer")
         if fp16:
             _halve_safetensors(tmp)
         if card is not None:
             (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-        for p in tmp.rglob("*"):  # package data must be readable by all
-            p.chmod(0o755 if p.is_dir() else 0o644)
-        tmp.chmod(0o755)
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}-old-{os.getpid()}")
-            folder.rename(old)
-        tmp.rename(folder)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -70,7 +70,7 @@ WORK = Path(tempfile.mkdtemp(prefix="nb05b-"))
 STEPS = P.ti_side_steps          # steps of each run (cpu profile: as many as notebook 05's run)
 HARD_STEPS = max(2, STEPS // 3)  # the harder setting, where a word is not finished yet
 SEEDS = (0, 1, 2) if P.name in ("cpu", "gpu") else (0,)   # training runs per recipe
-N_EVAL = 16 if P.name == "smoke" else 64                  # generated images per run
+N_EVAL = 8 if P.name == "smoke" else 64                   # generated images per run
 TEMPLATES = ["[filewords], [name] style", "[filewords] in [name] style",
              "a painting of [filewords], [name] style", "a picture of [filewords] in [name] style"]
 

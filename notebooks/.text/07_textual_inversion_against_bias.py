@@ -66,7 +66,7 @@ from nbhelpers.widgets import TrainingMonitor
 P = get_profile()
 # P = dataclasses.replace(P, ti_steps=2 * P.ti_steps)   # Try it 1: a larger training budget
 WORK = Path(tempfile.mkdtemp(prefix="nb07-"))
-N_EVAL = 32 if P.name == "smoke" else 200    # generated images per measurement
+N_EVAL = 16 if P.name == "smoke" else 200    # generated images per measurement
 N_RUNS = 1 if P.name == "smoke" else 3       # training runs of the overwrite (section 3)
 
 

@@ -265,3 +265,108 @@ def test_every_page_of_the_book_in_chromium(tmp_path):
             if driver is not None:
                 _stop_chromium(driver, service)
     assert not problems, f"{len(problems)} problems in the book:\n  " + "\n  ".join(problems)
+
+
+# What a page looks like on a projector: sizes in CSS pixels of a 1280x720 screen.
+PROJECTOR = (1280, 720)
+PROJECTOR_JS = """
+const article = document.querySelector('.bd-article') || document.querySelector('main')
+                || document.body;
+const para = article.querySelector('p');
+const box = e => { const r = e.getBoundingClientRect(); return {w: r.width, h: r.height}; };
+const room = e => { const p = e.parentElement, cs = getComputedStyle(p);
+  return p.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight); };
+return {
+  innerW: window.innerWidth, innerH: window.innerHeight,
+  scrollW: document.documentElement.scrollWidth,
+  articleW: article.getBoundingClientRect().width,
+  font: para ? parseFloat(getComputedStyle(para).fontSize) : 0,
+  figures: Array.from(article.querySelectorAll('.cell_output img'))
+    .filter(i => i.naturalWidth >= 200 && getComputedStyle(i).display !== 'none'
+                 && i.getBoundingClientRect().width > 0)
+    .map(i => Object.assign(box(i), {nw: i.naturalWidth, room: room(i),
+                                     src: (i.currentSrc || i.src).slice(-50)})),
+  sliders: Array.from(article.querySelectorAll('.nbh-scrubber')).map(box),
+};
+"""
+
+
+def projector_problems(page: str, got: dict) -> list[str]:
+    """What keeps a page from being read on a 1280x720 projector (empty when nothing does).
+
+    The page must not scroll sideways; the lesson's column must take most of the width (no
+    sidebar eating it); body text at least 16 px; every figure whole on the screen (not taller
+    than it), and drawn as large as its pixels and the column allow unless the screen's height
+    is what limits it (as wide as its pixels and the output area it sits in allow); every slider
+    (picture, caption and track) whole on the screen.
+    """
+    w, h = got["innerW"], got["innerH"]
+    problems = []
+    if got["scrollW"] > w + 1:
+        problems.append(f"{page}: scrolls sideways at {w}x{h} ({got['scrollW']} px wide)")
+    if got["articleW"] < 0.6 * w:
+        problems.append(f"{page}: the lesson's column is {got['articleW']:.0f} px of {w}")
+    if got["font"] < 16:
+        problems.append(f"{page}: body text {got['font']} px (at least 16 on a projector)")
+    for fig in got["figures"]:
+        if fig["h"] > h + 1:
+            problems.append(f"{page}: figure {fig['src']} is {fig['h']:.0f} px tall on a "
+                            f"{h}-px screen")
+        limited_by_height = fig["h"] >= 0.8 * h
+        if not limited_by_height and fig["w"] < min(fig["nw"], fig["room"]) - 2:
+            problems.append(f"{page}: figure {fig['src']} drawn {fig['w']:.0f} px wide, though "
+                            f"it has {fig['nw']} px and its place {fig['room']:.0f}")
+    for i, box in enumerate(got["sliders"]):
+        if box["h"] > h + 1:
+            problems.append(f"{page}: slider {i} is {box['h']:.0f} px tall on a {h}-px screen")
+    return problems
+
+
+def test_every_notebook_page_reads_on_a_1280x720_projector(tmp_path):
+    if not (SITE / "index.html").exists():
+        pytest.fail(f"no book in {SITE}: build it with `make book`", pytrace=False)
+    _check_browser_binaries()
+    pages = [p for p in _pages(SITE) if p.startswith("notebooks/")]
+    assert pages, f"no notebook pages in {SITE}"
+    shots = _artifacts_dir().parent / "book"
+    shots.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    figures = 0
+    driver = service = None
+    with _serve(SITE) as base:
+        try:
+            driver, service = _start_chromium(tmp_path)
+            width, height = PROJECTOR
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+            for page in pages:
+                driver.get(f"{base}/{page}")
+                got = driver.execute_script(PROJECTOR_JS)
+                assert (got["innerW"], got["innerH"]) == PROJECTOR, got
+                figures += len(got["figures"])
+                problems += projector_problems(page, got)
+                if page.startswith("notebooks/04_"):
+                    driver.save_screenshot(str(shots / "projector_04.png"))
+        finally:
+            if driver is not None:
+                _stop_chromium(driver, service)
+    assert figures, "no figure measured on any notebook page"
+    assert not problems, (f"{len(problems)} problems on a {PROJECTOR[0]}x{PROJECTOR[1]} "
+                          f"projector:\n  " + "\n  ".join(problems))
+
+
+def test_the_projector_check_flags_what_does_not_fit():
+    fits = {"innerW": 1280, "innerH": 720, "scrollW": 1280, "articleW": 900, "font": 18,
+            "figures": [{"w": 880, "h": 400, "nw": 1200, "room": 880, "src": "a.png"},
+                        {"w": 300, "h": 200, "nw": 300, "room": 880, "src": "small.png"},
+                        {"w": 500, "h": 612, "nw": 1000, "room": 880, "src": "tall.png"}],
+            "sliders": [{"w": 600, "h": 700}]}
+    assert projector_problems("p", fits) == []
+    bad = dict(fits, scrollW=1500, articleW=600, font=14,
+               figures=[{"w": 880, "h": 800, "nw": 1200, "room": 880, "src": "too-tall.png"},
+                        {"w": 400, "h": 300, "nw": 1200, "room": 880, "src": "too-small.png"}],
+               sliders=[{"w": 600, "h": 900}])
+    found = "\n".join(projector_problems("p", bad))
+    for words in ("scrolls sideways", "column is 600", "body text 14", "too-tall.png",
+                  "too-small.png", "slider 0 is 900"):
+        assert words in found, (words, found)
