@@ -75,13 +75,12 @@ class ImageSlider(_WithStaticView):
                  continuous_update: bool = True) -> None:
         checks.check_callable(render, "render")
         checks.check_text(description, "description")
+        value = min if value is None else value
         for name, v in (("min", min), ("max", max), ("value", value)):
-            if v is not None:
-                checks.check_number(v, name)
+            checks.check_number(v, name)
         checks.check_number(step, "step", above=0)
         if not min < max:
             raise ValueError(f"slider range must have min < max, got min={min}, max={max}")
-        value = min if value is None else value
         if not min <= value <= max:
             raise ValueError(f"initial value {value} lies outside [{min}, {max}]")
         integer = all(isinstance(v, int) for v in (min, max, step, value))

@@ -145,9 +145,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     pipe = load_pipeline(args.model, device=args.device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    with usage_phase():   # an embedding that does not fit this model is the user's to fix
+    with usage_phase():   # an embedding or a guide option that does not fit this model
         add_embeddings(pipe, embeddings, overwrite=args.overwrite)
-    guide = guide_for(pipe)
+        guide = guide_for(pipe)
     targets = _targets(args)
     bar = tqdm(total=args.n, desc=f"generate {args.n} images", disable=args.n == 1)
     try:

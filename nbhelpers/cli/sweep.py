@@ -55,12 +55,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     pipe = load_pipeline(args.model, device=args.device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    with usage_phase():   # a guide option that does not fit this model (--guide-layers)
+        guide = guide_for(pipe)
     with ProgressBar(len(scales), f"sweep {len(scales)} scales", every=1) as bar:
         count = sweep_to_files(pipe, args.prompt, scales, out, sheet=sheet, seed=args.seed,
                                num_steps=args.steps, fps=args.fps, per_call=args.per_call,
                                unet_batch=args.unet_batch,
                                negative_prompt=args.negative_prompt,
-                               guide=guide_for(pipe), progress=bar.bar.update)
+                               guide=guide, progress=bar.bar.update)
     print(f"wrote {out} ({count} frames, s from {scales[0]:g} to {scales[-1]:g}, "
           f"{args.fps:g} fps) and the contact sheet {sheet}")
     return 0
