@@ -21,7 +21,15 @@ import torch
 from nbhelpers import checks
 from nbhelpers.diffusion import q_sample
 from nbhelpers.grids import grid
-from nbhelpers.images import density_image, hstack, png_bytes, scatter_image, to_uint8
+from nbhelpers.images import (
+    density_image,
+    enlarge,
+    float_to_uint8,
+    hstack,
+    png_bytes,
+    scatter_image,
+    to_uint8,
+)
 from nbhelpers.mixtures import GaussianMixture2D
 from nbhelpers.static import (
     STATIC_ENV,
@@ -200,7 +208,7 @@ def class_colors(world: GaussianMixture2D, x: torch.Tensor) -> np.ndarray:
     from matplotlib import colormaps
 
     p1 = world.class_posterior(x.to(world.means.dtype))[:, 1].numpy()
-    return (colormaps["coolwarm"](p1)[:, :3] * 255).round().astype(np.uint8)
+    return float_to_uint8(colormaps["coolwarm"](p1)[:, :3])
 
 
 def samples_frame(world: GaussianMixture2D, x: torch.Tensor, lim: float = 3.5) -> np.ndarray:
@@ -271,13 +279,12 @@ def render_guided(pipe, prompt: str, s: float, seed: int = 0, steps: int = 20,
             image = sample_cfg(view, prompt, float(s), seed=int(seed), num_steps=int(steps))[0]
         finally:
             torch.set_num_threads(before)
-    return (image * 255).round().astype(np.uint8)
+    return float_to_uint8(image)
 
 
 def upscale(image: np.ndarray, min_size: int = 256) -> np.ndarray:
     """Nearest-neighbour upscale of a small image so a 64-px toy image is visible."""
-    factor = max(1, -(-min_size // image.shape[1]))
-    return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
+    return enlarge(image, max(1, -(-min_size // image.shape[1])))
 
 
 def cached_scale_slider(pipe, prompt: str, scales: Sequence[float], *, seed: int = 0,

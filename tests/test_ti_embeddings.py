@@ -253,7 +253,7 @@ def test_load_validation(tmp_path):
     with pytest.raises(FileNotFoundError, match="no embedding file"):
         load_embedding(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_text("hello, not a tensor file")
-    with pytest.raises(EmbeddingFileError, match="neither a safetensors nor a PyTorch"):
+    with pytest.raises(EmbeddingFileError, match="not an embedding file: its bytes read neither"):
         load_embedding(tmp_path / "junk.pt")
     torch.save({"weights": [1, 2], "lr": 0.1}, tmp_path / "other.pt")
     with pytest.raises(EmbeddingFileError, match="not an embedding file"):

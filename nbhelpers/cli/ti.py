@@ -27,7 +27,7 @@ WHAT_IS_LEARNED = ("token", "init_word", "n_vectors", "overwrite", "steps", "bat
 HOW_IT_RUNS = ("resume", "checkpoint_every", "preview_every", "preview_prompts",
                "mixed_precision", "gradient_checkpointing", "seed")
 #: :class:`TIData`'s options: the data (before ``--out``), then the file's format, the cache.
-DATA_OPTIONS = ("template", "framing", "flip", "size", "refuse_small")
+DATA_OPTIONS = ("template", "framing", "flip", "size", "refuse_small", "recursive")
 FILE_OPTIONS = ("format", "cache_dir")
 
 

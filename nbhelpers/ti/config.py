@@ -124,7 +124,8 @@ class TIData:
     size: int | None = _option(None, "training size in pixels (default: the model's)")
     refuse_small: bool = _option(False, "refuse images smaller than the training size "
                                         "(default: upscale them)")
-    recursive: bool = False
+    recursive: bool = _option(False, "also read the pictures in sub-folders (hidden ones "
+                                     "never; default: no)")
     format: Format = _option("diffusers", "the embedding file's format")
     cache_dir: str | None = _option(None, "latent cache (default $NBHELPERS_CACHE or "
                                           "~/.cache/nbhelpers/latents)")

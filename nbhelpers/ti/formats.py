@@ -23,10 +23,9 @@ are recognised, read and written) in the table :data:`FORMATS`; :func:`save_embe
 :func:`load_embedding`, :func:`detect_format` and the command line's ``--format`` choices and
 help all go through the table, so a new format is one class added to it.
 
-:func:`load_embedding` tells the format from the content, not the file name. The bytes are
-read without trusting them (``.pt`` pickles with ``weights_only=True`` only, size limits before
-reading, LoRA files named as such): see :mod:`nbhelpers.ti.safe_read`. A1111's PNGs hold JSON,
-not pickles.
+:func:`load_embedding` tells the format from the content, not the file name, and reads the
+bytes without trusting them (:mod:`nbhelpers.ti.safe_read`: ``.pt`` pickles with
+``weights_only=True`` only, size limits first, LoRA files named as such; PNGs hold JSON).
 
 Step and metadata (``init_word``, ``model_name``, ...) travel in the safetensors header
 (diffusers and kohya .safetensors) or in the A1111 dict (``step``, ``sd_checkpoint_name``
@@ -356,7 +355,9 @@ def _format(format: object) -> Format:
     return FORMATS[format]
 
 
-def _save_format(path: Path, format: str | None) -> Format:
+def save_format(path: Path, format: str | None) -> Format:
+    """The format of an embedding saved as ``path`` (``format``, or its ending's); ValueError
+    when they do not fit. One rule for the saver and ``ti train``'s plan (before loading)."""
     suffix = path.suffix.lower()
     known = _saved_extensions()
     if suffix not in known:
@@ -400,7 +401,7 @@ def save_embedding(emb: Embedding, path: str | os.PathLike,
     if not isinstance(emb, Embedding):
         raise TypeError(f"save_embedding needs an Embedding, got {type(emb).__name__}")
     path = Path(path)
-    fmt = _save_format(path, format)
+    fmt = save_format(path, format)
     check_finite(emb, "save")
     fmt.check(emb)
     header = {"nbhelpers_format": fmt.name, "token": emb.token, "step": str(emb.step),

@@ -264,7 +264,7 @@ def frame(
     else:
         out = [FramedImage(rgb.resize((size, size), _RESAMPLE, box=box, reducing_gap=3.0),
                            box, False, src, (0, 0, size, size))
-               for box in _crop_boxes(rgb, mode, overlap, tile_side)]
+               for box in _crop_boxes(rgb, mode, overlap, tile_side, src)]
     return _with_mirrors(out) if flip else out
 
 
@@ -279,7 +279,8 @@ def _check_frame_args(image: Image.Image, size: int, mode: str, overlap: float) 
                          f"0.25 is usual")
 
 
-def _crop_boxes(rgb: Image.Image, mode: str, overlap: float, tile_side: int | None) -> list[Box]:
+def _crop_boxes(rgb: Image.Image, mode: str, overlap: float, tile_side: int | None,
+                src: Path | None = None) -> list[Box]:
     """The source regions that the square framings (center, focal, tiles) resize."""
     w, h = rgb.size
     if mode == "center":
@@ -288,6 +289,10 @@ def _crop_boxes(rgb: Image.Image, mode: str, overlap: float, tile_side: int | No
         return [(left, top, left + side, top + side)]
     if mode == "focal":
         return [_focal_box(rgb)]
+    if tile_side is None and min(w, h) < 8:
+        what = f"{src.name} is" if src is not None else "this picture is"
+        raise ValueError(f"tiles framing cuts tiles of at least 8 px, and {what} {w}x{h} px: "
+                         f"use another framing (center, focal or buckets) or a larger picture")
     side = min(w, h) if tile_side is None else tile_side
     if isinstance(side, bool) or not isinstance(side, int) or not 8 <= side <= min(w, h):
         raise ValueError(f"tile_side must be an int from 8 to the shorter side "

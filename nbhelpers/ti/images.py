@@ -350,10 +350,14 @@ def check_image_folder(path: str | os.PathLike, *, recursive: bool = False) -> i
         FileNotFoundError / NotADirectoryError / ValueError: as :func:`load_folder`.
     """
     folder = _image_folder(path)
-    entries = [p for p in _walk(folder, recursive) if p.is_file()]
+    walked = list(_walk(folder, recursive))
+    entries = [p for p in walked if p.is_file()]
     images = [p for p in entries if _is_image_file_name(p)]
     if not images:
-        found = ("nothing: the folder is empty" if not entries else
+        subfolders = sorted(p.name for p in walked if p.is_dir() and p.parent == folder)
+        found = (f"only sub-folders ({', '.join(subfolders[:5])}); pass recursive=True to "
+                 f"read the pictures in them" if subfolders and not entries and not recursive
+                 else "nothing: the folder is empty" if not entries else
                  ", ".join(sorted(p.relative_to(folder).as_posix() for p in entries)[:10])
                  + (", ..." if len(entries) > 10 else ""))
         raise ValueError(f"no image in {str(folder)!r} (accepted extensions: "

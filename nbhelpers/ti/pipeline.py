@@ -128,7 +128,7 @@ def add_embedding_to_pipeline(pipe: Any, emb: Embedding, *, overwrite: bool = Fa
                         f"{type(emb).__name__}; read files with load_embedding first")
     tokenizer, text_encoder = _components(pipe)
     # 1. checks
-    _check_addable(tokenizer, emb, int(text_encoder.get_input_embeddings().weight.shape[1]))
+    _check_addable(tokenizer, emb, text_encoder.get_input_embeddings().weight)
     # 3. a known token: the word's row, or refused; None: entries of its own
     ids = _word_row(tokenizer, emb, overwrite)
     if ids is None:
@@ -141,16 +141,38 @@ def add_embedding_to_pipeline(pipe: Any, emb: Embedding, *, overwrite: bool = Fa
     return ids
 
 
-def _check_addable(tokenizer: Any, emb: Embedding, model_width: int) -> None:
-    """Step 1: the widths match, the values are finite, the tokenizer keeps the token as it is."""
-    check_width(emb, model_width)
+#: how much larger than the model's largest token-row value a vector's may be: trained vectors
+#: stay within a few times it; 1e38 (finite) saturates the text encoder into black pictures
+MAX_VALUE_RATIO = 1000.0
+
+
+def _check_addable(tokenizer: Any, emb: Embedding, table: torch.Tensor) -> None:
+    """Step 1: the widths match, the values are finite and of the model's order, the vectors
+    fit in a prompt, the tokenizer keeps the token as it is."""
+    check_width(emb, int(table.shape[1]))
     check_finite(emb, "use")
+    largest, model_largest = float(emb.vectors.abs().max()), float(table.detach().abs().max())
+    if largest > MAX_VALUE_RATIO * model_largest:
+        raise ValueError(f"refusing to use {_short(emb.token)}: its values reach {largest:.3g}, "
+                         f"while this model's token rows stay within {model_largest:.3g}; "
+                         f"vectors that large saturate the text encoder (black or flat "
+                         f"pictures). The file is damaged or not a textual-inversion embedding")
+    room = int(getattr(tokenizer, "model_max_length", 77)) - 2   # less start and end tokens
+    if emb.n_vectors > room:
+        raise ValueError(f"refusing to use {_short(emb.token)}: it has {emb.n_vectors} vectors, "
+                         f"and a prompt holds {room} tokens, so the word alone would be cut; "
+                         f"use an embedding of at most {room} vectors (a few are usual)")
     if _normalized(tokenizer, emb.token) != emb.token:
         low = _normalized(tokenizer, emb.token)
         raise ValueError(f"token {emb.token!r} changes under the tokenizer's normalisation "
                          f"(CLIP lower-cases prompts: {low!r}), so a multi-vector prompt "
                          f"would not expand; use token {low!r} (load_embedding(path, "
                          f"token={low!r}))")
+
+
+def _short(token: str, limit: int = 60) -> str:
+    """``token`` quoted for a message, cut to ``limit`` characters."""
+    return repr(token) if len(token) <= limit else repr(token[:limit]) + f"... ({len(token)} chars)"
 
 
 def _word_row(tokenizer: Any, emb: Embedding, overwrite: bool) -> list[int] | None:

@@ -86,7 +86,7 @@ def _check_out(out: Path, data: TIData) -> Path:
     if not out.suffix:
         raise ValueError(f"output {str(out)!r} has no file ending; name it .safetensors "
                          "(diffusers, kohya) or .pt (a1111, kohya)")
-    formats._save_format(out, data.format)   # the ending fits the format: the saver's own rule
+    formats.save_format(out, data.format)   # the ending fits the format: the saver's own rule
     check_writable(out)   # a read-only folder fails now, not after the training
     work = work_dir_for(out)
     if work.exists():

@@ -108,7 +108,9 @@ def read_pickle(path: Path, size: int) -> Any:
             raise EmbeddingFileError(f"{path} is not a readable PyTorch file ({text.strip()})"
                                      ) from None
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        what = f" (it names {found.group(1)})" if found else ""
+        if found is None:   # not a class it names: an opcode no embedding file has (junk bytes)
+            raise _not_an_embedding(path, "an unknown pickle opcode") from None
+        what = f" (it names {found.group(1)})"
         raise EmbeddingFileError(
             f"refusing to load {path}: it needs full unpickling{what}, and unpickling runs "
             "whatever code the file names. Embedding files need only dicts and tensors, so it "
@@ -117,8 +119,14 @@ def read_pickle(path: Path, size: int) -> Any:
             "for a .safetensors version, or, only if you trust its source, convert it in a "
             "throwaway environment") from None
     except Exception as err:  # torch raises KeyError, RuntimeError, ... on non-torch bytes
-        raise EmbeddingFileError(f"{path} is neither a safetensors nor a PyTorch file "
-                                 f"({err.__class__.__name__}: {err})") from None
+        raise _not_an_embedding(path, err.__class__.__name__) from None
+
+
+def _not_an_embedding(path: Path, stopped_at: str) -> EmbeddingFileError:
+    return EmbeddingFileError(f"{path} is not an embedding file: its bytes read neither as "
+                              f"safetensors nor as a PyTorch file (the reader stopped at "
+                              f"{stopped_at}); check that the download finished, or open it "
+                              f"with the tool that wrote it")
 
 
 def resolve_file(path: Path) -> Path:

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from nbhelpers.diffusion import q_sample, schedule_at, velocity
+from nbhelpers.images import float_to_uint8
 from nbhelpers.precision import compute_dtype, resolve_precision
 from nbhelpers.quiet import quiet_loading
 from nbhelpers.ti.captions import check_templates, draw_prompts
@@ -439,7 +440,7 @@ def _preview(pipe, cfg: TIConfig, names: str, step: int) -> np.ndarray:
         prompt = prompt.replace("[name]", names)
         img = sample_cfg(pipe, prompt, cfg.preview_scale, seed=cfg.seed,
                          num_steps=cfg.preview_steps)[0]
-        images.append((img * 255).round().astype(np.uint8))
+        images.append(float_to_uint8(img))
     grid = hstack(images)
     if cfg.out_dir:
         save_png(grid, Path(cfg.out_dir) / "previews" / f"step-{step:06d}.png")

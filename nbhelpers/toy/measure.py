@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nbhelpers.images import float_to_uint8
 from nbhelpers.toy import evaluator
 from nbhelpers.toy.evaluator import Evaluation
 
@@ -62,7 +63,7 @@ def read(images: np.ndarray) -> Evaluation:
     if arr.dtype != np.uint8:
         if not np.issubdtype(arr.dtype, np.floating):
             raise ValueError(f"images must be floats in [0, 1] or uint8, got {arr.dtype}")
-        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+        arr = float_to_uint8(arr)
     return evaluator.evaluate(arr)
 
 
