@@ -10,7 +10,8 @@ the message speaks the caller's language (:func:`spell`).
   ``error: ...`` with exit status 2; any other exception is a bug and keeps its traceback.
 * :func:`check_int`, :func:`check_number`, :func:`check_scale`, :func:`check_seed`,
   :func:`check_text`, :func:`check_callable`, :func:`check_pipe`, :func:`check_device`,
-  :func:`check_choice`, :func:`check_training_size`: type, range and finiteness.
+  :func:`check_slider`, :func:`check_choice`, :func:`check_training_size`: type, range and
+  finiteness.
 * :func:`shorten`: a long value cut for a message; :func:`check_memory`: refuse work whose
   memory need is past what the machine has, with the figure.
 """
@@ -105,6 +106,21 @@ def check_number(value: object, name: str, *, minimum: float | None = None,
 def check_scale(value: object, name: str = "scale") -> float:
     """A guidance scale: a finite number in ``[-MAX_SCALE, MAX_SCALE]``."""
     return check_number(value, name, minimum=-MAX_SCALE, maximum=MAX_SCALE)
+
+
+def check_slider(minimum: object, maximum: object, step: object, value: object = None) -> float:
+    """A slider's range: finite ``min < max``, ``step > 0`` and ``value`` (None: ``min``)
+    inside; returns the value."""
+    for name, v in (("min", minimum), ("max", maximum)):
+        check_number(v, name)
+    check_number(step, "step", above=0)
+    if not minimum < maximum:
+        raise ValueError(f"slider range must have min < max, got min={minimum}, max={maximum}")
+    value = minimum if value is None else value
+    check_number(value, "value")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"initial value {value} lies outside [{minimum}, {maximum}]")
+    return value
 
 
 def check_seed(value: object, name: str = "seed", count: int = 1) -> int:

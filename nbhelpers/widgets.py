@@ -83,14 +83,7 @@ class ImageSlider(_WithStaticView):
                  continuous_update: bool = True) -> None:
         checks.check_callable(render, "render")
         checks.check_text(description, "description")
-        value = min if value is None else value
-        for name, v in (("min", min), ("max", max), ("value", value)):
-            checks.check_number(v, name)
-        checks.check_number(step, "step", above=0)
-        if not min < max:
-            raise ValueError(f"slider range must have min < max, got min={min}, max={max}")
-        if not min <= value <= max:
-            raise ValueError(f"initial value {value} lies outside [{min}, {max}]")
+        value = checks.check_slider(min, max, step, value)
         integer = all(isinstance(v, int) for v in (min, max, step, value))
         cls = widgets.IntSlider if integer else widgets.FloatSlider
         self.slider = cls(value=value, min=min, max=max, step=step, description=description,
