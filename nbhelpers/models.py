@@ -7,6 +7,8 @@
   seeded random weights (:mod:`nbhelpers.rehearsal`), built once into the local cache: the SD
   path without SD's weights.
 * :func:`float32_pipeline`: a float32 twin of a half-precision pipeline, for float32 checks.
+* :func:`image_side`: the side of the pictures a model draws, read from its configs without
+  loading it (for memory estimates before any work).
 
 Devices and dtypes: ``device="auto"`` is CUDA when available for SD models, and always the CPU
 for the toy model (its figures are float32 facts, and it is fast there); ``dtype="auto"`` is
@@ -132,12 +134,16 @@ def load_pipeline(model: str = "auto", device: str = "auto",
     Raises:
         FileNotFoundError: the model is not on this machine; the message says how to get it.
         ValueError: a misspelt name (see :func:`resolve_model`, which checks all this
-            without loading).
+            without loading), a device torch does not have here (``device="cuda"`` without
+            CUDA) or an unknown ``dtype``; each message names the argument.
     """
     import torch
 
+    from nbhelpers.checks import check_choice, check_device
     from nbhelpers.precision import weights_dtype
 
+    check_device(device)
+    check_choice(dtype, ("auto", "float32", "float16", "bfloat16"), "dtype")
     if model == "auto":
         from nbhelpers.profile import get_profile
 
@@ -150,6 +156,31 @@ def load_pipeline(model: str = "auto", device: str = "auto",
     if torch.device(device).type == "cuda":
         pipe.vae.enable_slicing()
     return _to_device(pipe, device, torch_dtype)
+
+
+def image_side(model: str) -> int | None:
+    """The side in pixels of the pictures ``model`` draws by default (the UNet's sample size
+    times the VAE's factor), read from its configuration files without loading any weights;
+    None when they are not readable here."""
+    import json
+
+    kind, source = resolve_model(model)
+    if kind == "rehearsal":
+        from nbhelpers.rehearsal import configs
+
+        parts = configs(REHEARSAL_NAMES[model])
+        unet, vae = parts["unet"], parts["vae"]
+    else:
+        folder = locations.cached_snapshot(str(source)) if kind == "hub" else Path(source)
+        try:
+            unet, vae = (json.loads((Path(folder) / part / "config.json").read_text())
+                         for part in ("unet", "vae"))
+        except (OSError, ValueError, TypeError):
+            return None
+    try:
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _read_pipeline(model: str, kind: str, source: str | Path):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nbhelpers import checks
 from nbhelpers.diffusion import eps_to_x0
 from nbhelpers.guidance import Guide, build_guide, cfg_guide, needs_of
 from nbhelpers.guide_passes import check_sampler, guided_step, predict_branches
@@ -66,6 +67,43 @@ def encode_prompts(pipe, prompts: Sequence[str]) -> Tensor:
     ids = tok(list(prompts), padding="max_length", max_length=tok.model_max_length,
               truncation=True, return_tensors="pt").input_ids
     return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
+
+
+def _check_args(pipe, prompts: Sequence[object], negative_prompt: object, scales: Sequence,
+                seeds: Sequence, *, num_steps: object, height: object, width: object,
+                unet_batch: object, rescale_phi: object, scale_name: str = "scales",
+                prompt_name: str = "prompt") -> list[float]:
+    """The arguments of :func:`sample_cfg` and :func:`sample_prompts`, checked before any
+    work with messages that name them; returns the scales as floats."""
+    checks.check_pipe(pipe)
+    for prompt in prompts:
+        checks.check_text(prompt, prompt_name)
+    checks.check_text(negative_prompt, "negative_prompt")
+    s_list = [checks.check_scale(s, scale_name) for s in scales]
+    for seed in seeds:
+        checks.check_seed(seed, "seed" if len(seeds) == 1 else "seeds")
+    most = int(getattr(pipe.scheduler.config, "num_train_timesteps", 1000))
+    checks.check_int(num_steps, "num_steps", minimum=1, maximum=most)
+    for name, value in (("height", height), ("width", width)):
+        if value is not None:
+            checks.check_int(value, name, minimum=8)
+    if unet_batch is not None:
+        checks.check_int(unet_batch, "unet_batch", minimum=1)
+    checks.check_number(rescale_phi, "rescale_phi", minimum=0, maximum=1)
+    return s_list
+
+
+def _scale_values(scales: object) -> tuple[list, str]:
+    """``scales`` of :func:`sample_cfg` as a list, and the name its check gives a bad one
+    (``scale`` for one number, ``scales`` for several)."""
+    if isinstance(scales, np.ndarray | Tensor):
+        scales = scales.tolist()   # numbers, for the checks; a 0-d array is one number
+    if np.isscalar(scales) or isinstance(scales, (str, bytes)):
+        return [scales], "scale"
+    if not isinstance(scales, Sequence):
+        raise TypeError(f"scales must be a number or a sequence of numbers, got "
+                        f"{checks.shorten(repr(scales))}")
+    return list(scales), "scales"
 
 
 def _check_pipeline(pipe) -> None:
@@ -113,8 +151,16 @@ def sample_cfg(pipe, prompt: str, scales: float | Sequence[float], *, negative_p
 
     Returns:
         the K images (or latents), in the order of ``scales``.
+
+    Raises:
+        TypeError, ValueError: an argument of the wrong type or out of range (a NaN or
+            infinite scale, ``num_steps`` not a whole number in 1 .. the scheduler's training
+            steps, a seed outside 0 .. 2**63 - 1, ...); the message names the argument.
     """
-    s_list = [float(scales)] if np.isscalar(scales) else [float(s) for s in scales]
+    values, name = _scale_values(scales)
+    s_list = _check_args(pipe, [prompt], negative_prompt, values, [seed], num_steps=num_steps,
+                         height=height, width=width, unet_batch=unet_batch,
+                         rescale_phi=rescale_phi, scale_name=name)
     if not s_list:
         raise ValueError("scales is empty; give at least one guidance scale")
     K = len(s_list)
@@ -122,7 +168,8 @@ def sample_cfg(pipe, prompt: str, scales: float | Sequence[float], *, negative_p
     emb = encode_prompts(pipe, [negative_prompt, prompt])
     # 2. one initial latent from the seed, shared by every scale
     latents = initial_latents(pipe, [seed], height, width).repeat(K, 1, 1, 1)
-    unet_batch = unet_batch or unet_batch_size(pipe, height, width, upper=16)
+    if unet_batch is None:
+        unet_batch = unet_batch_size(pipe, height, width, upper=16)
     guide = build_guide(rescale_phi=rescale_phi, interval=interval, inner=guide)
     return _guided_loop(pipe, emb[:1].expand(K, -1, -1), emb[1:].expand(K, -1, -1), latents,
                         s_list, guide, num_steps=num_steps, unet_batch=unet_batch,
@@ -133,6 +180,8 @@ def initial_latents(pipe, seeds: Sequence[int], height: int | None = None,
                     width: int | None = None) -> Tensor:
     """One starting latent per seed, drawn as diffusers draws it (CPU generator, then moved):
     ``(len(seeds), 4, height / 8, width / 8)`` on the UNet's device and dtype."""
+    for seed in seeds:
+        checks.check_seed(seed, "seeds")
     unet = pipe.unet
     vae_factor = vae_scale_factor(pipe.vae)
     height = height or unet.config.sample_size * vae_factor
@@ -162,17 +211,26 @@ def sample_prompts(pipe, prompts: Sequence[str], scale: float, *, seeds: Sequenc
     Returns:
         ``(N, H, W, 3)`` floats in [0, 1] (or the latents with ``output="latents"``).
     """
+    if isinstance(prompts, str):
+        raise TypeError(f"prompts must be a list of prompts, got the string "
+                        f"{checks.shorten(repr(prompts))}; use sample_cfg for one prompt")
     prompts = list(prompts)
     if not prompts:
         raise ValueError("prompts is empty; give at least one prompt")
-    seeds = list(range(seed, seed + len(prompts))) if seeds is None else list(seeds)
+    if seeds is None:
+        seeds = list(range(checks.check_seed(seed, "seed", len(prompts)),
+                           seed + len(prompts)))
+    seeds = list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one each")
-    if batch < 1:
-        raise ValueError(f"batch must be at least 1, got {batch}")
+    checks.check_int(batch, "batch", minimum=1)
+    _check_args(pipe, prompts, negative_prompt, [scale], seeds, num_steps=num_steps,
+                height=None, width=None, unet_batch=unet_batch, rescale_phi=rescale_phi,
+                scale_name="scale", prompt_name="prompts")
     guide = build_guide(rescale_phi=rescale_phi, inner=guide)
     neg = encode_prompts(pipe, [negative_prompt])
-    unet_batch = unet_batch or unet_batch_size(pipe, upper=64)
+    if unet_batch is None:
+        unet_batch = unet_batch_size(pipe, upper=64)
     parts = []
     for i in range(0, len(prompts), batch):
         chunk = prompts[i:i + batch]

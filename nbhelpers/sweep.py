@@ -31,31 +31,46 @@ from nbhelpers.images import enlarge, float_to_uint8, tile
 from nbhelpers.precision import unet_batch_size
 from nbhelpers.sampling import sample_cfg
 
+#: the most frames a sweep renders: 100,000 is two hours of video at 14 fps
+MAX_FRAMES = 100_000
 
-def parse_scales(spec: str) -> list[float]:
+
+def parse_scales(spec: str, limit: int = MAX_FRAMES) -> list[float]:
     """Scales from ``"start:stop:step"`` (stop included) or a list ``"0,1,2,7.5"``.
 
-    ``"0:20:0.02"`` gives the 1001 scales 0, 0.02, ..., 20.
+    ``"0:20:0.02"`` gives the 1001 scales 0, 0.02, ..., 20. Each scale is a finite number
+    within the guidance range (:func:`nbhelpers.checks.check_scale`), and a range giving more
+    than ``limit`` frames is refused with its count before any is made.
     """
+    from nbhelpers.checks import UsageError, check_scale, shorten
+
     spec = spec.strip()
+    form = ("use start:stop:step with step > 0 and stop >= start (e.g. 0:20:0.2, 101 frames), "
+            "or a list such as 0,1,2,7.5")
     try:
-        if ":" in spec:
-            parts = [float(p) for p in spec.split(":")]
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, step = parts
-            if step <= 0 or stop < start:
-                raise ValueError
-            n = math.floor((stop - start) / step + 1e-9) + 1
-            return [round(start + i * step, 10) for i in range(n)]
-        values = [float(p) for p in spec.split(",") if p.strip()]
-        if not values:
-            raise ValueError
-        return values
+        parts = [float(p) for p in (spec.split(":") if ":" in spec else spec.split(","))
+                 if ":" in spec or p.strip()]
     except ValueError:
-        raise ValueError(f"cannot read scales {spec!r}: use start:stop:step with step > 0 and "
-                         "stop >= start (e.g. 0:20:0.2, 101 frames), or a list such as "
-                         "0,1,2,7.5") from None
+        parts = []
+    if not parts or ":" in spec and len(parts) != 3:
+        raise UsageError(f"cannot read scales {shorten(spec)!r}: {form}")
+    try:
+        parts = [check_scale(p, "") for p in parts]
+    except ValueError as err:
+        raise UsageError(f"scales {shorten(spec)!r}: {err}") from None
+    if ":" not in spec:
+        count = len(parts)
+    else:
+        start, stop, step = parts
+        if step <= 0 or stop < start:
+            raise UsageError(f"cannot read scales {shorten(spec)!r}: {form}")
+        count = math.floor((stop - start) / step + 1e-9) + 1
+    if count > limit:
+        raise UsageError(f"scales {shorten(spec)!r} make {count:,} frames, more than the "
+                         f"{limit:,} a sweep renders; use a larger step or a shorter range")
+    if ":" not in spec:
+        return parts
+    return [round(start + i * step, 10) for i in range(count)]
 
 
 def default_sheet(out: str | Path) -> Path:

@@ -18,6 +18,7 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 
+from nbhelpers import checks
 from nbhelpers.diffusion import q_sample
 from nbhelpers.grids import grid
 from nbhelpers.images import (
@@ -80,11 +81,9 @@ class ImageSlider(_WithStaticView):
                  step: float = 1, value: float | None = None,
                  caption: Callable[[float], str] | None = None,
                  continuous_update: bool = True) -> None:
-        if not min < max:
-            raise ValueError(f"slider range must have min < max, got min={min}, max={max}")
-        value = min if value is None else value
-        if not min <= value <= max:
-            raise ValueError(f"initial value {value} lies outside [{min}, {max}]")
+        checks.check_callable(render, "render")
+        checks.check_text(description, "description")
+        value = checks.check_slider(min, max, step, value)
         integer = all(isinstance(v, int) for v in (min, max, step, value))
         cls = widgets.IntSlider if integer else widgets.FloatSlider
         self.slider = cls(value=value, min=min, max=max, step=step, description=description,
@@ -312,7 +311,8 @@ class Debouncer:
     """
 
     def __init__(self, fn: Callable[..., None], delay: float = 0.15) -> None:
-        self.fn, self.delay = fn, delay
+        checks.check_callable(fn, "fn")
+        self.fn, self.delay = fn, checks.check_number(delay, "delay", minimum=0)
         self._cond = threading.Condition()
         self._pending: tuple | None = None
         self._stamp = 0.0
@@ -366,7 +366,12 @@ class LiveGuidanceSlider(_WithStaticView):
 
     def __init__(self, pipe, prompt: str, *, s: float = 7.5, seed: int = 0, steps: int = 20,
                  s_max: float = 20.0, delay: float = 0.15) -> None:
-        self.pipe = pipe
+        checks.check_number(s_max, "s_max", above=0)
+        checks.check_number(s, "s", minimum=0, maximum=s_max)
+        checks.check_int(steps, "steps", minimum=2, maximum=50)   # the steps slider's range
+        checks.check_seed(seed)
+        checks.check_text(prompt, "prompt")
+        self.pipe = checks.check_pipe(pipe)
         self.s = widgets.FloatSlider(value=s, min=0.0, max=s_max, step=0.1, description="s",
                                      layout=widgets.Layout(width="480px"))
         self.seed = widgets.IntText(value=seed, description="seed",
@@ -456,8 +461,8 @@ class TrainingMonitor(_WithStaticView):
     """
 
     def __init__(self, total: int, every: int = 10, title: str = "") -> None:
-        if total < 1 or every < 1:
-            raise ValueError(f"total and every must be at least 1, got {total}, {every}")
+        checks.check_int(total, "total", minimum=1)
+        checks.check_int(every, "every", minimum=1)
         self.total, self.every, self.title = total, every, title
         self.losses: list[float] = []
         self.status = widgets.HTML(f"<b>{title}</b> waiting for the first step")

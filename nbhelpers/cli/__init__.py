@@ -1,7 +1,12 @@
 """The ``nbhelpers`` command line. Each subcommand is a thin shell over a library function.
 
 Arguments, files and the model are checked before a model is loaded (a few seconds), so a
-typo fails at once; every error is one line that names the value and the fix.
+typo fails at once; every error is one line that names the value and the fix. Option values
+are typed by :mod:`~nbhelpers.cli.options`' range types (NaN, infinity and out-of-range values
+are argparse's usage errors); what a command raises is sorted by
+:mod:`~nbhelpers.cli.errors`: a usage error is one line and exit status 2, the environment
+failing (a full disk, a missing file) one line and exit 1, a bug its traceback and exit 1.
+Options every command has (``--verbose``) come through ``parents=`` (:class:`_Parser`).
 
 One module per subcommand, each with an ``add_parser(sub)`` and its command functions:
 :mod:`~nbhelpers.cli.info`, :mod:`~nbhelpers.cli.generate`, :mod:`~nbhelpers.cli.toy`
@@ -9,8 +14,9 @@ One module per subcommand, each with an ``add_parser(sub)`` and its command func
 ``ti inspect``), :mod:`~nbhelpers.cli.sd` and :mod:`~nbhelpers.cli.sweep`;
 :mod:`~nbhelpers.cli.common` holds what several share, :mod:`~nbhelpers.cli.guides` the
 ``--guide`` options of ``generate`` and ``sweep``, :mod:`~nbhelpers.cli.options` builds
-options from a configuration dataclass's fields. A new subcommand is a new module here and one
-line in :func:`build_parser`.
+options from a configuration dataclass's fields and holds the range types,
+:mod:`~nbhelpers.cli.errors` turns failures into messages and exit statuses. A new
+subcommand is a new module here and one line in :func:`build_parser`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Sequence
 from nbhelpers import __version__
 from nbhelpers import threads as _threads
 from nbhelpers.cli import generate, info, sd, sweep, ti, toy
+from nbhelpers.cli.errors import run_command
 
 _VERBOSE_HELP = ("show what the libraries print while a model loads: progress bars and "
                  "notices (default: quiet; NBHELPERS_VERBOSE=1 does the same)")
@@ -44,29 +51,50 @@ class _HelpFormatter(argparse.HelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
-def _all_parsers(parser: argparse.ArgumentParser):
-    yield parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                yield from _all_parsers(sub)
+def _common_options(default: object) -> argparse.ArgumentParser:
+    """The options every command has, for ``parents=``: ``--verbose``, before or after the
+    subcommand (a subcommand's own default, ``SUPPRESS``, must not undo the first)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", default=default, help=_VERBOSE_HELP)
+    return common
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every subcommand's parser (nested ones too: argparse makes them of their parent's
+    class): the common options and the help formatter, without each module passing them.
+
+    The parsed namespace's ``option_flags`` maps each option's ``dest`` to its flag
+    (``n_vectors`` to ``--vectors``): the words errors use for the library's keywords."""
+
+    def __init__(self, *args, parents: Sequence[argparse.ArgumentParser] = (), **kwargs):
+        self.option_flags: dict[str, str] = {}
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, parents=[*parents, _common_options(argparse.SUPPRESS)],
+                         **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings:
+            self.option_flags[action.dest] = max(action.option_strings, key=len)
+        return action
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, rest = super().parse_known_args(args, namespace)
+        if not hasattr(namespace, "option_flags"):   # the innermost subcommand's, set first
+            namespace.option_flags = self.option_flags
+        return namespace, rest
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbhelpers",
         description="Tools behind the diffusion-guidance and textual-inversion notebooks.",
-        epilog="Example: nbhelpers info")
+        epilog="Example: nbhelpers info", parents=[_common_options(False)],
+        formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"nbhelpers {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in (info, generate, toy, ti, sd, sweep):   # the order --help lists them in
         command.add_parser(sub)
-    for each in _all_parsers(parser):
-        each.formatter_class = _HelpFormatter
-        # before or after the subcommand; a subcommand's own default must not undo the first
-        each.add_argument("--verbose", action="store_true",
-                          default=False if each is parser else argparse.SUPPRESS,
-                          help=_VERBOSE_HELP)
     return parser
 
 
@@ -91,20 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
-            return args.func(args)
-        except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
-            # bad input: the messages name the value and the fix; no traceback for people
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except OSError as err:
-            from nbhelpers.files import WriteError  # numpy and PIL: not at the CLI's start
-
-            if not isinstance(err, WriteError):
-                raise
-            # a full disk, a read-only folder: the message names the file and the fix, and
-            # the file was left as it was
-            print(f"error: {err.strerror}", file=sys.stderr)
-            return 1
+            return run_command(args)
         finally:
             if args.verbose and before is None:
                 del os.environ[VERBOSE_ENV]

@@ -1,5 +1,7 @@
-"""What several subcommands share: the checks before a model loads, the help lines of the
-options they have in common, and the embedding files named on the command line."""
+"""What several subcommands share: the checks before a model loads (device, profile, model),
+the help lines of the options they have in common, and the embedding files named on the
+command line. The checks raise plain ``ValueError`` s; a command runs them inside
+:func:`~nbhelpers.cli.errors.usage_phase`, which makes them usage errors (exit status 2)."""
 
 from __future__ import annotations
 
@@ -22,10 +24,13 @@ def check_profile() -> None:
         get_profile()
 
 
-def check_model(model: str) -> None:
-    """Fail now, not after loading, on a bad profile or a model that is not here."""
+def check_model(model: str, device: str = "auto") -> None:
+    """Fail now, not after loading, on a bad profile, a model that is not here, or a device
+    that is not (``--device cuda`` on a machine without CUDA)."""
+    from nbhelpers.checks import check_device
     from nbhelpers.models import resolve_model
 
+    check_device(device, "--device")
     check_profile()
     resolve_model(model)
 
@@ -61,9 +66,11 @@ def read_embeddings(paths: Sequence[str] | None) -> list:
     return out
 
 
-def add_embeddings(pipe, embeddings: Sequence) -> None:
+def add_embeddings(pipe, embeddings: Sequence, overwrite: bool = False) -> None:
+    """Add each embedding to ``pipe``; ``overwrite`` (``--overwrite``): a token that is a word
+    of the vocabulary, or one added before, takes the file's vectors."""
     from nbhelpers.ti.pipeline import add_embedding_to_pipeline
 
     for path, emb in embeddings:
-        add_embedding_to_pipeline(pipe, emb)
+        add_embedding_to_pipeline(pipe, emb, overwrite=overwrite)
         print(f"loaded {emb.token} ({emb.n_vectors} vector(s), {emb.width} wide) from {path}")

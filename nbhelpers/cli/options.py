@@ -7,8 +7,18 @@ back into the dataclass. A field's ``metadata`` holds its ``help`` text (the fie
 one are the options) and, where the option is not named after the field, its ``flag``.
 
 How a field becomes an option: ``bool`` (default False) a switch; ``tuple[...]`` a repeatable
-option; a ``Literal`` its choices; ``int`` and ``float`` their type; a field without a default a
-required option. In a help text, ``%(default)s`` is replaced by the field's default.
+option; a ``Literal`` its choices; ``int`` an integer and ``float`` a finite number (NaN and
+infinity refused), or the option type in ``metadata["type"]`` (the type, or its name in
+this module: ``"positive_int"``, so a configuration need not import the CLI); a field
+without a default a required option. In a help text, ``%(default)s`` is replaced by the
+field's default.
+
+The option types, one room for every command's ranges (each built on a check of
+:mod:`nbhelpers.checks`, so the command line and the Python API apply one rule):
+:data:`positive_int`, :data:`non_negative_int`, :func:`int_range`, :data:`finite_float`,
+:data:`positive_float`, :func:`float_range`, :data:`scale`, :data:`seed`,
+:data:`training_size`. A bad value is argparse's usage error, ``argument --scale: nan: must
+be a finite number ...`` (exit 2), before anything is loaded.
 """
 
 from __future__ import annotations
@@ -18,6 +28,62 @@ import dataclasses
 import typing
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
+
+from nbhelpers import checks
+
+
+class OptionType:
+    """An ``argparse`` type: the option's text parsed by ``parse`` (``int`` or ``float``), then
+    checked by ``check(value, "", **limits)``, one of :mod:`nbhelpers.checks`' checks."""
+
+    def __init__(self, parse: type, check: Any, label: str, **limits: Any) -> None:
+        self.parse, self.check, self.label, self.limits = parse, check, label, limits
+        self.__name__ = label   # what argparse calls the type in its own messages
+
+    def __call__(self, text: str) -> Any:
+        try:
+            value = self.parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{checks.shorten(text)}: must be {self.label}") from None
+        try:
+            return self.check(value, "", **self.limits)
+        except (TypeError, ValueError) as err:
+            # the value as typed (-1e30), not as parsed (-1e+30)
+            said, parsed = str(err), checks.spell("", value) + ": "
+            if said.startswith(parsed):
+                said = f"{checks.shorten(text)}: {said[len(parsed):]}"
+            raise argparse.ArgumentTypeError(said) from None
+
+    def __repr__(self) -> str:
+        return f"OptionType({self.label})"
+
+
+def int_range(minimum: int | None = None, maximum: int | None = None) -> OptionType:
+    """Whole numbers in ``[minimum, maximum]`` (either end open when None)."""
+    return OptionType(int, checks.check_int, "a whole number", minimum=minimum, maximum=maximum)
+
+
+def float_range(minimum: float | None = None, maximum: float | None = None, *,
+                above: float | None = None) -> OptionType:
+    """Finite numbers in ``[minimum, maximum]`` and greater than ``above``."""
+    return OptionType(float, checks.check_number, "a number", minimum=minimum, maximum=maximum,
+                      above=above)
+
+
+def _training_size(value: int, name: str) -> int:
+    checks.check_training_size(value, "the size")
+    return value
+
+
+positive_int = int_range(1)            #: 1, 2, 3, ...
+non_negative_int = int_range(0)        #: 0, 1, 2, ...
+finite_float = float_range()           #: any number but NaN and infinity
+positive_float = float_range(above=0)  #: finite and greater than 0
+scale = OptionType(float, checks.check_scale, "a number")   #: a guidance scale
+seed = OptionType(int, checks.check_seed, "a whole number")  #: 0 .. 2**63 - 1
+#: a training size in pixels: a positive multiple of 8 (0 is refused, not read as the default)
+training_size = OptionType(int, _training_size, "a whole number of pixels")
 
 
 def option_fields(cls: type) -> list[str]:
@@ -46,8 +112,13 @@ def _option_kwargs(f: dataclasses.Field, hint: Any, help: str, unset: bool) -> d
         kw.update(action="append", default=None)  # None: not given, the field's () stays
     elif origin is typing.Literal:
         kw["choices"] = list(typing.get_args(hint))
-    elif hint in (int, float):
-        kw["type"] = hint
+    elif "type" in f.metadata:   # an option type, or its name here (no import of the CLI)
+        kind = f.metadata["type"]
+        kw["type"] = globals()[kind] if isinstance(kind, str) else kind
+    elif hint is int:
+        kw["type"] = int_range()
+    elif hint is float:
+        kw["type"] = finite_float
     if "flag" in f.metadata and "choices" not in kw and hint is not bool:
         kw["metavar"] = flag(f).lstrip("-").upper().replace("-", "_")
     kw["help"] = help.replace("%(default)s", str(f.default))
