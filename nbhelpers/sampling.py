@@ -18,6 +18,7 @@ It works with the DDPM-family schedulers of SD 1.x (DDIM, PNDM, DDPM, ...), whos
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -64,9 +65,23 @@ def encode_prompts(pipe, prompts: Sequence[str]) -> Tensor:
 
     tok = pipe.tokenizer
     warn_unknown_placeholders(tok, prompts, stacklevel=4)
+    _warn_cut(tok, prompts)
     ids = tok(list(prompts), padding="max_length", max_length=tok.model_max_length,
               truncation=True, return_tensors="pt").input_ids
     return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
+
+
+def _warn_cut(tok, prompts: Sequence[str]) -> None:
+    """Warn, naming the first word lost, when a prompt is longer than the text encoder reads
+    (diffusers cuts it silently in its own loop; A1111 would encode it in 75-token chunks)."""
+    room = tok.model_max_length
+    for prompt in dict.fromkeys(prompts):
+        ids = tok(prompt, truncation=False).input_ids
+        if len(ids) > room:
+            lost = tok.decode(ids[room - 1:-1]).strip()
+            warnings.warn(f"prompt cut at the text encoder's {room} tokens: {len(ids) - room} "
+                          f"token(s) are not read, from {checks.shorten(lost, 60)!r} on; "
+                          "shorten the prompt", stacklevel=5)
 
 
 def _check_args(pipe, prompts: Sequence[object], negative_prompt: object, scales: Sequence,

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from nbhelpers.cli.common import DEVICE_HELP, MODEL_HELP, check_model, kohya_needs, load_for_cli
-from nbhelpers.cli.options import add_config_arguments, config_from_args, flag
+from nbhelpers.cli.options import add_config_arguments, config_from_args, flag, training_size
 from nbhelpers.ti.config import TIConfig, TIData
 
 #: :class:`TIConfig`'s options in the order ``ti train --help`` lists them: what is learned
@@ -87,13 +87,39 @@ def _tokenizer(model: str):
         return None
 
 
+#: Lower bounds of the memory a run holds, in bytes: per pixel of a picture being framed and
+#: encoded (its RGB bytes and a float32 copy), and per latent pixel of one sample of a step (a
+#: UNet keeps tens of activations of at least 64 channels per latent pixel for the backward
+#: pass: 40 x 64 x 4 bytes for the smallest UNet here, the toy's; SD 1.x's need several times
+#: more). Only requests that cannot fit are refused; one under them may still not fit.
+PICTURE_BYTES_PER_PIXEL = 15
+STEP_BYTES_PER_LATENT_PIXEL = 40 * 64 * 4
+
+
+def _check_memory(args: argparse.Namespace) -> None:
+    """Refuse a --size or --batch-size whose pictures or steps cannot fit in memory, before
+    any work, with the figure they would need."""
+    from nbhelpers.checks import check_memory
+    from nbhelpers.models import image_side
+
+    side = args.size or image_side(args.model)
+    if side is None:
+        return
+    check_memory(side**2 * PICTURE_BYTES_PER_PIXEL, f"a picture framed at {side} px (--size)",
+                 "use a smaller --size (the model's own is usual)")
+    check_memory(args.batch_size * (side // 8)**2 * STEP_BYTES_PER_LATENT_PIXEL,
+                 f"a step of {args.batch_size} pictures of {side} px (--batch-size, --size)",
+                 "use a smaller --batch-size (and --grad-accum for the same batch)")
+
+
 def _plan(args: argparse.Namespace, out: Path):
     """Step 1: every check that needs no model, and the resume point said on stdout."""
     from nbhelpers.ti.plan import NoCheckpointError, plan_run
 
     cfg = config_from_args(TIConfig, args)
     data = config_from_args(TIData, args, DATA_OPTIONS + FILE_OPTIONS)
-    check_model(args.model)
+    check_model(args.model, args.device)
+    _check_memory(args)
     try:
         plan = plan_run(cfg, out, data, folder=args.data_dir, tokenizer=_tokenizer(args.model))
     except NoCheckpointError as err:
@@ -233,7 +259,7 @@ def _add_train_parser(ti_sub: argparse._SubParsersAction) -> None:
                     + ", ".join(f"{m} ({what})" for m, what in FRAMING_MODES.items())
                     + "; default center")
     add_config_arguments(p, TIData, DATA_OPTIONS[:3], helps={"framing": framing_help})
-    _add_data_field(p, "size", type=int)   # an int or None, which options.py does not build
+    _add_data_field(p, "size", type=training_size)   # int or None: not built by options.py
     add_config_arguments(p, TIData, DATA_OPTIONS[4:])
     p.add_argument("--out", help="embedding file (default: the token without its angle "
                                  "brackets, my-style.safetensors, or my-style.pt for --format "

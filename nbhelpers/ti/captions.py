@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import re
 import unicodedata
@@ -22,6 +23,8 @@ from typing import Literal
 
 import numpy as np
 import torch
+
+from nbhelpers.files import open_regular
 
 __all__ = [
     "OBJECT_TEMPLATES",
@@ -91,8 +94,10 @@ MAX_CAPTION_CHARS = 1000
 
 
 def _read_caption_file(path: Path) -> str:
-    with open(path, encoding="utf-8-sig") as f:   # a UnicodeDecodeError names no file: the
-        text = f.read(MAX_CAPTION_CHARS + 1)       # folder reader reports it with the image
+    # only a regular file (a FIFO named x.txt would block); a UnicodeDecodeError names no
+    # file: the folder reader reports it with the image
+    with open_regular(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig") as f:
+        text = f.read(MAX_CAPTION_CHARS + 1)
     if len(text) > MAX_CAPTION_CHARS:
         text = text[:MAX_CAPTION_CHARS]
         warnings.warn(f"caption file {str(path)!r} is longer than {MAX_CAPTION_CHARS} "

@@ -47,14 +47,16 @@ class TIConfig:
     token: str = field(metadata={"help": 'the new pseudo-word, e.g. "<my-style>" (required)'})
     init_word: str = _option("style", "one-token word that starts the vectors: describe the "
                                       "style in words the model knows (default '%(default)s')")
-    n_vectors: int = _option(1, "vectors per token (default %(default)s)", flag="--vectors")
+    n_vectors: int = _option(1, "vectors per token (default %(default)s)", flag="--vectors",
+                             type="positive_int")
     overwrite: bool = _option(False, "retrain an existing word's embedding instead of adding a "
                                      "token (default: add a new token)")
     steps: int = _option(300, "optimisation steps in all, also with --resume "
-                              "(default %(default)s)")
-    batch_size: int = _option(4, "images per micro-batch (default %(default)s)")
+                              "(default %(default)s)", type="positive_int")
+    batch_size: int = _option(4, "images per micro-batch (default %(default)s)",
+                              type="positive_int")
     grad_accum: int = _option(1, "micro-batches per step, each of --batch-size images "
-                                 "(default %(default)s)")
+                                 "(default %(default)s)", type="positive_int")
     lr: str = _option("5e-3", "learning rate or A1111 schedule, e.g. '0.005:100, 1e-3:1000, "
                               "1e-5' (default %(default)s)")
     weight_decay: float = 0.0
@@ -64,11 +66,12 @@ class TIConfig:
                 "trained vectors are always float32")
     gradient_checkpointing: bool = _option(False, "recompute UNet activations to save GPU "
                                                   "memory (default: off)")
-    seed: int = _option(0, "seed of batches, templates and noise (default %(default)s)")
+    seed: int = _option(0, "seed of batches, templates and noise (default %(default)s)",
+                        type="seed")
     checkpoint_every: int = _option(100, "steps between checkpoints; 0: only the last "
-                                         "(default %(default)s)")
+                                         "(default %(default)s)", type="non_negative_int")
     preview_every: int = _option(0, "steps between preview images in NAME-run/previews; 0: "
-                                    "none (default %(default)s)")
+                                    "none (default %(default)s)", type="non_negative_int")
     preview_prompts: tuple[str, ...] = _option((), "prompt with [name] for previews; "
                                                    "repeatable (default: none)",
                                                flag="--preview-prompt")
@@ -121,7 +124,8 @@ class TIData:
                  "[filewords] (default %(default)s)")
     framing: Framing = _option("center", "how each picture becomes square training images")
     flip: bool = _option(False, "add mirrored copies (default: no)")
-    size: int | None = _option(None, "training size in pixels (default: the model's)")
+    size: int | None = _option(None, "training size in pixels (default: the model's)",
+                               type="training_size")
     refuse_small: bool = _option(False, "refuse images smaller than the training size "
                                         "(default: upscale them)")
     recursive: bool = _option(False, "also read the pictures in sub-folders (hidden ones "

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nbhelpers.checks import shorten
+
 #: Text-encoder widths of the model families, to name them in messages.
 FAMILIES: dict[int, str] = {
     768: "SD 1.x",
@@ -112,8 +114,8 @@ def check_token(token: object) -> None:
                          "e.g. token='<my-style>'")
     if any(c.isspace() for c in token):
         suggestion = re.sub(r"\s+", "-", token.strip())
-        raise ValueError(f"token {token!r} contains whitespace; prompts are split at spaces, "
-                         f"so use one word such as {suggestion!r}")
+        raise ValueError(f"token {shorten(repr(token))} contains whitespace; prompts are split "
+                         f"at spaces, so use one word such as {shorten(repr(suggestion))}")
 
 
 def guess_family(width: int) -> str | None:
