@@ -17,7 +17,10 @@ PROMPT = "a red circle on a white background"
 def _run(argv):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
+        try:
+            code = main(argv)
+        except SystemExit as stop:   # argparse refuses a bad value itself (exit status 2)
+            code = stop.code
     return code, out.getvalue(), err.getvalue()
 
 
@@ -65,8 +68,11 @@ def test_bad_guide_options_fail_before_loading_and_write_nothing(tmp_path):
              ("--guide", "autoguidance"): "needs --guide-weak-model",
              ("--guide", "autoguidance", "--guide-weak-model", str(tmp_path / "none")):
                  "--guide-weak-model: no folder at",
-             ("--guide", "apg", "--guide-momentum", "1.5"): "momentum must lie in",
-             ("--guide", "cfg-zero-star", "--guide-zero-steps", "-1"): "zero_steps",
+             ("--guide", "apg", "--guide-momentum", "1.5"):
+                 "argument --guide-momentum: 1.5: must be between -0.999 and 0.999",
+             ("--guide", "cfg-zero-star", "--guide-zero-steps", "-1"):
+                 "argument --guide-zero-steps: -1: must be at least 0",
+             ("--guide", "apg", "--guide-eta", "nan"): "argument --guide-eta: nan: must be a finite number",
              ("--guide", "pag", "--guide-layers", "down.2", "--steps", "1"):
                  "'down.2' has no self-attention"}
     for extra, message in cases.items():

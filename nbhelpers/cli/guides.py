@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Callable
 
 from nbhelpers.cli.common import check_model
+from nbhelpers.cli.options import finite_float, float_range, non_negative_int
 
 #: option (its ``dest``) -> (the guide it belongs to, the builder's keyword)
 _OPTIONS = {
@@ -32,16 +33,16 @@ def add_guide_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("guides", f"How the predictions are combined. {listing}.")
     g.add_argument("--guide", default="cfg", choices=list(GUIDES),
                    help="the guide (default cfg); --scale is its scale s")
-    g.add_argument("--guide-eta", type=float, metavar="ETA",
+    g.add_argument("--guide-eta", type=finite_float, metavar="ETA",
                    help="apg: weight of the update's part parallel to the conditional "
                         "prediction (default 0: dropped; 1: kept)")
-    g.add_argument("--guide-momentum", type=float, metavar="BETA",
+    g.add_argument("--guide-momentum", type=float_range(-0.999, 0.999), metavar="BETA",
                    help="apg: momentum of the update, in (-1, 1); negative is the paper's "
                         "reverse momentum (default -0.5; 0: none)")
-    g.add_argument("--guide-norm-threshold", type=float, metavar="R",
+    g.add_argument("--guide-norm-threshold", type=finite_float, metavar="R",
                    help="apg: the update's norm is cut to R where longer (default 15; 0: "
                         "never)")
-    g.add_argument("--guide-zero-steps", type=int, metavar="N",
+    g.add_argument("--guide-zero-steps", type=non_negative_int, metavar="N",
                    help="cfg-zero-star: the first N steps predict zero (default 1)")
     g.add_argument("--guide-weak-model", metavar="MODEL",
                    help="autoguidance: the weaker version of --model to guide with: a local "
@@ -50,7 +51,7 @@ def add_guide_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--guide-layers", metavar="BLOCKS",
                    help="pag: UNet blocks whose self-attention is perturbed, comma-separated: "
                         "mid, down.N, up.N (default mid)")
-    g.add_argument("--guide-pag-scale", type=float, metavar="P",
+    g.add_argument("--guide-pag-scale", type=finite_float, metavar="P",
                    help="pag: add the PAG term at scale P to CFG at --scale (default: none; "
                         "the perturbed pass replaces the unconditional one, at --scale)")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from nbhelpers.cli.options import seed
+
 
 def _cmd_sd_rehearsal_model(args: argparse.Namespace) -> int:
     from nbhelpers.rehearsal import write_rehearsal_model
@@ -36,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                 "required)")
     p.add_argument("--size", default="mini", choices=["mini", "full"],
                    help="mini (default; about 190 MB, CPU) or full (SD 1.4's shapes)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random weights (default 0)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                    help="dtype the weights are saved in (default float32)")
     p.set_defaults(func=_cmd_sd_rehearsal_model)

@@ -8,7 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
-from nbhelpers.cli.options import add_config_arguments, config_from_args
+from nbhelpers.cli.options import add_config_arguments, config_from_args, positive_int, seed
 
 #: The sets ``nbhelpers toy pictures`` writes, with their default size.
 PICTURE_SETS: dict[str, int] = {"unnamed-style": 12, "balanced-toy": 50}
@@ -148,9 +148,9 @@ def _add_evaluator_parser(toy_sub: argparse._SubParsersAction) -> None:
                          "default: the shipped one)")
     add_config_arguments(tr, EvaluatorTrainConfig, list(EVALUATOR_OPTIONS),
                          helps=EVALUATOR_OPTIONS)
-    tr.add_argument("--threads", type=int, default=1,
+    tr.add_argument("--threads", type=positive_int, default=1,
                     help="torch threads (default 1: the shipped weights were made on one)")
-    tr.add_argument("--n", type=int, default=1000,
+    tr.add_argument("--n", type=positive_int, default=1000,
                     help="fresh scenes for the report at the end (default 1000)")
     tr.set_defaults(func=_cmd_evaluator_train)
     rep = sub.add_parser("report", help="the evaluator's accuracy on fresh scenes",
@@ -159,8 +159,8 @@ def _add_evaluator_parser(toy_sub: argparse._SubParsersAction) -> None:
                          epilog="Example: nbhelpers toy evaluator report --n 200")
     rep.add_argument("--weights", default=str(WEIGHTS_PATH),
                      help="weights file (default: the shipped one)")
-    rep.add_argument("--n", type=int, default=1000, help="fresh scenes (default 1000)")
-    rep.add_argument("--seed", type=int, default=0, help="seed of the scenes (default 0)")
+    rep.add_argument("--n", type=positive_int, default=1000, help="fresh scenes (default 1000)")
+    rep.add_argument("--seed", type=seed, default=0, help="seed of the scenes (default 0)")
     rep.set_defaults(func=_cmd_evaluator_report)
 
 
@@ -178,13 +178,13 @@ def _add_pictures_parser(toy_sub: argparse._SubParsersAction) -> None:
                                                 "empty (required)")
     p.add_argument("--set", default="unnamed-style", choices=list(PICTURE_SETS),
                    help="which set (default unnamed-style)")
-    p.add_argument("--n", type=int, default=None,
+    p.add_argument("--n", type=positive_int, default=None,
                    help="number of pictures (default: 12 for unnamed-style, 50 for "
                         "balanced-toy)")
     p.add_argument("--side", type=int, default=64,
                    help="shorter side in pixels, unnamed-style only: 512 for Stable Diffusion "
                         "(default 64, the toy model's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the scenes (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the scenes (default 0)")
     p.set_defaults(func=_cmd_toy_pictures)
 
 
@@ -204,7 +204,7 @@ def _add_train_parser(toy_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a few steps of everything (seconds), for testing the recipe "
                         "(default: the full recipe)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
                    help="torch threads (and rendering processes); default: all cores")
     add_config_arguments(p, TrainConfig, _RECIPE_STEPS, helps=TOY_TRAIN_OPTIONS,
                          unset=_RECIPE_STEPS)
