@@ -109,8 +109,10 @@ def table(rows, n: int, scale: float) -> str:
                        body)])
 
 
-def write_between_markers(text: str, doc: Path = DOC) -> None:
-    """Replace what lies between :data:`BEGIN` and :data:`END` in ``doc`` (atomically)."""
+def write_between_markers(text: str, doc: Path = DOC,
+                          markers: tuple[str, str] = (BEGIN, END)) -> None:
+    """Replace what lies between the two ``markers`` lines in ``doc`` (atomically)."""
+    BEGIN, END = markers  # noqa: N806 (the module's constants by default)
     old = doc.read_text()
     if old.count(BEGIN) != 1 or old.count(END) != 1 or old.index(BEGIN) > old.index(END):
         raise ValueError(f"{doc} needs one {BEGIN} line followed by one {END} line")

@@ -1,6 +1,7 @@
 """The one loader for every model the series uses (where each lives: :mod:`nbhelpers.locations`).
 
-* :func:`load_pipeline` loads ``"toy"`` (the embedded tiny Stable Diffusion), an SD 1.x hub id
+* :func:`load_pipeline` loads ``"toy"`` (the embedded tiny Stable Diffusion; ``"toy-weak"`` is
+  its weak version for autoguidance, :mod:`nbhelpers.toy.weak`), an SD 1.x hub id
   that is in the local cache, or a local pipeline folder, as a diffusers
   ``StableDiffusionPipeline``. It never downloads: weights are fetched once, before a lesson.
 * ``"rehearsal-mini"`` and ``"rehearsal-full"`` name Stable Diffusion 1.4's structure with
@@ -34,7 +35,7 @@ def resolve_device(device: str, model: str = "") -> str:
     other values are returned as they are."""
     if device != "auto":
         return device
-    if model == "toy":
+    if model in ("toy", "toy-weak"):
         return "cpu"
     import torch
 
@@ -74,7 +75,7 @@ def resolve_model(model: str) -> tuple[str, str | Path]:
         from nbhelpers.profile import get_profile
 
         model = get_profile().model
-    names = ("toy", "auto", *REHEARSAL_NAMES)
+    names = ("toy", "toy-weak", "auto", *REHEARSAL_NAMES)
     if model not in names and model.lower() in names and not Path(model).exists():
         raise ValueError(f"unknown model {model}: model names are lower case; use "
                          f"{model.lower()}")
@@ -86,6 +87,12 @@ def resolve_model(model: str) -> tuple[str, str | Path]:
             raise FileNotFoundError(
                 f"the embedded toy model is missing from {folder}; reinstall the package, or "
                 "rebuild it with `nbhelpers toy train`")
+        return "toy", folder
+    if model == "toy-weak":  # the toy model's weak version, for autoguidance (nbhelpers.toy.weak)
+        folder = Path(__file__).resolve().parent / "data" / "toy-weak"
+        if not locations.is_pipeline_folder(folder):
+            raise FileNotFoundError(f"the embedded weak toy model is missing from {folder}; "
+                                    "reinstall the package")
         return "toy", folder
     path = Path(model).expanduser()
     if path.is_dir():
