@@ -10,6 +10,11 @@ fresh noise from that seed), at ``s = 7.5``. The evaluator reads each image back
 the agreement (%) with the prompt for shape, colour and style. PNDM is the shipped config
 itself; every other sampler at 10 and 20 steps, DDIM also at 50 (the reference).
 
+``--stiffness`` prints instead, along DDIM's 20-step path at s = 1, 3 and 7.5, the dominant
+eigenvalue of ``d eps / d x_bar`` (``x_bar = x / sqrt(alpha_bar)``; power iteration on finite
+differences) times the step in ``sigma = sqrt((1 - alpha_bar) / alpha_bar)``: the ``|h
+lambda|`` that a sampler's stability interval must hold (the cause in docs/toy_model.md).
+
 Writes the table into docs/toy_model.md between the markers ``<!-- toy_samplers:begin -->``
 and ``<!-- toy_samplers:end -->`` (atomically), unless ``--no-write``.
 """
@@ -109,6 +114,43 @@ def table(rows, n: int, scale: float) -> str:
                        body)])
 
 
+@torch.no_grad()
+def stiffness(pipe, prompts: Sequence[str], scale: float, steps: int = 20, iters: int = 8,
+              seed: int = 0) -> list[tuple[int, float, float]]:
+    """``(t, |lambda| * delta sigma, Rayleigh quotient)`` at each step of DDIM's path for the
+    guided ``eps`` (means over ``prompts``); see the module docstring."""
+    from diffusers import DDIMScheduler
+
+    from nbhelpers.sampling import encode_prompts
+
+    ab = pipe.scheduler.alphas_cumprod
+    cond = encode_prompts(pipe, list(prompts))
+    ctx = torch.cat([encode_prompts(pipe, [""]).expand(len(prompts), -1, -1), cond])
+
+    def eps(x: torch.Tensor, t) -> torch.Tensor:
+        u, c = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=ctx).sample.chunk(2)
+        return u + scale * (c - u)
+
+    sch = DDIMScheduler.from_config(pipe.scheduler.config)
+    sch.set_timesteps(steps)
+    ts = [int(t) for t in sch.timesteps] + [0]
+    sig = [float(((1 - ab[t]) / ab[t]).sqrt()) for t in ts]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((len(prompts), 4, 8, 8), generator=gen)
+    out = []
+    for i, t in enumerate(ts[:-1]):
+        e0, v = eps(x, t), torch.randn(x.shape, generator=gen)
+        for _ in range(iters):  # power iteration on J v = d eps / d x_bar . v
+            v = v / v.flatten(1).norm(dim=1)[:, None, None, None]
+            jv = (eps(x + 1e-2 * float(ab[t].sqrt()) * v, t) - e0) / 1e-2
+            rayleigh = (jv * v).flatten(1).sum(1)
+            v = jv
+        size = v.flatten(1).norm(dim=1)
+        out.append((t, float(size.mean()) * (sig[i] - sig[i + 1]), float(rayleigh.mean())))
+        x = sch.step(e0, t, x).prev_sample
+    return out
+
+
 def write_between_markers(text: str, doc: Path = DOC,
                           markers: tuple[str, str] = (BEGIN, END)) -> None:
     """Replace what lies between the two ``markers`` lines in ``doc`` (atomically)."""
@@ -134,11 +176,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=7.5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--stiffness", action="store_true",
+                        help="print |h lambda| along DDIM's path instead (writes nothing)")
     args = parser.parse_args(argv)
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.stiffness:
+        pipe, prompts = load_pipeline(args.folder), quality_prompts(min(args.n, 4))[1]
+        for s in (1.0, 3.0, args.scale):
+            rows = stiffness(pipe, prompts, s)
+            print(f"s = {s:g}: t, |h lambda|, Rayleigh quotient of d eps / d x_bar")
+            print("\n".join(f"  {t:4d} {h:5.2f} {r:7.2f}" for t, h, r in rows))
+        return
     rows = measure(load_pipeline(args.folder), args.n, args.scale)
     text = table(rows, args.n, args.scale)
     print(text)

@@ -28,6 +28,9 @@ from nbhelpers.quiet import quiet_loading
 
 #: Model names that resolve to a rehearsal model in the cache, and its size.
 REHEARSAL_NAMES: dict[str, str] = {"rehearsal-mini": "mini", "rehearsal-full": "full"}
+#: ``"toy-weak"``: the toy model's weak version, for autoguidance (:mod:`nbhelpers.toy.weak`).
+TOY_WEAK_DIR = Path(__file__).resolve().parent / "data" / "toy-weak"
+WEAK_FLAGS = f" --weak-of {locations.toy_model_dir()} --out {TOY_WEAK_DIR}"
 
 
 def resolve_device(device: str, model: str = "") -> str:
@@ -81,18 +84,12 @@ def resolve_model(model: str) -> tuple[str, str | Path]:
                          f"{model.lower()}")
     if model in REHEARSAL_NAMES:
         return "rehearsal", model
-    if model == "toy":
-        folder = locations.toy_model_dir()
+    if model in ("toy", "toy-weak"):
+        folder = locations.toy_model_dir() if model == "toy" else TOY_WEAK_DIR
         if not locations.is_pipeline_folder(folder):
             raise FileNotFoundError(
-                f"the embedded toy model is missing from {folder}; reinstall the package, or "
-                "rebuild it with `nbhelpers toy train`")
-        return "toy", folder
-    if model == "toy-weak":  # the toy model's weak version, for autoguidance (nbhelpers.toy.weak)
-        folder = Path(__file__).resolve().parent / "data" / "toy-weak"
-        if not locations.is_pipeline_folder(folder):
-            raise FileNotFoundError(f"the embedded weak toy model is missing from {folder}; "
-                                    "reinstall the package")
+                f"the embedded {model} model is missing from {folder}; reinstall the package, or "
+                f"rebuild it with `nbhelpers toy train{WEAK_FLAGS if model != 'toy' else ''}`")
         return "toy", folder
     path = Path(model).expanduser()
     if path.is_dir():
