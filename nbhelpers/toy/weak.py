@@ -79,9 +79,9 @@ class WeakConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_train", "steps", "batch_size", "warmup"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < (0 if name == "warmup" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            v, low = getattr(self, name), 0 if name == "warmup" else 1
+            if not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an integer of at least {low}, got {v!r}")
 
     def stage5(self) -> TrainConfig:
         """The stage-5 settings of :mod:`nbhelpers.toy.train` this recipe trains with."""
