@@ -1,6 +1,7 @@
 """The one loader for every model the series uses (where each lives: :mod:`nbhelpers.locations`).
 
-* :func:`load_pipeline` loads ``"toy"`` (the embedded tiny Stable Diffusion), an SD 1.x hub id
+* :func:`load_pipeline` loads ``"toy"`` (the embedded tiny Stable Diffusion; ``"toy-weak"`` is
+  its weak version for autoguidance, :mod:`nbhelpers.toy.weak`), an SD 1.x hub id
   that is in the local cache, or a local pipeline folder, as a diffusers
   ``StableDiffusionPipeline``. It never downloads: weights are fetched once, before a lesson.
 * ``"rehearsal-mini"`` and ``"rehearsal-full"`` name Stable Diffusion 1.4's structure with
@@ -29,6 +30,9 @@ from nbhelpers.quiet import quiet_loading
 
 #: Model names that resolve to a rehearsal model in the cache, and its size.
 REHEARSAL_NAMES: dict[str, str] = {"rehearsal-mini": "mini", "rehearsal-full": "full"}
+#: ``"toy-weak"``: the toy model's weak version, for autoguidance (:mod:`nbhelpers.toy.weak`).
+TOY_WEAK_DIR = Path(__file__).resolve().parent / "data" / "toy-weak"
+WEAK_FLAGS = f" --weak-of {locations.toy_model_dir()} --out {TOY_WEAK_DIR}"
 
 
 def resolve_device(device: str, model: str = "") -> str:
@@ -36,7 +40,7 @@ def resolve_device(device: str, model: str = "") -> str:
     other values are returned as they are."""
     if device != "auto":
         return device
-    if model == "toy":
+    if model in ("toy", "toy-weak"):
         return "cpu"
     import torch
 
@@ -76,18 +80,18 @@ def resolve_model(model: str) -> tuple[str, str | Path]:
         from nbhelpers.profile import get_profile
 
         model = get_profile().model
-    names = ("toy", "auto", *REHEARSAL_NAMES)
+    names = ("toy", "toy-weak", "auto", *REHEARSAL_NAMES)
     if model not in names and model.lower() in names and not Path(model).exists():
         raise ValueError(f"unknown model {model}: model names are lower case; use "
                          f"{model.lower()}")
     if model in REHEARSAL_NAMES:
         return "rehearsal", model
-    if model == "toy":
-        folder = locations.toy_model_dir()
+    if model in ("toy", "toy-weak"):
+        folder = locations.toy_model_dir() if model == "toy" else TOY_WEAK_DIR
         if not locations.is_pipeline_folder(folder):
             raise FileNotFoundError(
-                f"the embedded toy model is missing from {folder}; reinstall the package, or "
-                "rebuild it with `nbhelpers toy train`")
+                f"the embedded {model} model is missing from {folder}; reinstall the package, or "
+                f"rebuild it with `nbhelpers toy train{WEAK_FLAGS if model != 'toy' else ''}`")
         return "toy", folder
     path = Path(model).expanduser()
     if path.is_dir():

@@ -78,6 +78,8 @@ def _cmd_toy_train(args: argparse.Namespace) -> int:
 
     check_writable(args.out)   # a read-only folder fails now, not after the training
     _set_threads(args.threads)
+    if args.weak_of is not None:
+        return _train_weak(args)
     recipe = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
     cfg = config_from_args(TrainConfig, args, _RECIPE_STEPS, base=recipe)
     _, card = train_toy(cfg, args.out, workers=args.threads, device=args.device)
@@ -85,6 +87,29 @@ def _cmd_toy_train(args: argparse.Namespace) -> int:
     print(f"saved {args.out}; scaling factor {card['scaling_factor']:.5f}; "
           f"VAE round trip {card['vae_roundtrip_accuracy']}")
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()))
+    return 0
+
+
+def _train_weak(args: argparse.Namespace) -> int:
+    """``toy train --weak-of FOLDER``: the weak model of autoguidance (:mod:`nbhelpers.toy.weak`)
+    of the pipeline in FOLDER; ``--seed`` and ``--steps`` apply, the VAE's steps do not."""
+    from nbhelpers.toy.model import SHIPPED_DIR
+    from nbhelpers.toy.weak import WeakConfig, train_weak
+
+    if Path(args.out).resolve() == SHIPPED_DIR.resolve():
+        raise ValueError("--weak-of needs --out FOLDER: the default --out is the shipped toy "
+                         "model, which the weak model must not replace (the shipped weak model "
+                         "is nbhelpers/data/toy-weak)")
+    if args.quick or args.vae_steps is not None or args.decoder_steps is not None:
+        raise ValueError("--weak-of trains a UNet only (the VAE and text encoder are FOLDER's): "
+                         "drop --quick, --vae-steps and --decoder-steps; use --steps")
+    cfg = WeakConfig(seed=args.seed) if args.steps is None else WeakConfig(seed=args.seed,
+                                                                           steps=args.steps)
+    _, card = train_weak(args.weak_of, cfg, args.out, device=args.device)
+    print(f"saved {args.out}: UNet {card['parameters']['unet']:,} parameters "
+          f"({card['parameters']['strong_unet']:,} in {args.weak_of}), {cfg.steps} steps, "
+          f"final loss {card['final_loss']['unet']}")
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in card["seconds"].items()))
     return 0
 
 
@@ -209,6 +234,10 @@ def _add_train_parser(toy_sub: argparse._SubParsersAction) -> None:
     add_config_arguments(p, TrainConfig, _RECIPE_STEPS, helps=TOY_TRAIN_OPTIONS,
                          unset=_RECIPE_STEPS)
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--weak-of", metavar="FOLDER", default=None,
+                   help="instead, train the weak model of autoguidance for the pipeline in "
+                        "FOLDER: its VAE and text encoder, a smaller UNet trained for fewer "
+                        "steps (nbhelpers.toy.weak); needs --out")
     p.set_defaults(func=_cmd_toy_train)
 
 

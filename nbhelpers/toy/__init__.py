@@ -22,7 +22,8 @@ The model (``docs/toy_model.md``):
 * :mod:`nbhelpers.toy.model`: the architecture, building, saving and loading the pipeline;
 * :mod:`nbhelpers.toy.train`: the six-stage recipe that made the shipped weights;
 * :mod:`nbhelpers.toy.autoencoder`: its autoencoder stages (VAE, latent scale, decoder);
-* :mod:`nbhelpers.toy.optimise`: the training loop those stages share.
+* :mod:`nbhelpers.toy.optimise`: the training loop those stages share;
+* :mod:`nbhelpers.toy.weak`: the weak model of autoguidance (a smaller, shorter-trained UNet).
 
 Import the submodules directly; this package imports nothing heavy on its own.
 """
