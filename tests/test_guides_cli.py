@@ -72,7 +72,8 @@ def test_bad_guide_options_fail_before_loading_and_write_nothing(tmp_path):
                  "argument --guide-momentum: 1.5: must be between -0.999 and 0.999",
              ("--guide", "cfg-zero-star", "--guide-zero-steps", "-1"):
                  "argument --guide-zero-steps: -1: must be at least 0",
-             ("--guide", "apg", "--guide-eta", "nan"): "argument --guide-eta: nan: must be a finite number",
+             ("--guide", "apg", "--guide-eta", "nan"):
+                 "argument --guide-eta: nan: must be a finite number",
              ("--guide", "pag", "--guide-layers", "down.2", "--steps", "1"):
                  "'down.2' has no self-attention"}
     for extra, message in cases.items():
