@@ -92,7 +92,8 @@ class Learner:
         form = {"username": self.name, "password": self.password}
         if xsrf:
             form["_xsrf"] = xsrf.group(1).decode()
-        resp = await self.request("/hub/login?next=", "POST", urlencode(form), ok=(302, 200))
+        resp = await self.request("/hub/login?next=", "POST", urlencode(form),
+                                  ok=(302, 200, 403))
         if resp.code != 302 or "jupyterhub-hub-login" not in self.cookies:
             raise HubError(f"{self.name}: the login form refused the password (it answered "
                            f"{resp.code}, not a redirect to the learner's server)")
@@ -122,8 +123,16 @@ class Learner:
             await asyncio.sleep(0.5)
         raise HubError(f"{self.name}: the server was not ready after {timeout:.0f} s")
 
-    async def stop_server(self) -> None:
+    async def stop_server(self, timeout: float = 60) -> None:
+        """Ask the hub to stop this learner's server and wait until it is stopped."""
         await self.request(f"/hub/api/users/{self.name}/server", "DELETE", ok=(202, 204))
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            status = await self.server_status()
+            if "" not in status.get("servers", {}) and not status.get("pending"):
+                return
+            await asyncio.sleep(0.5)
+        raise HubError(f"{self.name}: the server had not stopped after {timeout:.0f} s")
 
     async def kernel(self, kernel_id: str | None = None) -> Kernel:
         """A new kernel (or the one named) in this learner's server, connected."""
@@ -186,9 +195,13 @@ class Kernel:
 
 def _collect(m: dict, msg_id: str, reply: Reply) -> bool:
     """Add one iopub message of the cell ``msg_id`` to ``reply``; True when the cell is done."""
+    kind, content = m.get("msg_type"), m.get("content", {})
+    if kind == "status" and content.get("execution_state") in ("restarting", "dead"):
+        # the server says the kernel died (killed, out of memory): this cell never finishes
+        reply.error = f"kernel {content['execution_state']}: the kernel died while running"
+        return True
     if m.get("parent_header", {}).get("msg_id") != msg_id:
         return False
-    kind, content = m["msg_type"], m.get("content", {})
     if kind == "stream":
         reply.text += content.get("text", "")
     elif kind in ("execute_result", "display_data"):

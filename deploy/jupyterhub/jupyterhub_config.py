@@ -19,7 +19,7 @@ NBW_IP, NBW_PORT   where the room connects                                      
                                                                                        8000
 NBW_HUB_PORT,      the hub's and the proxy's internal API ports                        8081, 8001
 NBW_PROXY_API_PORT
-NBW_STATE          the hub's database, cookie secret and proxy pid file                ./.hub
+NBW_STATE          the hub's database, cookie secret and proxy pid file                build/hub
 NBW_LEARNERS       learners sharing the server (threads and memory are divided by it)  roster size
 NBW_MEM_MB         memory per learner, all their processes together                    shared out
 NBW_SERIES         folder copied to ~/workshop on first login                          see below
@@ -55,7 +55,7 @@ else:
     c.SharedPasswordAuthenticator.user_password = workshop.check_password(env("NBW_PASSWORD"))
 
 # --- where: ports, state ----------------------------------------------------------------------
-state = Path(env("NBW_STATE") or ".hub").resolve()
+state = Path(env("NBW_STATE") or workshop.REPO / "build" / "hub").resolve()
 state.mkdir(parents=True, exist_ok=True, mode=0o700)
 c.JupyterHub.ip = env("NBW_IP") or "127.0.0.1"
 c.JupyterHub.port = int(env("NBW_PORT") or 8000)

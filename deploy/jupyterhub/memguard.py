@@ -119,9 +119,12 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.interval}")
     print(f"memory guard: {args.limit_mb:.0f} MB per learner, a look every {args.interval} s",
           file=sys.stderr, flush=True)
-    while True:
-        guard_once(args.limit_mb)
-        time.sleep(args.interval)
+    try:
+        while True:
+            guard_once(args.limit_mb)
+            time.sleep(args.interval)
+    except KeyboardInterrupt:  # the hub stops its services with SIGINT
+        return 0
 
 
 if __name__ == "__main__":

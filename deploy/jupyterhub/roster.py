@@ -23,6 +23,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,11 +80,18 @@ def remove(roster: str) -> list[str]:
     _need_root("remove")
     gone = []
     for name in workshop.read_roster(roster):
+        if not _exists(name):
+            continue
+        for _ in range(50):  # their processes first: userdel refuses while one runs
+            if subprocess.run(["pkill", "-KILL", "-u", name], check=False).returncode == 1:
+                break        # pkill's 1: no process left
+            time.sleep(0.1)
+        done = subprocess.run(["userdel", "--remove", name], check=False, text=True,
+                              capture_output=True)
         if _exists(name):
-            subprocess.run(["pkill", "-KILL", "-u", name], check=False)
-            subprocess.run(["userdel", "--remove", name], check=False,
-                           stderr=subprocess.DEVNULL)
-            gone.append(name)
+            print(f"roster: could not remove {name}: {done.stderr.strip()}", file=sys.stderr)
+            continue
+        gone.append(name)
     print(f"roster: {len(gone)} account(s) removed with their homes")
     return gone
 
