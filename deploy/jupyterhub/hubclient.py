@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import struct
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -188,9 +189,21 @@ class Kernel:
             if raw is None:
                 raise HubError(f"{self.learner.name}: the kernel's websocket closed while "
                                f"running {code[:60]!r} (kernel died or server stopped)")
-            if _collect(json.loads(raw), msg_id, reply):
+            if _collect(_decode(raw), msg_id, reply):
                 reply.seconds = time.perf_counter() - start
                 return reply
+
+
+def _decode(raw: str | bytes) -> dict:
+    """A websocket message as a dict. Messages with binary buffers (a widget's picture) come
+    as bytes: a count n, n offsets (big-endian 32-bit), then the JSON message and the buffers
+    at those offsets; only the JSON part is read."""
+    if isinstance(raw, str):
+        return json.loads(raw)
+    n = struct.unpack("!I", raw[:4])[0]
+    offsets = struct.unpack(f"!{n}I", raw[4:4 + 4 * n])
+    end = offsets[1] if n > 1 else len(raw)
+    return json.loads(raw[offsets[0]:end].decode("utf-8"))
 
 
 def _collect(m: dict, msg_id: str, reply: Reply) -> bool:
