@@ -13,7 +13,8 @@ is resident (RSS), per learner, every ``--interval`` seconds.
 A learner's processes are those whose environment holds ``JUPYTERHUB_USER`` (JupyterHub sets
 it for the server, and kernels inherit it). It runs as a JupyterHub service (the hub starts
 it and restarts it with the hub; jupyterhub_config.py) with the hub's rights, which it needs to
-read other users' ``/proc/PID/environ``. Each kill is one line on stderr (the hub's log).
+read other users' ``/proc/PID/environ``. Each kill is one line on stderr (the hub's log). It
+ends when the hub that started it ends (the next hub starts its own).
 
     python deploy/jupyterhub/memguard.py --limit-mb 2048 [--interval 0.5]
 """
@@ -119,12 +120,14 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.interval}")
     print(f"memory guard: {args.limit_mb:.0f} MB per learner, a look every {args.interval} s",
           file=sys.stderr, flush=True)
+    hub = os.getppid()
     try:
-        while True:
-            guard_once(args.limit_mb)
+        while os.getppid() == hub:  # a hub that died leaves it orphaned: the next hub
+            guard_once(args.limit_mb)  # starts a guard of its own
             time.sleep(args.interval)
     except KeyboardInterrupt:  # the hub stops its services with SIGINT
-        return 0
+        pass
+    return 0
 
 
 if __name__ == "__main__":

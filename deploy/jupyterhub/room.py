@@ -73,6 +73,24 @@ def open_path_for_learners(paths: list[Path]) -> list[tuple[Path, int]]:
     return changed
 
 
+def _children(pid: int) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of the processes whose parent is ``pid``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append((int(entry), cmd))
+    return out
+
+
 class Room:
     """The hub process, its settings, and how to stop and start it again."""
 
@@ -108,9 +126,19 @@ class Room:
                         + self.log.read_text()[-3000:])
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the hub (and its proxy and services); the learners' servers keep running."""
+        """Stop the hub (and its proxy and services); the learners' servers keep running.
+        ``SIGKILL``: a crash; the proxy is left running (the next hub replaces it, which is
+        what a crash tests), the idle culler orphaned is ended here (the memory guard ends
+        itself)."""
         if self.proc is not None and self.proc.poll() is None:
+            cullers = [pid for pid, cmd in _children(self.proc.pid)
+                       if "jupyterhub_idle_culler" in cmd]
             self.proc.send_signal(sig)
+            if sig == signal.SIGKILL:
+                self.proc.wait()
+                for pid in cullers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:

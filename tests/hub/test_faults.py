@@ -1,27 +1,32 @@
-"""Faults (issue #33, item 4): the hub restarts while a learner works, and their server and
-kernel go on and take them back; a learner's server killed in the middle of a textual
-inversion run resumes from its last checkpoint with ``nbhelpers ti train ... --resume``."""
+"""Faults (issue #33, item 4): the hub restarts while a learner works (stopped with SIGTERM,
+or crashed: SIGKILL, its proxy left running), and their server and kernel go on and take them
+back; a learner's server killed in the middle of a textual inversion run resumes from its last
+checkpoint with ``nbhelpers ti train ... --resume``."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
+
+import pytest
 
 from .conftest import LEARNERS, home, learner, run
 
 A, B = LEARNERS
 
 
-def test_a_hub_restart_keeps_the_learners_server_and_kernel(room, tokens):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "crashed"])
+def test_a_hub_restart_keeps_the_learners_server_and_kernel(room, tokens, sig):
     async def before():
         k = await learner(room, tokens, A).kernel()
         reply = await k.run("import os\nx = 41\nprint(os.getppid())")
         k.close()
         return k.id, int(reply.text.strip())
     kernel_id, server_pid = run(before())
-    room.stop()                        # SIGTERM: the hub and its proxy go, the servers stay
+    room.stop(sig)                     # the hub goes (stopped or crashed), the servers stay
     os.kill(server_pid, 0)             # the learner's server is still there
     room.start()
 
