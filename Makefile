@@ -149,7 +149,7 @@ test: install lint
 	@$(SUITE)
 
 lint: install
-	$(VENV)/bin/ruff check nbhelpers tests bench tools book
+	$(VENV)/bin/ruff check nbhelpers tests bench tools book deploy
 
 unit: install
 	@$(SUITE) --only unit
