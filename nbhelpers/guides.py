@@ -155,7 +155,8 @@ def autoguidance_guide(weak_unet: torch.nn.Module) -> Guide:
 
     ``weak_unet`` is a smaller or less-trained UNet of the same model, run at the prompt in
     place of the unconditional branch (one pass fewer than CFG, one more than the conditional
-    model). The paper's ``w`` is ``s``. No weak toy model ships yet (issue 30, item 3).
+    model). The paper's ``w`` is ``s``. The toy model's weak model ships:
+    ``load_pipeline("toy-weak")``.
     """
     if not isinstance(weak_unet, torch.nn.Module):
         raise TypeError(f"autoguidance needs the weak model's UNet (a torch module), got "

@@ -134,7 +134,7 @@ def test_cli_verbose_is_accepted_before_and_after_the_subcommand_and_undone(monk
     assert parser.parse_args(["info", "--verbose"]).verbose
     assert not parser.parse_args(["info"]).verbose
     monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
-    assert main(["toy", "pictures", "--out", "/dev/null/x", "--n", "0", "--verbose"]) == 2
+    assert main(["toy", "pictures", "--out", "/dev/null/x", "--n", "1", "--verbose"]) in (1, 2)
     assert quiet.VERBOSE_ENV not in os.environ
 
 

@@ -237,7 +237,8 @@ def _add_train_parser(toy_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weak-of", metavar="FOLDER", default=None,
                    help="instead, train the weak model of autoguidance for the pipeline in "
                         "FOLDER: its VAE and text encoder, a smaller UNet trained for fewer "
-                        "steps (nbhelpers.toy.weak); needs --out")
+                        "steps (nbhelpers.toy.weak); needs --out (default: none, the toy "
+                        "model itself is trained)")
     p.set_defaults(func=_cmd_toy_train)
 
 
