@@ -31,7 +31,8 @@ INSTALL = $$(if test -x $(UV); then echo "$(UV) pip install --python $(PY)"; \
              else echo "$(PIP) install"; fi)
 STAMP := $(VENV)/.installed
 
-.PHONY: install lab test unit notebooks lint bench clean help test-browser sync book test-book slides
+.PHONY: install lab test unit notebooks lint bench clean help test-browser sync book test-book slides \
+        hub test-hub
 
 help:
 	@echo "make install - create .venv and install the package with its extras (the others do it"
@@ -59,6 +60,9 @@ help:
 	@echo "              copies in book/executed (npm fetches MathJax once); open"
 	@echo "              build/book/html/index.html"
 	@echo "make test-book - make book, then every page of it checked in headless Chromium"
+	@echo "make hub    - a JupyterHub rehearsal on localhost:8000 (learner-01, learner-02; password"
+	@echo "              rehearse-the-room); deploy/jupyterhub/README.md for a real room"
+	@echo "make test-hub - (root) the hub's isolation and fault tests, then a short load test"
 
 install: $(STAMP)
 
@@ -181,6 +185,33 @@ book: install $(BOOK_STAMP)
 # Debian's chromium + chromium-driver, as for test-browser; screenshots: artifacts/book/
 test-book: book
 	$(PY) -m pytest tests/book -q
+
+# JupyterHub for a workshop room (deploy/jupyterhub/README.md): the hub extra, and
+# configurable-http-proxy from npm into $(VENV)/chp (4.6.3: it runs on Debian's Node.js 18)
+HUB_PORT   ?= 8000
+HUB_ROSTER ?= deploy/jupyterhub/roster.example.txt
+HUB_STAMP  := $(VENV)/.hub-installed
+CHP        := $(VENV)/chp/node_modules/.bin/configurable-http-proxy
+
+$(HUB_STAMP): pyproject.toml $(STAMP)
+	@echo "hub: installing the hub extra (JupyterHub, jupyterhub-idle-culler) and"
+	@echo "     configurable-http-proxy (npm)"
+	@$(INSTALL) --quiet -e ".[dev,hub]"
+	@npm install --silent --no-fund --no-audit --prefix $(VENV)/chp configurable-http-proxy@4.6.3
+	@touch $(HUB_STAMP)
+
+# a rehearsal on localhost: learners learner-01 and learner-02, password rehearse-the-room
+# (NBW_PASSWORD=... to change it); every learner's server runs as you (NBW_MODE=system and
+# roster.py create for one account per learner, as on the day)
+hub: install $(HUB_STAMP)
+	NBW_ROSTER=$(HUB_ROSTER) NBW_PASSWORD=$${NBW_PASSWORD:-rehearse-the-room} \
+	  NBW_MODE=$${NBW_MODE:-rehearsal} NBW_PORT=$(HUB_PORT) NBW_CHP=$(CHP) \
+	  $(VENV)/bin/jupyterhub -f deploy/jupyterhub/jupyterhub_config.py
+
+# as root (it creates the test learners' accounts): tests/hub, then the short load test
+test-hub: install $(HUB_STAMP)
+	NBW_CHP=$(CHP) $(PY) -m pytest tests/hub -q
+	NBW_CHP=$(CHP) $(PY) bench/hub_load.py --learners 2 --duration 30 --no-doc
 
 # RISE slides (jupyterlab-rise, lab extra): every notebook's slide metadata by tools/slides.py's
 # rule (# and ## headings start a slide, ### a subslide); tests/test_slides.py fails when off

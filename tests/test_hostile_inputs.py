@@ -118,3 +118,27 @@ def test_a_fifo_named_as_a_caption_is_not_read(tmp_path):
     os.mkfifo(tmp_path / "pics" / "square.txt")   # would block a plain open() forever
     report = load_folder(tmp_path / "pics")
     assert [item.caption for item in report.loaded] == ["square"]   # the file name's caption
+
+
+@pytest.mark.parametrize("option, words", [
+    (("--device", "cuda"), "--device cuda: torch sees no CUDA GPU"),
+    (("--size", "0"), "argument --size: the size must be a positive multiple of 8"),
+    (("--template", "{bad}"), "is not UTF-8 text"),
+])
+def test_ti_train_refuses_before_anything_loads(tmp_path, capsys, monkeypatch, option, words):
+    if option[0] == "--device":   # the check asks torch; on a GPU machine, pretend it has none
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    bad = tmp_path / "templates.txt"
+    bad.write_bytes(b"a painting of [name] \xff\xfe in [filewords]\n")
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "pics" / "a red square.png")
+    option = tuple(o.replace("{bad}", str(bad)) for o in option)
+    try:
+        code, err = _cli(capsys, "ti", "train", str(tmp_path / "pics"), "--token", "<x>",
+                         *option, "--steps", "1", "--out", str(tmp_path / "x.safetensors"))
+    except SystemExit as stop:   # argparse's own refusal
+        code, err = stop.code, capsys.readouterr().err
+    assert code == 2 and words in err, err
+    if option[0] == "--template":
+        assert "templates.txt" in err   # the message names the file
+    assert not (tmp_path / "x-run").exists()
