@@ -39,6 +39,7 @@ Images: :func:`render` returns ``(64, 64, 3)`` uint8 arrays, :func:`render_tenso
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -449,7 +450,7 @@ def save_picture_folder(folder: str | os.PathLike, n: int = 12, side: int = 64, 
     Returns:
         the image paths, each written atomically.
     """
-    from nbhelpers.files import atomic_path, save_png
+    from nbhelpers.files import save_png, write_bytes
 
     check_count("n", n)
     if side < 64:
@@ -469,15 +470,15 @@ def save_picture_folder(folder: str | os.PathLike, n: int = 12, side: int = 64, 
         ext = ".jpg" if k % 2 else ".png"
         if k % 3 == 0:
             path = out / f"picture {k:02d}{ext}"
-            with atomic_path(path.with_suffix(".txt")) as tmp:
-                tmp.write_text(describe(scene) + "\n")
+            write_bytes(path.with_suffix(".txt"), (describe(scene) + "\n").encode())
         else:
             path = out / f"{describe(scene)} ({k}){ext}"
         if ext == ".png":
             save_png(canvas, path)
         else:
-            with atomic_path(path) as tmp:
-                canvas.save(tmp, format="JPEG", quality=95)
+            jpeg = io.BytesIO()
+            canvas.save(jpeg, format="JPEG", quality=95)
+            write_bytes(path, jpeg.getvalue())   # written whole, its size checked
         paths.append(path)
     return paths
 
