@@ -191,7 +191,7 @@ test-book: book
 HUB_PORT   ?= 8000
 HUB_ROSTER ?= deploy/jupyterhub/roster.example.txt
 HUB_STAMP  := $(VENV)/.hub-installed
-CHP        := $(VENV)/chp/node_modules/.bin/configurable-http-proxy
+CHP        := $(abspath $(VENV))/chp/node_modules/.bin/configurable-http-proxy
 
 $(HUB_STAMP): pyproject.toml $(STAMP)
 	@echo "hub: installing the hub extra (JupyterHub, jupyterhub-idle-culler) and"
