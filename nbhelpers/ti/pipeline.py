@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from nbhelpers.checks import shorten
 from nbhelpers.ti.embeddings import Embedding, check_finite, check_width, guess_family
 
 
@@ -152,14 +153,15 @@ def _check_addable(tokenizer: Any, emb: Embedding, table: torch.Tensor) -> None:
     check_width(emb, int(table.shape[1]))
     check_finite(emb, "use")
     largest, model_largest = float(emb.vectors.abs().max()), float(table.detach().abs().max())
+    name = shorten(repr(emb.token))
     if largest > MAX_VALUE_RATIO * model_largest:
-        raise ValueError(f"refusing to use {_short(emb.token)}: its values reach {largest:.3g}, "
+        raise ValueError(f"refusing to use {name}: its values reach {largest:.3g}, "
                          f"while this model's token rows stay within {model_largest:.3g}; "
                          f"vectors that large saturate the text encoder (black or flat "
                          f"pictures). The file is damaged or not a textual-inversion embedding")
     room = int(getattr(tokenizer, "model_max_length", 77)) - 2   # less start and end tokens
     if emb.n_vectors > room:
-        raise ValueError(f"refusing to use {_short(emb.token)}: it has {emb.n_vectors} vectors, "
+        raise ValueError(f"refusing to use {name}: it has {emb.n_vectors} vectors, "
                          f"and a prompt holds {room} tokens, so the word alone would be cut; "
                          f"use an embedding of at most {room} vectors (a few are usual)")
     if _normalized(tokenizer, emb.token) != emb.token:
@@ -168,11 +170,6 @@ def _check_addable(tokenizer: Any, emb: Embedding, table: torch.Tensor) -> None:
                          f"(CLIP lower-cases prompts: {low!r}), so a multi-vector prompt "
                          f"would not expand; use token {low!r} (load_embedding(path, "
                          f"token={low!r}))")
-
-
-def _short(token: str, limit: int = 60) -> str:
-    """``token`` quoted for a message, cut to ``limit`` characters."""
-    return repr(token) if len(token) <= limit else repr(token[:limit]) + f"... ({len(token)} chars)"
 
 
 def _word_row(tokenizer: Any, emb: Embedding, overwrite: bool) -> list[int] | None:
